@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian package the tests and the demo need, on a fresh
+# Debian 12 machine. Idempotent: packages already present are skipped.
+set -euo pipefail
+
+packages=(
+  # hardware tools the agent runs (also in the live image)
+  smartmontools dmidecode lshw pciutils nvme-cli stress-ng fio e2fsprogs
+  iperf3 memtester util-linux fdisk ipmitool ethtool
+  # the boot chain and its tests
+  dnsmasq-base busybox-static iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf
+  openipmi
+  # FUSE for the failing-disk test
+  fuse3
+  # PostgreSQL for the store tests
+  postgresql
+  # misc
+  python3-venv curl ca-certificates procps psmisc
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all packages present"
+fi
+# the PostgreSQL package starts a cluster on 5432 that the tests do not use
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
+  pg_ctlcluster --force 15 main stop 2>/dev/null || true
+fi

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: installs what it needs, builds, and
+# starts the orchestrator with SQLite in ./data and no config file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh >/dev/null
+cargo build --release -p vetting-cli -p vetting-agent
+exec ./target/release/vetting serve "$@"

@@ -1,0 +1,143 @@
+//! `vetting`: the orchestrator's command line. Thin glue over
+//! `vetting-core` and `vetting-http`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vetting_core::clock::SystemClock;
+use vetting_core::config::Config;
+use vetting_core::dispatcher::{ManualPower, run_reconcilers};
+use vetting_core::orchestrator::Orchestrator;
+use vetting_core::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "vetting", version, about = "Vets bare-metal servers before they go into service")]
+struct Cli {
+    /// The YAML config file (optional: defaults work with none).
+    #[arg(long, short, global = true, env = "VETTING_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Starts the orchestrator (embedded SQLite in ./data by default).
+    Serve {
+        /// Listen address (overrides config `listen`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Database commands.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Checks a config file and prints the configuration in effect.
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Brings the database schema up to date.
+    Migrate,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VETTING_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { listen } => {
+            let mut config = Config::load(cli.config.as_deref())?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            serve(config).await
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = Config::load(Some(&file))?;
+            println!("{} is valid", file.display());
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Db {
+            command: DbCommand::Migrate,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating {}", config.data_dir.display()))?;
+            let store = Store::connect(&config.database_url()).await?;
+            let applied = store.migrate().await?;
+            println!(
+                "database at schema version {} (applied: {:?})",
+                store.schema_version().await?,
+                applied
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let orchestrator = Orchestrator::open(config, Arc::new(SystemClock))
+        .await
+        .context("opening the orchestrator")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let local = listener.local_addr().context("reading the listen address")?;
+    println!("vetting listening on http://{local}");
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let reconcilers = tokio::spawn(run_reconcilers(
+        orchestrator.clone(),
+        Arc::new(ManualPower),
+        stop.clone(),
+    ));
+    let app = vetting_http::router(vetting_http::AppState { orchestrator });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving HTTP")?;
+    let _ = stop_sender.send(true);
+    reconcilers.abort();
+    Ok(())
+}

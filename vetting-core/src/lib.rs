@@ -1,0 +1,18 @@
+//! The vetting orchestrator as a library: model, store (sea-orm + embedded
+//! migrations), the run state machine, the dispatcher, run tokens, config,
+//! the events hub, PXE (dnsmasq supervisor, iPXE scripts) and power control.
+//!
+//! Nothing here knows about HTTP: `vetting-http` parses requests, calls into
+//! this crate and renders the answer.
+
+pub mod clock;
+pub mod config;
+pub mod dispatcher;
+pub mod events;
+pub mod model;
+pub mod orchestrator;
+pub mod power;
+pub mod pxe;
+pub mod state_machine;
+pub mod store;
+pub mod tokens;

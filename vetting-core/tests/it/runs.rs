@@ -1,0 +1,553 @@
+//! Runs walk the state machine through the orchestrator, on SQLite and
+//! PostgreSQL: the happy path, a failure at each testing stage, holds,
+//! overrides, release, cancel from every non-terminal state, audit records
+//! and deadlines (with an injected clock: nothing sleeps).
+
+use vetting_core::clock::ManualClock;
+use vetting_core::model::Actor;
+use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
+use vetting_core::state_machine::{Event, HoldReason, RunState, Stage, state_of};
+
+use crate::support::{T0, config_for, host, open, operator, test_dbs};
+
+fn agent() -> EventContext {
+    EventContext {
+        actor: Some(Actor::agent()),
+        ..Default::default()
+    }
+}
+
+async fn step(orchestrator: &Orchestrator, run_id: &str, event: Event) -> RunState {
+    orchestrator.apply(run_id, event, agent()).await.unwrap().to
+}
+
+/// Drives a fresh run to `Booting` (queued, dispatched, powered on).
+async fn booted_run(orchestrator: &Orchestrator, index: u32) -> String {
+    let host_id = host(orchestrator, index).await;
+    let run = orchestrator.start_run(host_id, &operator()).await.unwrap();
+    assert_eq!(run.state, RunState::Queued);
+    assert_eq!(orchestrator.dispatch().await.unwrap(), vec![run.id.clone()]);
+    assert_eq!(
+        step(orchestrator, &run.id, Event::PowerOnSent).await,
+        RunState::Booting
+    );
+    run.id
+}
+
+/// Drives a run from `Booting` into the given testing stage.
+async fn run_until(orchestrator: &Orchestrator, run_id: &str, target: RunState) {
+    assert_eq!(
+        step(orchestrator, run_id, Event::Hello).await,
+        RunState::Booting
+    );
+    assert_eq!(
+        step(orchestrator, run_id, Event::Claim).await,
+        RunState::InventoryCheck
+    );
+    let mut state = RunState::InventoryCheck;
+    while state != target {
+        let event = if state == RunState::SpecValidate {
+            Event::SpecPassed
+        } else {
+            Event::StagePassed
+        };
+        state = step(orchestrator, run_id, event).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_walks_from_registered_to_completed() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        let mut events = orchestrator.hub().subscribe();
+        let run_id = booted_run(&orchestrator, 1).await;
+        run_until(&orchestrator, &run_id, RunState::Psu).await;
+        assert_eq!(
+            step(&orchestrator, &run_id, Event::StageSkipped).await,
+            RunState::Reporting
+        );
+        assert_eq!(
+            step(&orchestrator, &run_id, Event::ReportWritten).await,
+            RunState::Completed
+        );
+        let run = orchestrator.get_run(&run_id).await.unwrap();
+        assert_eq!(run.state, RunState::Completed);
+        assert!(run.ended_at_ms.is_some());
+        let walked: Vec<String> = orchestrator
+            .transitions(Some(&run_id))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| record.to)
+            .collect();
+        assert_eq!(
+            walked,
+            [
+                "Queued",
+                "WaitingWoL",
+                "Booting",
+                "Booting",
+                "InventoryCheck",
+                "SpecValidate",
+                "SMART",
+                "CPUStress",
+                "Storage",
+                "Network",
+                "GPU",
+                "PSU",
+                "Reporting",
+                "Completed"
+            ],
+            "{}",
+            db.name
+        );
+        // every stage has a row, each closed
+        let stages = orchestrator.stages(&run_id).await.unwrap();
+        assert_eq!(stages.len(), 8, "{}: {stages:?}", db.name);
+        assert!(stages.iter().all(|stage| stage.finished_at_ms.is_some()));
+        assert!(orchestrator.slots_in_use().await.unwrap().is_empty());
+        // the hub announced each transition after it was committed
+        let mut announced = 0;
+        while let Ok(event) = events.try_recv() {
+            if let vetting_core::events::HubEvent::Transition { run_id: id, .. } = event {
+                assert_eq!(id, run_id);
+                announced += 1;
+            }
+        }
+        assert_eq!(announced, walked.len(), "{}", db.name);
+    }
+}
+
+#[tokio::test]
+async fn a_failure_at_each_testing_stage_holds_then_releases() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        for (index, stage) in Stage::ALL.into_iter().enumerate() {
+            let run_id = booted_run(&orchestrator, index as u32 + 10).await;
+            run_until(&orchestrator, &run_id, state_of(stage)).await;
+            let applied = orchestrator
+                .apply(
+                    &run_id,
+                    Event::StageFailed,
+                    EventContext {
+                        reason: Some(format!("{stage} failed for the test")),
+                        ..agent()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(applied.to, RunState::Failed);
+            let run = orchestrator.get_run(&run_id).await.unwrap();
+            assert_eq!(run.state, RunState::FailedHolding, "{}: {stage}", db.name);
+            assert_eq!(run.hold_reason, Some(HoldReason::Failure));
+            // the failure log shows Failed, then the hold
+            let log = orchestrator.transitions(Some(&run_id)).await.unwrap();
+            let tail: Vec<&str> = log.iter().rev().take(2).map(|r| r.to.as_str()).collect();
+            assert_eq!(tail, ["FailedHolding", "Failed"]);
+            // a held run frees its slot
+            assert!(!orchestrator.slots_in_use().await.unwrap().contains(&run_id));
+            // a failure hold cannot be overridden
+            let refused = orchestrator
+                .override_wipe(&run_id, &operator(), "I know".into())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(refused, OrchestratorError::OverrideRefused { .. }),
+                "{refused}"
+            );
+            let released = orchestrator
+                .release(&run_id, &operator(), Some("inspected".into()))
+                .await
+                .unwrap();
+            assert_eq!(released.to, RunState::Released);
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_hold_on_failure_a_failed_run_ends_failed() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let mut config = config_for(&db);
+        config.runs.hold_on_failure = false;
+        let orchestrator = open(config, &clock).await;
+        let run_id = booted_run(&orchestrator, 1).await;
+        run_until(&orchestrator, &run_id, RunState::CPUStress).await;
+        step(&orchestrator, &run_id, Event::StageFailed).await;
+        let run = orchestrator.get_run(&run_id).await.unwrap();
+        assert_eq!(run.state, RunState::Failed);
+        assert!(run.state.is_terminal());
+        let error = orchestrator
+            .release(&run_id, &operator(), None)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("Failed"), "{error}");
+        // the agent is told to power off
+        assert_eq!(
+            vetting_core::orchestrator::command_for(&run, None),
+            vetting_probes::protocol::Command::Shutdown
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        let run_id = booted_run(&orchestrator, 1).await;
+        run_until(&orchestrator, &run_id, RunState::Storage).await;
+        orchestrator
+            .apply(
+                &run_id,
+                Event::StageHeld,
+                EventContext {
+                    hold_reason: Some(HoldReason::WipeSignatures),
+                    reason: Some("wipe probe: gpt at offset 0x200 on /dev/loop3".into()),
+                    ..agent()
+                },
+            )
+            .await
+            .unwrap();
+        let held = orchestrator.get_run(&run_id).await.unwrap();
+        assert_eq!(held.state, RunState::FailedHolding);
+        assert_eq!(held.hold_reason, Some(HoldReason::WipeSignatures));
+        // an override must say what is acknowledged
+        assert!(
+            orchestrator
+                .override_wipe(&run_id, &operator(), " ".into())
+                .await
+                .is_err()
+        );
+        orchestrator
+            .override_wipe(&run_id, &operator(), "disk /dev/loop3 may be wiped".into())
+            .await
+            .unwrap();
+        let rerun = orchestrator.get_run(&run_id).await.unwrap();
+        assert_eq!(rerun.state, RunState::Storage);
+        assert_eq!(rerun.current.unwrap().attempt, 2, "{}", db.name);
+        assert_eq!(rerun.override_flags, vec!["override_wipe".to_string()]);
+        assert!(orchestrator.slots_in_use().await.unwrap().contains(&run_id));
+        // the agent, still on attempt 1, is told to retry the stage
+        assert_eq!(
+            vetting_core::orchestrator::command_for(&rerun, held.current),
+            vetting_probes::protocol::Command::RetryStage
+        );
+        let stages = orchestrator.stages(&run_id).await.unwrap();
+        let storage: Vec<_> = stages.iter().filter(|s| s.stage == "Storage").collect();
+        assert_eq!(storage.len(), 2);
+        assert_eq!(storage[0].outcome, "held");
+        assert_eq!(storage[1].outcome, "running");
+        // attempt 2 fails with bad blocks: not overridable
+        orchestrator
+            .apply(
+                &run_id,
+                Event::StageFailed,
+                EventContext {
+                    reason: Some("badblocks: 3 bad blocks on /dev/loop3".into()),
+                    ..agent()
+                },
+            )
+            .await
+            .unwrap();
+        let error = orchestrator
+            .override_wipe(&run_id, &operator(), "wipe anyway".into())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, OrchestratorError::OverrideRefused { .. }),
+            "{error}"
+        );
+        // the audit names who acknowledged what
+        let audit = orchestrator.audit_log(Some(&run_id)).await.unwrap();
+        let override_record = audit.iter().find(|r| r.action == "override_wipe").unwrap();
+        assert_eq!(override_record.actor, "operator:alice");
+        assert_eq!(
+            override_record.acknowledged.as_deref(),
+            Some("disk /dev/loop3 may be wiped")
+        );
+    }
+}
+
+#[tokio::test]
+async fn cancel_works_from_every_non_terminal_state_and_is_audited() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let mut config = config_for(&db);
+        config.dispatcher.max_in_flight = 50;
+        let orchestrator = open(config, &clock).await;
+        let mut index = 100;
+        for target in RunState::ALL {
+            if target.is_terminal() {
+                continue;
+            }
+            index += 1;
+            let host_id = host(&orchestrator, index).await;
+            let run = orchestrator.create_run(host_id, &operator()).await.unwrap();
+            match target {
+                RunState::Registered => {}
+                RunState::Queued => {
+                    step(&orchestrator, &run.id, Event::Enqueue).await;
+                }
+                RunState::WaitingWoL => {
+                    step(&orchestrator, &run.id, Event::Enqueue).await;
+                    step(&orchestrator, &run.id, Event::Dispatch).await;
+                }
+                RunState::FailedHolding => {
+                    step(&orchestrator, &run.id, Event::Enqueue).await;
+                    step(&orchestrator, &run.id, Event::Dispatch).await;
+                    step(&orchestrator, &run.id, Event::PowerOnSent).await;
+                    step(&orchestrator, &run.id, Event::BootTimeout).await;
+                }
+                RunState::Reporting => {
+                    step(&orchestrator, &run.id, Event::Enqueue).await;
+                    step(&orchestrator, &run.id, Event::Dispatch).await;
+                    step(&orchestrator, &run.id, Event::PowerOnSent).await;
+                    run_until(&orchestrator, &run.id, RunState::Psu).await;
+                    step(&orchestrator, &run.id, Event::StagePassed).await;
+                }
+                other => {
+                    step(&orchestrator, &run.id, Event::Enqueue).await;
+                    step(&orchestrator, &run.id, Event::Dispatch).await;
+                    step(&orchestrator, &run.id, Event::PowerOnSent).await;
+                    if other != RunState::Booting {
+                        run_until(&orchestrator, &run.id, other).await;
+                    }
+                }
+            }
+            assert_eq!(orchestrator.get_run(&run.id).await.unwrap().state, target);
+            let applied = orchestrator
+                .cancel(&run.id, &Actor::operator("bob"), Some("wrong rack".into()))
+                .await
+                .unwrap();
+            assert_eq!(
+                applied.to,
+                RunState::Cancelled,
+                "{}: from {target}",
+                db.name
+            );
+            let cancelled = orchestrator.get_run(&run.id).await.unwrap();
+            assert!(cancelled.ended_at_ms.is_some());
+            assert!(!orchestrator.slots_in_use().await.unwrap().contains(&run.id));
+            let audit = orchestrator.audit_log(Some(&run.id)).await.unwrap();
+            let record = audit.iter().find(|r| r.action == "cancel").unwrap();
+            assert_eq!(record.actor, "operator:bob");
+            assert_eq!(record.acknowledged.as_deref(), Some("wrong rack"));
+            // a second cancel is refused, naming the state and the event
+            let error = orchestrator
+                .cancel(&run.id, &operator(), None)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("Cancelled") && error.contains("cancel"),
+                "{error}"
+            );
+        }
+        // every operator action left a record
+        let actions: Vec<String> = orchestrator
+            .audit_log(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| record.action)
+            .collect();
+        for action in ["register_host", "create_run", "enqueue", "cancel"] {
+            assert!(
+                actions.iter().any(|a| a == action),
+                "{action} missing: {actions:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_dispatcher_caps_runs_in_flight_and_serves_first_in_first_out() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        let mut runs = Vec::new();
+        for index in 0..5 {
+            let host_id = host(&orchestrator, index).await;
+            clock.advance_ms(1);
+            runs.push(
+                orchestrator
+                    .start_run(host_id, &operator())
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let first = orchestrator.dispatch().await.unwrap();
+        assert_eq!(first, runs[..3].to_vec(), "{}", db.name);
+        assert!(orchestrator.dispatch().await.unwrap().is_empty());
+        // a held run frees its slot: the next queued run starts
+        step(&orchestrator, &runs[0], Event::PowerOnSent).await;
+        run_until(&orchestrator, &runs[0], RunState::Storage).await;
+        orchestrator
+            .apply(
+                &runs[0],
+                Event::StageHeld,
+                EventContext {
+                    hold_reason: Some(HoldReason::UnexpectedData),
+                    ..agent()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            orchestrator.dispatch().await.unwrap(),
+            vec![runs[3].clone()]
+        );
+        // an override needs a slot again: refused while none is free
+        let error = orchestrator
+            .override_wipe(&runs[0], &operator(), "data may go".into())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, OrchestratorError::NoSlotFree { max: 3 }),
+            "{error}"
+        );
+        assert_eq!(
+            orchestrator.get_run(&runs[0]).await.unwrap().state,
+            RunState::FailedHolding
+        );
+        orchestrator
+            .cancel(&runs[1], &operator(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            orchestrator.dispatch().await.unwrap(),
+            vec![runs[4].clone()]
+        );
+        assert_eq!(orchestrator.slots_in_use().await.unwrap().len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn deadlines_fire_by_the_injected_clock_and_survive_a_restart() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let config = config_for(&db);
+        let orchestrator = open(config.clone(), &clock).await;
+        let booting = booted_run(&orchestrator, 1).await;
+        let testing = booted_run(&orchestrator, 2).await;
+        run_until(&orchestrator, &testing, RunState::CPUStress).await;
+        // nothing is due yet
+        clock.advance_secs(60);
+        assert!(orchestrator.fire_deadlines().await.unwrap().is_empty());
+        // close the orchestrator and open a new one on the same database
+        drop(orchestrator);
+        let reopened = open(config, &clock).await;
+        assert_eq!(
+            reopened.get_run(&booting).await.unwrap().state,
+            RunState::Booting
+        );
+        assert_eq!(
+            reopened.get_run(&testing).await.unwrap().state,
+            RunState::CPUStress
+        );
+        assert_eq!(reopened.slots_in_use().await.unwrap().len(), 2);
+        // the heartbeat keeps the testing run alive; the booting one has no hello
+        let run = reopened.get_run(&testing).await.unwrap();
+        clock.advance_secs(100);
+        reopened.heartbeat(&run, run.current).await.unwrap();
+        clock.advance_secs(100);
+        let fired = reopened.fire_deadlines().await.unwrap();
+        assert_eq!(fired.len(), 0, "{fired:?}");
+        // boot deadline (900 s) passes for the booting run
+        clock.advance_secs(700);
+        let fired = reopened.fire_deadlines().await.unwrap();
+        assert_eq!(fired.len(), 2, "{}: {fired:?}", db.name);
+        let booting_run = reopened.get_run(&booting).await.unwrap();
+        assert_eq!(booting_run.state, RunState::FailedHolding);
+        assert!(booting_run.failure_reason.unwrap().contains("did not boot"));
+        let testing_run = reopened.get_run(&testing).await.unwrap();
+        assert_eq!(testing_run.state, RunState::FailedHolding);
+        assert!(testing_run.failure_reason.unwrap().contains("silent"));
+        // FailedHolding never releases itself
+        clock.advance_secs(100_000);
+        assert!(reopened.fire_deadlines().await.unwrap().is_empty());
+        assert!(reopened.slots_in_use().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn removing_a_host_frees_its_macs_and_keeps_its_history() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        let host_id = host(&orchestrator, 7).await;
+        let run = orchestrator.start_run(host_id, &operator()).await.unwrap();
+        let busy = orchestrator
+            .remove_host(host_id, &operator())
+            .await
+            .unwrap_err();
+        assert!(matches!(busy, OrchestratorError::HostBusy { .. }), "{busy}");
+        orchestrator
+            .cancel(&run.id, &operator(), None)
+            .await
+            .unwrap();
+        orchestrator
+            .remove_host(host_id, &operator())
+            .await
+            .unwrap();
+        // the MAC can be registered again, the old run is still there
+        let again = orchestrator
+            .register_host(
+                vetting_core::model::NewHost {
+                    name: "host-7-new".into(),
+                    macs: vec!["52-54-00-00-00-07".into()],
+                    ..Default::default()
+                },
+                &operator(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.macs[0].as_str(), "52:54:00:00:00:07");
+        assert_eq!(
+            orchestrator.list_runs(Some(host_id)).await.unwrap().len(),
+            1
+        );
+        assert!(
+            orchestrator
+                .get_host(host_id)
+                .await
+                .unwrap()
+                .removed_at_ms
+                .is_some()
+        );
+        // a taken MAC is refused, naming it and its host
+        let taken = orchestrator
+            .register_host(
+                vetting_core::model::NewHost {
+                    name: "other".into(),
+                    macs: vec!["52:54:00:00:00:07".into()],
+                    ..Default::default()
+                },
+                &operator(),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            taken.contains("52:54:00:00:00:07") && taken.contains("host-7-new"),
+            "{taken}"
+        );
+        let bad = orchestrator
+            .register_host(
+                vetting_core::model::NewHost {
+                    name: "bad".into(),
+                    macs: vec!["52:54:00:zz".into()],
+                    ..Default::default()
+                },
+                &operator(),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("52:54:00:zz"), "{bad}");
+    }
+}

@@ -1,0 +1,90 @@
+//! The one error type of the HTTP layer: every answer that is not a success
+//! is JSON saying what was wrong. Invalid transitions are 409, bad input
+//! 400/422, missing things 404, bad auth 401 without saying why; internal
+//! errors are logged in full and answered generically.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use vetting_core::orchestrator::OrchestratorError;
+use vetting_probes::protocol::{ErrorBody, RunPosition};
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub position: Option<RunPosition>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            position: None,
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized")
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<OrchestratorError> for ApiError {
+    fn from(error: OrchestratorError) -> Self {
+        use OrchestratorError as E;
+        match error {
+            E::InvalidTransition { .. }
+            | E::OverrideRefused { .. }
+            | E::Conflict { .. }
+            | E::HostBusy { .. }
+            | E::NoSlotFree { .. }
+            | E::MacTaken { .. } => ApiError::new(StatusCode::CONFLICT, error.to_string()),
+            E::NotCurrentStage { ref position, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                message: error.to_string(),
+                position: Some(position.clone()),
+            },
+            E::RunNotFound(_) | E::HostNotFound(_) => ApiError::not_found(error.to_string()),
+            E::InvalidHost { .. } | E::BadRequest(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+            }
+            E::Unauthorized(_) | E::RunEnded { .. } => ApiError::unauthorized(),
+            other => {
+                tracing::error!("internal error: {:#}", anyhow_chain(&other));
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+/// The whole error chain on one line.
+fn anyhow_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+                position: self.position,
+            }),
+        )
+            .into_response()
+    }
+}
