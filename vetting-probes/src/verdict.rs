@@ -97,9 +97,8 @@ impl Verdict {
             status,
             message: message.into(),
         });
-        if self.status == Status::Skip && status != Status::Skip {
-            self.status = status;
-        } else if status.rank() > self.status.rank() {
+        let replaces_skip = self.status == Status::Skip && status != Status::Skip;
+        if replaces_skip || status.rank() > self.status.rank() {
             self.status = status;
         }
     }
