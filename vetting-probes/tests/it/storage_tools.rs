@@ -168,6 +168,8 @@ fn fio_verify_on_a_loop_device_passes() {
             "--size=8M",
             "--direct=1",
             "--verify=crc32c",
+        "--verify_state_save=0",
+            "--verify_state_save=0",
             "--do_verify=1",
             "--output-format=json",
         ],
@@ -207,6 +209,7 @@ fn fio_fails_on_a_real_verify_error() {
         "--bs=64k",
         "--size=4M",
         "--verify=crc32c",
+        "--verify_state_save=0",
     ];
     let (write_output, code) = run(
         "fio",
