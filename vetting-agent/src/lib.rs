@@ -1,0 +1,4 @@
+//! vetting-agent: the in-image test agent. The command-line subcommands
+//! live in [`cli`]; the run loop and its HTTP client come next to it.
+
+pub mod cli;
