@@ -11,7 +11,7 @@ packages=(
   dnsmasq-base busybox-static iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf
   openipmi
   # FUSE for the failing-disk test
-  fuse3
+  fuse3 python3-fuse
   # PostgreSQL for the store tests
   postgresql
   # misc

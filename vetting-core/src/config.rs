@@ -47,6 +47,8 @@ pub struct Config {
     pub runs: RunsConfig,
     pub stages: vetting_probes::protocol::StageParams,
     pub thresholds: Thresholds,
+    /// The iperf3 server for the Network stage.
+    pub iperf: crate::iperf::IperfConfig,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             runs: RunsConfig::default(),
             stages: vetting_probes::protocol::StageParams::default(),
             thresholds: Thresholds::default(),
+            iperf: crate::iperf::IperfConfig::default(),
         }
     }
 }

@@ -44,7 +44,23 @@ pub async fn reconcile_once(
     let mut moved = 0;
     moved += orchestrator.fire_deadlines().await?.len();
     moved += orchestrator.dispatch().await?.len();
-    for run in orchestrator.list_runs(None).await? {
+    let runs = orchestrator.list_runs(None).await?;
+    // orchestrator-owned states left behind by a restart
+    for run in &runs {
+        if matches!(run.state, RunState::SpecValidate | RunState::Reporting) {
+            orchestrator.resolve_owned_states(&run.id).await?;
+            moved += 1;
+        }
+    }
+    // the iperf3 server runs only while some run is in flight
+    if runs.iter().any(|run| run.state.holds_slot()) {
+        let config = orchestrator.config();
+        let bind = config.iperf.bind.unwrap_or_else(|| config.listen.ip());
+        orchestrator.iperf().ensure(&config.iperf, bind).await;
+    } else {
+        orchestrator.iperf().stop().await;
+    }
+    for run in runs {
         if run.state != RunState::WaitingWoL || !powered.insert((run.id.clone(), run.version)) {
             continue;
         }

@@ -72,6 +72,8 @@ pub enum OrchestratorError {
     RunEnded { run_id: String },
     #[error("secret key: {0}")]
     Key(#[from] tokens::KeyError),
+    #[error("{0}")]
+    Internal(String),
     #[error("I/O error while {doing}")]
     Io {
         doing: String,
@@ -125,6 +127,8 @@ struct Inner {
     hub: EventsHub,
     bcrypt_cost: u32,
     poke: tokio::sync::Notify,
+    iperf: crate::iperf::IperfSupervisor,
+    run_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Orchestrator {
@@ -159,6 +163,8 @@ impl Orchestrator {
                 hub: EventsHub::default(),
                 bcrypt_cost: tokens::BCRYPT_COST,
                 poke: tokio::sync::Notify::new(),
+                iperf: crate::iperf::IperfSupervisor::default(),
+                run_locks: Default::default(),
             }),
         };
         orchestrator.size_slots().await?;
@@ -180,6 +186,8 @@ impl Orchestrator {
                 hub: shared.hub.clone(),
                 bcrypt_cost: cost,
                 poke: tokio::sync::Notify::new(),
+                iperf: crate::iperf::IperfSupervisor::default(),
+                run_locks: Default::default(),
             },
         };
         Orchestrator {
@@ -204,6 +212,26 @@ impl Orchestrator {
     }
     fn conn(&self) -> &sea_orm::DatabaseConnection {
         self.inner.store.db()
+    }
+
+    /// The iperf3 server of the Network stage.
+    pub fn iperf(&self) -> &crate::iperf::IperfSupervisor {
+        &self.inner.iperf
+    }
+
+    /// A per-run lock serializing log and sensor batches of one run.
+    pub(crate) fn run_lock(&self, run_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.inner.run_locks.lock() {
+            Ok(locks) => locks,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if locks.len() > 4096 {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        locks
+            .entry(run_id.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone()
     }
 
     /// Wakes the reconcilers (dispatcher, deadlines) now.

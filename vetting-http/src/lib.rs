@@ -2,6 +2,7 @@
 //! and the web UI. The only crate that knows axum, HTML and HTTP status
 //! codes; a handler parses, calls `vetting-core`, renders.
 
+pub mod agent;
 pub mod error;
 
 use axum::Router;
@@ -18,6 +19,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(agent::routes())
         .with_state(state)
 }
 

@@ -151,6 +151,18 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             detail TEXT NULL
         )",
     ],
+},
+Migration {
+    version: 2,
+    name: "run log files with committed lengths",
+    statements: &[
+        "CREATE TABLE log_files (
+            run_id TEXT NOT NULL,
+            file TEXT NOT NULL,
+            committed_len BIGINT NOT NULL,
+            PRIMARY KEY (run_id, file)
+        )",
+    ],
 }];
 
 /// The newest schema version this binary knows.

@@ -1,0 +1,908 @@
+//! What the agent API does, without HTTP: hello, claim, heartbeat, log and
+//! sensor batches (exactly once by sequence number), artifacts, and stage
+//! results. The orchestrator re-applies the verdict rules of
+//! `vetting-probes` to the uploaded tool outputs; its verdict decides the
+//! transition, and a disagreement with the agent is logged.
+
+use std::path::PathBuf;
+
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+use vetting_probes::protocol::{
+    ArtifactRef, BatchAck, ClaimResponse, HeartbeatRequest, HeartbeatResponse, LogBatch, Outcome,
+    ResultResponse, SensorBatch, Stage, StageParams, StageRef, StageResult,
+};
+use vetting_probes::{Status, Tool, Verdict};
+
+use crate::events::HubEvent;
+use crate::model::{Actor, Run};
+use crate::orchestrator::{EventContext, Orchestrator, OrchestratorError, command_for, position_of};
+use crate::runlogs;
+use crate::state_machine::{Event, HoldReason, RunState, state_of};
+use crate::store::StoreError;
+use crate::store::entities::{artifact, component, inventory, log_file, measurement, run, stage};
+
+type Result<T, E = OrchestratorError> = std::result::Result<T, E>;
+
+fn db(doing: &'static str) -> impl FnOnce(sea_orm::DbErr) -> OrchestratorError {
+    move |source| OrchestratorError::Store(StoreError::Db { doing, source })
+}
+
+fn internal(error: impl std::fmt::Display) -> OrchestratorError {
+    OrchestratorError::Internal(error.to_string())
+}
+
+/// Where an uploaded artifact goes, and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactUpload {
+    pub name: String,
+    pub tool: Option<String>,
+    pub stage: Option<Stage>,
+    pub attempt: Option<u32>,
+}
+
+/// A stored artifact.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredArtifact {
+    pub name: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+}
+
+/// Artifact names are file names: letters, digits, `.`, `_`, `-`.
+pub fn valid_artifact_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Tools whose output is evidence for a hold, not a pass/fail verdict:
+/// the wipe probe's outputs are not re-judged.
+fn rejudged(tool: Tool) -> bool {
+    !matches!(tool, Tool::Wipefs | Tool::Blkid | Tool::Lsblk)
+}
+
+impl Orchestrator {
+    fn artifacts_dir(&self, run_id: &str) -> PathBuf {
+        self.config()
+            .data_dir
+            .join("runs")
+            .join(run_id)
+            .join("artifacts")
+    }
+
+    /// `hello`: the agent booted.
+    pub async fn agent_hello(&self, run: &Run) -> Result<Run> {
+        self.hello(run).await
+    }
+
+    /// `claim`: the stage plan and its parameters. bcrypt is checked once.
+    pub async fn agent_claim(&self, run: &Run, token: &str) -> Result<ClaimResponse> {
+        let run = self.claim(run, token).await?;
+        if !run.state.agent_is_active() && run.state != RunState::FailedHolding {
+            return Err(OrchestratorError::InvalidTransition {
+                run_id: run.id.clone(),
+                source: crate::state_machine::InvalidTransition {
+                    state: run.state,
+                    event: Event::Claim,
+                },
+            });
+        }
+        let params = self.stage_params(&run).await?;
+        Ok(ClaimResponse {
+            run_id: run.id.clone(),
+            position: position_of(&run),
+            stages: Stage::ALL.to_vec(),
+            params,
+            thresholds: self.config().thresholds.clone(),
+            heartbeat_interval_secs: (self.config().deadlines.heartbeat_silence_secs / 6).max(1),
+            slow_heartbeat_interval_secs: (self.config().deadlines.heartbeat_silence_secs / 3)
+                .max(1),
+            next_log_seq: run.next_log_seq.max(0) as u64,
+            next_sensor_seq: run.next_sensor_seq.max(0) as u64,
+        })
+    }
+
+    /// The parameters handed to the agent: config, plus what the host's
+    /// spec expects (the device allowlist), plus the iperf3 server.
+    pub async fn stage_params(&self, run: &Run) -> Result<StageParams> {
+        let mut params = self.config().stages.clone();
+        let host = self.get_host(run.host_id).await?;
+        if let Some(spec) = self.host_spec(&host).await.map_err(internal)? {
+            params.storage.expected_disks = crate::spec::expected_disks(&spec);
+            params.expected = crate::spec::expected_parts(&spec);
+        } else {
+            params.storage.expected_disks = Vec::new();
+        }
+        params.storage.override_wipe = run.override_flags.iter().any(|f| f == "override_wipe");
+        let bind = self
+            .config()
+            .iperf
+            .bind
+            .unwrap_or_else(|| self.config().listen.ip());
+        if let Some(port) = self.iperf().ensure(&self.config().iperf, bind).await {
+            params.network.iperf_host = Some(self.public_host());
+            params.network.iperf_port = Some(port);
+        }
+        Ok(params)
+    }
+
+    /// The host part of `public_url` (what the agent connects to).
+    pub fn public_host(&self) -> String {
+        let url = self.config().public_url();
+        let rest = url.split("://").nth(1).unwrap_or(&url);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        if let Some(stripped) = authority.strip_prefix('[') {
+            return stripped.split(']').next().unwrap_or(stripped).to_string();
+        }
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host)
+            .to_string()
+    }
+
+    /// `heartbeat`: records liveness, answers the control command.
+    pub async fn agent_heartbeat(
+        &self,
+        run: &Run,
+        request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse> {
+        let cmd = self.heartbeat(run, request.current).await?;
+        Ok(HeartbeatResponse {
+            cmd,
+            position: position_of(run),
+            override_flags: run.override_flags.clone(),
+        })
+    }
+
+    /// `log`: stores each line exactly once, in its stage's flat file.
+    pub async fn agent_log(&self, run: &Run, batch: LogBatch) -> Result<BatchAck> {
+        let lock = self.run_lock(&run.id);
+        let _guard = lock.lock().await;
+        let current = self.get_run(&run.id).await?;
+        let mut next = current.next_log_seq.max(0) as u64;
+        let mut lines = batch.lines;
+        lines.sort_by_key(|line| line.seq);
+        let mut fresh = Vec::new();
+        for line in lines {
+            if line.seq < next {
+                continue; // a retry of a stored line
+            }
+            if line.seq != next {
+                break; // a gap: the agent resends from `next`
+            }
+            next += 1;
+            fresh.push(line);
+        }
+        if fresh.is_empty() {
+            return Ok(BatchAck {
+                next_seq: next,
+                stored: 0,
+            });
+        }
+        let dir = runlogs::run_log_dir(&self.config().data_dir, &run.id);
+        let mut by_file: std::collections::BTreeMap<String, String> = Default::default();
+        for line in &fresh {
+            by_file
+                .entry(runlogs::file_for(line))
+                .or_default()
+                .push_str(&runlogs::format_line(line));
+        }
+        let committed: Vec<log_file::Model> = log_file::Entity::find()
+            .filter(log_file::Column::RunId.eq(run.id.as_str()))
+            .all(self.store().db())
+            .await
+            .map_err(db("reading log file lengths"))?;
+        let mut lengths = Vec::new();
+        for (file, text) in &by_file {
+            let committed_len = committed
+                .iter()
+                .find(|row| &row.file == file)
+                .map_or(0, |row| row.committed_len.max(0) as u64);
+            let path = dir.join(file);
+            let text = text.clone();
+            let new_len = tokio::task::spawn_blocking(move || {
+                runlogs::append_committed(&path, committed_len, &text)
+            })
+            .await
+            .map_err(internal)?
+            .map_err(|source| OrchestratorError::Io {
+                doing: format!("appending to log {file} of run {}", run.id),
+                source,
+            })?;
+            lengths.push((file.clone(), new_len));
+        }
+        let txn = self
+            .store()
+            .db()
+            .begin()
+            .await
+            .map_err(db("storing log lines"))?;
+        let updated = run::Entity::update_many()
+            .col_expr(run::Column::NextLogSeq, Expr::value(next as i64))
+            .filter(run::Column::Id.eq(run.id.as_str()))
+            .filter(run::Column::NextLogSeq.eq(current.next_log_seq))
+            .exec(&txn)
+            .await
+            .map_err(db("storing log lines"))?;
+        if updated.rows_affected != 1 {
+            return Err(OrchestratorError::Conflict {
+                run_id: run.id.clone(),
+            });
+        }
+        for (file, new_len) in lengths {
+            log_file::Entity::insert(log_file::ActiveModel {
+                run_id: Set(run.id.clone()),
+                file: Set(file),
+                committed_len: Set(new_len as i64),
+            })
+            .on_conflict(
+                OnConflict::columns([log_file::Column::RunId, log_file::Column::File])
+                    .update_column(log_file::Column::CommittedLen)
+                    .to_owned(),
+            )
+            .exec(&txn)
+            .await
+            .map_err(db("storing log file lengths"))?;
+        }
+        txn.commit().await.map_err(db("storing log lines"))?;
+        let stored = fresh.len() as u64;
+        self.hub().publish(HubEvent::Log {
+            run_id: run.id.clone(),
+            lines: fresh.into_iter().map(|line| line.text).collect(),
+        });
+        Ok(BatchAck {
+            next_seq: next,
+            stored,
+        })
+    }
+
+    /// `sensor`: stores each sample exactly once as a measurement.
+    pub async fn agent_sensor(&self, run: &Run, batch: SensorBatch) -> Result<BatchAck> {
+        let lock = self.run_lock(&run.id);
+        let _guard = lock.lock().await;
+        let current = self.get_run(&run.id).await?;
+        let mut next = current.next_sensor_seq.max(0) as u64;
+        let mut samples = batch.samples;
+        samples.sort_by_key(|sample| sample.seq);
+        let mut rows = Vec::new();
+        for sample in samples {
+            if sample.seq < next {
+                continue;
+            }
+            if sample.seq != next {
+                break;
+            }
+            next += 1;
+            if !sample.value.is_finite() {
+                return Err(OrchestratorError::BadRequest(format!(
+                    "sensor sample {} ({}) is not a finite number",
+                    sample.seq, sample.name
+                )));
+            }
+            rows.push(measurement::ActiveModel {
+                run_id: Set(run.id.clone()),
+                stage: Set(sample.stage.map(|s| s.stage.as_str().to_string())),
+                attempt: Set(sample.stage.map(|s| s.attempt as i32)),
+                seq: Set(Some(sample.seq as i64)),
+                name: Set(sample.name),
+                value: Set(sample.value),
+                unit: Set(sample.unit),
+                at_ms: Set(sample.at_ms),
+                ..Default::default()
+            });
+        }
+        let stored = rows.len() as u64;
+        if rows.is_empty() {
+            return Ok(BatchAck {
+                next_seq: next,
+                stored: 0,
+            });
+        }
+        let txn = self
+            .store()
+            .db()
+            .begin()
+            .await
+            .map_err(db("storing sensor samples"))?;
+        let updated = run::Entity::update_many()
+            .col_expr(run::Column::NextSensorSeq, Expr::value(next as i64))
+            .filter(run::Column::Id.eq(run.id.as_str()))
+            .filter(run::Column::NextSensorSeq.eq(current.next_sensor_seq))
+            .exec(&txn)
+            .await
+            .map_err(db("storing sensor samples"))?;
+        if updated.rows_affected != 1 {
+            return Err(OrchestratorError::Conflict {
+                run_id: run.id.clone(),
+            });
+        }
+        for chunk in rows.chunks(500) {
+            measurement::Entity::insert_many(chunk.to_vec())
+                .exec(&txn)
+                .await
+                .map_err(db("storing sensor samples"))?;
+        }
+        txn.commit().await.map_err(db("storing sensor samples"))?;
+        self.hub().publish(HubEvent::Sensor {
+            run_id: run.id.clone(),
+            count: stored as usize,
+        });
+        Ok(BatchAck {
+            next_seq: next,
+            stored,
+        })
+    }
+
+    /// `artifact`: a raw tool output, stored as a file with a row. A second
+    /// upload of the same name for the same stage attempt replaces it.
+    pub async fn agent_artifact(
+        &self,
+        run: &Run,
+        upload: ArtifactUpload,
+        body: &[u8],
+    ) -> Result<StoredArtifact> {
+        if !valid_artifact_name(&upload.name) {
+            return Err(OrchestratorError::BadRequest(format!(
+                "artifact name `{}` must be 1-128 letters, digits, '.', '_' or '-'",
+                upload.name
+            )));
+        }
+        if let Some(tool) = &upload.tool
+            && Tool::from_name(tool).is_none()
+        {
+            return Err(OrchestratorError::BadRequest(format!(
+                "artifact tool `{tool}` is not a known tool"
+            )));
+        }
+        let folder = match (upload.stage, upload.attempt) {
+            (Some(stage), Some(attempt)) => format!("{}-{attempt}", stage.as_str()),
+            _ => "run".to_string(),
+        };
+        let dir = self.artifacts_dir(&run.id).join(&folder);
+        let path = dir.join(&upload.name);
+        let sha256 = hex::encode(Sha256::digest(body));
+        let size = body.len() as u64;
+        {
+            let path = path.clone();
+            let body = body.to_vec();
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::create_dir_all(&dir)?;
+                let temporary = dir.join(format!(".{}.part", uuid::Uuid::new_v4().simple()));
+                std::fs::write(&temporary, &body)?;
+                std::fs::File::open(&temporary)?.sync_all()?;
+                std::fs::rename(&temporary, &path)
+            })
+            .await
+            .map_err(internal)?
+            .map_err(|source| OrchestratorError::Io {
+                doing: format!("storing artifact {}", upload.name),
+                source,
+            })?;
+        }
+        let txn = self
+            .store()
+            .db()
+            .begin()
+            .await
+            .map_err(db("storing an artifact"))?;
+        let mut delete = artifact::Entity::delete_many()
+            .filter(artifact::Column::RunId.eq(run.id.as_str()))
+            .filter(artifact::Column::Name.eq(upload.name.as_str()));
+        delete = match upload.stage {
+            Some(stage) => delete.filter(artifact::Column::Stage.eq(stage.as_str())),
+            None => delete.filter(artifact::Column::Stage.is_null()),
+        };
+        delete = match upload.attempt {
+            Some(attempt) => delete.filter(artifact::Column::Attempt.eq(attempt as i32)),
+            None => delete.filter(artifact::Column::Attempt.is_null()),
+        };
+        delete.exec(&txn).await.map_err(db("replacing an artifact"))?;
+        artifact::ActiveModel {
+            run_id: Set(run.id.clone()),
+            stage: Set(upload.stage.map(|s| s.as_str().to_string())),
+            attempt: Set(upload.attempt.map(|a| a as i32)),
+            name: Set(upload.name.clone()),
+            tool: Set(upload.tool.clone()),
+            path: Set(path.display().to_string()),
+            size_bytes: Set(size as i64),
+            sha256: Set(sha256.clone()),
+            created_at_ms: Set(self.now_ms()),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await
+        .map_err(db("storing an artifact"))?;
+        txn.commit().await.map_err(db("storing an artifact"))?;
+        Ok(StoredArtifact {
+            name: upload.name,
+            size_bytes: size,
+            sha256,
+        })
+    }
+
+    /// Re-judges the uploaded tool outputs a result names.
+    async fn rejudge(&self, run: &Run, result: &StageResult) -> Result<Vec<(String, Verdict)>> {
+        let mut verdicts = Vec::new();
+        for reference in &result.artifacts {
+            let Some(tool) = reference.tool.as_deref().and_then(Tool::from_name) else {
+                continue;
+            };
+            if !rejudged(tool) {
+                continue;
+            }
+            let path = self
+                .artifacts_dir(&run.id)
+                .join(format!("{}-{}", result.stage.as_str(), result.attempt))
+                .join(&reference.name);
+            let bytes = match tokio::fs::read(&path).await {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    return Err(OrchestratorError::BadRequest(format!(
+                        "the result names artifact `{}`, which was not uploaded",
+                        reference.name
+                    )));
+                }
+            };
+            let label = describe(reference);
+            let verdict = match vetting_probes::parse_and_judge(
+                tool,
+                &bytes,
+                &self.config().thresholds,
+            ) {
+                Ok(report) => report.verdict,
+                Err(error) => {
+                    let mut verdict = Verdict::pass();
+                    verdict.warn(format!("cannot re-judge: {error}"));
+                    verdict
+                }
+            };
+            verdicts.push((label, verdict));
+        }
+        Ok(verdicts)
+    }
+
+    /// `result`: the stage is done. The orchestrator's verdict decides the
+    /// transition. A repeated result for the same stage and attempt gets
+    /// the same answer; a result for another stage or attempt gets 409.
+    pub async fn agent_result(&self, run: &Run, result: StageResult) -> Result<ResultResponse> {
+        let lock = self.run_lock(&run.id);
+        let _guard = lock.lock().await;
+        let run = self.get_run(&run.id).await?;
+        let reference = StageRef {
+            stage: result.stage,
+            attempt: result.attempt,
+        };
+        if run.current != Some(reference) {
+            // a repeat of a result already taken?
+            if let Some(row) = stage::Entity::find_by_id((
+                run.id.clone(),
+                result.stage.as_str().to_string(),
+                result.attempt as i32,
+            ))
+            .one(self.store().db())
+            .await
+            .map_err(db("reading a stage"))?
+                && row.finished_at_ms.is_some()
+            {
+                if let Some(stored) = row
+                    .response
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str::<ResultResponse>(text).ok())
+                {
+                    return Ok(stored);
+                }
+                let verdict: Verdict = row
+                    .verdict
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str(text).ok())
+                    .unwrap_or_default();
+                return Ok(ResultResponse {
+                    position: position_of(&run),
+                    verdict,
+                    cmd: command_for(&run, run.current),
+                });
+            }
+            return Err(OrchestratorError::NotCurrentStage {
+                run_id: run.id.clone(),
+                state: run.state,
+                stage: result.stage.as_str().to_string(),
+                attempt: result.attempt,
+                position: position_of(&run),
+            });
+        }
+        if run.state != state_of(result.stage) {
+            return Err(OrchestratorError::NotCurrentStage {
+                run_id: run.id.clone(),
+                state: run.state,
+                stage: result.stage.as_str().to_string(),
+                attempt: result.attempt,
+                position: position_of(&run),
+            });
+        }
+        let hold_reason = match (result.outcome, result.hold_reason.as_deref()) {
+            (Outcome::Held, Some(text)) => match HoldReason::parse(text) {
+                Some(reason) if reason.is_wipe_probe() => Some(reason),
+                _ => {
+                    return Err(OrchestratorError::BadRequest(format!(
+                        "hold_reason `{text}` is not wipe_signatures or unexpected_data"
+                    )));
+                }
+            },
+            (Outcome::Held, None) => {
+                return Err(OrchestratorError::BadRequest(
+                    "a held result needs a hold_reason".into(),
+                ));
+            }
+            _ => None,
+        };
+        if result.stage == Stage::InventoryCheck
+            && let Some(inventory_json) = &result.inventory
+        {
+            self.store_inventory(&run, result.attempt, inventory_json)
+                .await?;
+        }
+        self.store_measurements(&run, &result).await?;
+
+        // the orchestrator's verdict
+        let rejudged = self.rejudge(&run, &result).await?;
+        let mut verdict = result.verdict.clone();
+        for (label, artifact_verdict) in &rejudged {
+            let mut labelled = artifact_verdict.clone();
+            for reason in &mut labelled.reasons {
+                reason.message = format!("{label}: {}", reason.message);
+            }
+            verdict.merge(labelled);
+        }
+        let outcome = match result.outcome {
+            Outcome::Held => Outcome::Held,
+            Outcome::Failed => Outcome::Failed,
+            agent_outcome => match verdict.status {
+                Status::Fail => Outcome::Failed,
+                Status::Warn if agent_outcome == Outcome::Passed => Outcome::Warned,
+                _ => agent_outcome,
+            },
+        };
+        if outcome != result.outcome {
+            tracing::warn!(
+                run = %run.id,
+                stage = %result.stage,
+                agent = ?result.outcome,
+                orchestrator = ?outcome,
+                "the orchestrator's verdict differs from the agent's"
+            );
+            verdict.add(
+                Status::Pass,
+                format!(
+                    "the agent reported {:?}; the orchestrator's re-judged verdict is {:?}",
+                    result.outcome, outcome
+                ),
+            );
+        }
+        let event = match outcome {
+            Outcome::Passed | Outcome::Warned => Event::StagePassed,
+            Outcome::Skipped => Event::StageSkipped,
+            Outcome::Failed => Event::StageFailed,
+            Outcome::Held => Event::StageHeld,
+        };
+        let reason = summarize(&verdict, outcome);
+        let outcome_name = match outcome {
+            Outcome::Passed => "passed",
+            Outcome::Warned => "warned",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::Held => "held",
+        };
+        let verdict_json = serde_json::to_string(&verdict).map_err(internal)?;
+        let agent_verdict_json = serde_json::to_string(&result.verdict).map_err(internal)?;
+        let applied = self
+            .apply(
+                &run.id,
+                event,
+                EventContext {
+                    actor: Some(Actor::agent()),
+                    expected_version: Some(run.version),
+                    hold_reason,
+                    reason,
+                    outcome: Some(outcome_name.to_string()),
+                    verdict_json: Some(verdict_json),
+                    agent_verdict_json: Some(agent_verdict_json),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        // orchestrator-owned stages resolve inside this request
+        self.resolve_owned_states(&run.id).await?;
+        let _ = applied;
+        let run = self.get_run(&run.id).await?;
+        let response = ResultResponse {
+            position: position_of(&run),
+            verdict,
+            cmd: command_for(&run, run.current),
+        };
+        // kept for a repeat of this result (same answer)
+        stage::Entity::update_many()
+            .col_expr(
+                stage::Column::Response,
+                Expr::value(serde_json::to_string(&response).map_err(internal)?),
+            )
+            .filter(stage::Column::RunId.eq(run.id.as_str()))
+            .filter(stage::Column::Stage.eq(reference.stage.as_str()))
+            .filter(stage::Column::Attempt.eq(reference.attempt as i32))
+            .exec(self.store().db())
+            .await
+            .map_err(db("storing a result's answer"))?;
+        Ok(response)
+    }
+
+    /// Runs `SpecValidate` and `Reporting` when a run is in them (inside
+    /// the result that led there, and again after a restart).
+    pub async fn resolve_owned_states(&self, run_id: &str) -> Result<()> {
+        let run = self.get_run(run_id).await?;
+        if run.state == RunState::SpecValidate {
+            let outcome = self.validate_spec(run_id).await.map_err(internal)?;
+            let event = if outcome.critical {
+                Event::SpecFailed
+            } else {
+                Event::SpecPassed
+            };
+            match self
+                .apply(
+                    run_id,
+                    event,
+                    EventContext {
+                        expected_state: Some(RunState::SpecValidate),
+                        reason: Some(outcome.summary.clone()),
+                        outcome: Some(if outcome.critical { "failed" } else { "passed" }.into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+            {
+                Ok(_) | Err(OrchestratorError::InvalidTransition { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let run = self.get_run(run_id).await?;
+        if run.state == RunState::Reporting {
+            crate::reports::write_reports(self, run_id)
+                .await
+                .map_err(internal)?;
+            match self
+                .apply(
+                    run_id,
+                    Event::ReportWritten,
+                    EventContext {
+                        expected_state: Some(RunState::Reporting),
+                        ..Default::default()
+                    },
+                )
+                .await
+            {
+                Ok(_) | Err(OrchestratorError::InvalidTransition { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if self.get_run(run_id).await?.state.is_terminal() {
+            // reports of failed and cancelled runs too
+            if let Err(error) = crate::reports::write_reports(self, run_id).await {
+                tracing::warn!(run = %run_id, "cannot write the report: {error}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn store_inventory(
+        &self,
+        run: &Run,
+        attempt: u32,
+        inventory_json: &serde_json::Value,
+    ) -> Result<()> {
+        let parsed: vetting_probes::inventory::Inventory =
+            serde_json::from_value(inventory_json.clone()).map_err(|error| {
+                OrchestratorError::BadRequest(format!("the inventory does not parse: {error}"))
+            })?;
+        let txn = self
+            .store()
+            .db()
+            .begin()
+            .await
+            .map_err(db("storing an inventory"))?;
+        inventory::Entity::delete_many()
+            .filter(inventory::Column::RunId.eq(run.id.as_str()))
+            .filter(inventory::Column::Attempt.eq(attempt as i32))
+            .exec(&txn)
+            .await
+            .map_err(db("storing an inventory"))?;
+        inventory::ActiveModel {
+            run_id: Set(run.id.clone()),
+            attempt: Set(attempt as i32),
+            inventory: Set(inventory_json.to_string()),
+            created_at_ms: Set(self.now_ms()),
+        }
+        .insert(&txn)
+        .await
+        .map_err(db("storing an inventory"))?;
+        component::Entity::delete_many()
+            .filter(component::Column::RunId.eq(run.id.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(db("storing components"))?;
+        for (kind, identity, summary) in components_of(&parsed) {
+            component::ActiveModel {
+                run_id: Set(run.id.clone()),
+                kind: Set(kind),
+                identity: Set(identity),
+                summary: Set(summary),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await
+            .map_err(db("storing components"))?;
+        }
+        txn.commit().await.map_err(db("storing an inventory"))?;
+        Ok(())
+    }
+
+    async fn store_measurements(&self, run: &Run, result: &StageResult) -> Result<()> {
+        if result.measurements.is_empty() {
+            return Ok(());
+        }
+        // a repeated result replaces the stage's summary measurements
+        measurement::Entity::delete_many()
+            .filter(measurement::Column::RunId.eq(run.id.as_str()))
+            .filter(measurement::Column::Stage.eq(result.stage.as_str()))
+            .filter(measurement::Column::Attempt.eq(result.attempt as i32))
+            .filter(measurement::Column::Seq.is_null())
+            .exec(self.store().db())
+            .await
+            .map_err(db("replacing measurements"))?;
+        let now = self.now_ms();
+        let rows: Vec<measurement::ActiveModel> = result
+            .measurements
+            .iter()
+            .filter(|m| m.value.is_finite())
+            .map(|m| measurement::ActiveModel {
+                run_id: Set(run.id.clone()),
+                stage: Set(Some(result.stage.as_str().to_string())),
+                attempt: Set(Some(result.attempt as i32)),
+                seq: Set(None),
+                name: Set(m.name.clone()),
+                value: Set(m.value),
+                unit: Set(m.unit.clone()),
+                at_ms: Set(now),
+                ..Default::default()
+            })
+            .collect();
+        if !rows.is_empty() {
+            measurement::Entity::insert_many(rows)
+                .exec(self.store().db())
+                .await
+                .map_err(db("storing measurements"))?;
+        }
+        Ok(())
+    }
+
+    /// The orchestrator's own line in a run's log folder (power actions,
+    /// disagreements): `orchestrator.log`, not part of the agent's sequence.
+    pub async fn orchestrator_log(&self, run_id: &str, line: &str) {
+        let path = runlogs::run_log_dir(&self.config().data_dir, run_id)
+            .parent()
+            .map(|dir| dir.join("orchestrator.log"));
+        if let Some(path) = path {
+            let text = format!("{}\t{}\n", self.now_ms(), line.replace('\n', "\\n"));
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                std::io::Write::write_all(&mut file, text.as_bytes())
+            })
+            .await;
+        }
+    }
+}
+
+fn describe(reference: &ArtifactRef) -> String {
+    match &reference.subject {
+        Some(subject) => format!("{} ({subject})", reference.name),
+        None => reference.name.clone(),
+    }
+}
+
+/// The reason recorded on the stage: the messages that decided it.
+fn summarize(verdict: &Verdict, outcome: Outcome) -> Option<String> {
+    let wanted = match outcome {
+        Outcome::Failed => Status::Fail,
+        Outcome::Held => Status::Fail,
+        Outcome::Skipped => Status::Skip,
+        Outcome::Warned => Status::Warn,
+        Outcome::Passed => return None,
+    };
+    let mut messages: Vec<&str> = verdict.messages(wanted).collect();
+    if messages.is_empty() && outcome == Outcome::Held {
+        messages = verdict.messages(Status::Warn).collect();
+    }
+    if messages.is_empty() {
+        messages = verdict
+            .reasons
+            .iter()
+            .map(|reason| reason.message.as_str())
+            .collect();
+    }
+    if messages.is_empty() {
+        None
+    } else {
+        Some(messages.join("; "))
+    }
+}
+
+/// The identities of an inventory's components, for history across runs.
+fn components_of(inventory: &vetting_probes::inventory::Inventory) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let value = match serde_json::to_value(inventory) {
+        Ok(value) => value,
+        Err(_) => return out,
+    };
+    let pick = |item: &serde_json::Value, keys: &[&str]| -> Option<String> {
+        keys.iter().find_map(|key| {
+            item.get(*key)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().to_string())
+        })
+    };
+    if let Some(system) = value.get("system")
+        && let Some(identity) = pick(system, &["serial", "uuid"])
+    {
+        out.push(("system".into(), identity, system.to_string()));
+    }
+    for (kind, keys) in [
+        ("disks", &["wwn", "serial", "name"][..]),
+        ("nics", &["mac", "name"][..]),
+        ("gpus", &["uuid", "serial", "pci_bus_id"][..]),
+        ("pci_devices", &["slot"][..]),
+    ] {
+        if let Some(items) = value.get(kind).and_then(|v| v.as_array()) {
+            for item in items {
+                if let Some(identity) = pick(item, keys) {
+                    out.push((kind.trim_end_matches('s').to_string(), identity, item.to_string()));
+                }
+            }
+        }
+    }
+    if let Some(dimms) = value
+        .get("memory")
+        .and_then(|m| m.get("dimms"))
+        .and_then(|v| v.as_array())
+    {
+        for dimm in dimms {
+            if let Some(identity) = pick(dimm, &["serial", "slot"]) {
+                out.push(("dimm".into(), identity, dimm.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_names_are_plain_file_names() {
+        assert!(valid_artifact_name("smartctl-sda.json"));
+        for bad in ["", "../x", "a/b", ".hidden", "a b", &"x".repeat(129)] {
+            assert!(!valid_artifact_name(bad), "{bad}");
+        }
+    }
+}

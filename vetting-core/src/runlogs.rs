@@ -1,0 +1,149 @@
+//! Run logs: a flat file per run, stage and attempt under
+//! `{data}/runs/{run}/logs/`, one line per agent log line:
+//! `{seq}\t{at_ms}\t{stream}\t{text}` (newlines in the text escaped).
+//!
+//! Exactly once, even across a SIGKILL: the database holds the next
+//! expected sequence number of the run and, per file, the length that is
+//! committed. A batch first truncates each file back to its committed
+//! length (undoing an append whose commit never happened), appends, syncs,
+//! then commits the new lengths and the new sequence number together.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use vetting_probes::protocol::{LogLine, LogStream};
+
+/// The log file name for a line.
+pub fn file_for(line: &LogLine) -> String {
+    match line.stage {
+        Some(stage) => format!("{}-{}.log", stage.stage.as_str(), stage.attempt),
+        None => "agent.log".to_string(),
+    }
+}
+
+/// The folder of a run's logs.
+pub fn run_log_dir(data_dir: &Path, run_id: &str) -> PathBuf {
+    data_dir.join("runs").join(run_id).join("logs")
+}
+
+/// One line as written to the file.
+pub fn format_line(line: &LogLine) -> String {
+    let stream = match line.stream {
+        LogStream::Agent => "agent",
+        LogStream::Stdout => "stdout",
+        LogStream::Stderr => "stderr",
+    };
+    let text = line
+        .text
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r");
+    format!("{}\t{}\t{stream}\t{text}\n", line.seq, line.at_ms)
+}
+
+/// A line read back from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLine {
+    pub seq: u64,
+    pub at_ms: i64,
+    pub stream: String,
+    pub text: String,
+}
+
+/// Parses a log file's lines (skipping any that do not parse).
+pub fn parse_lines(text: &str) -> Vec<StoredLine> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(4, '\t');
+            let seq = parts.next()?.parse().ok()?;
+            let at_ms = parts.next()?.parse().ok()?;
+            let stream = parts.next()?.to_string();
+            let text = parts
+                .next()
+                .unwrap_or("")
+                .replace("\\n", "\n")
+                .replace("\\r", "\r")
+                .replace("\\\\", "\\");
+            Some(StoredLine {
+                seq,
+                at_ms,
+                stream,
+                text,
+            })
+        })
+        .collect()
+}
+
+/// Truncates `path` to `committed_len` and appends `text`, then syncs.
+/// Returns the new length.
+pub fn append_committed(path: &Path, committed_len: u64, text: &str) -> std::io::Result<u64> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    file.set_len(committed_len)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(committed_len))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_data()?;
+    Ok(committed_len + text.len() as u64)
+}
+
+/// Every stored line of a run, from all its files, in sequence order.
+pub fn read_run(data_dir: &Path, run_id: &str) -> std::io::Result<Vec<StoredLine>> {
+    let dir = run_log_dir(data_dir, run_id);
+    let mut lines = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(lines),
+        Err(error) => return Err(error),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let text = std::fs::read_to_string(entry.path())?;
+        lines.extend(parse_lines(&text));
+    }
+    lines.sort_by_key(|line| line.seq);
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vetting_probes::protocol::{Stage, StageRef};
+
+    #[test]
+    fn lines_round_trip_with_escapes() {
+        let line = LogLine {
+            seq: 7,
+            at_ms: 1234,
+            stage: Some(StageRef {
+                stage: Stage::Storage,
+                attempt: 2,
+            }),
+            stream: LogStream::Stderr,
+            text: "two\nlines \\ and\ttab".into(),
+        };
+        assert_eq!(file_for(&line), "Storage-2.log");
+        let parsed = parse_lines(&format_line(&line));
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].seq, 7);
+        assert_eq!(parsed[0].text, line.text);
+    }
+
+    #[test]
+    fn an_uncommitted_append_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let committed = append_committed(&path, 0, "a\n").unwrap();
+        // an append whose commit never happened
+        append_committed(&path, committed, "lost\n").unwrap();
+        let again = append_committed(&path, committed, "b\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
+        assert_eq!(again, 4);
+    }
+}

@@ -1,0 +1,233 @@
+//! The agent API, `/api/v1/runs/{run_id}/...`: bearer-token auth through
+//! the core's run tokens, a body limit fitted to each endpoint, JSON errors
+//! that say what was wrong. Handlers parse, call core, render.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use vetting_core::agent_api::{ArtifactUpload, StoredArtifact};
+use vetting_core::model::Run;
+use vetting_core::orchestrator::position_of;
+use vetting_probes::protocol::{
+    BatchAck, ClaimRequest, ClaimResponse, HeartbeatRequest, HeartbeatResponse, HelloRequest,
+    LogBatch, PROTOCOL_VERSION, ResultResponse, RunPosition, SensorBatch, Stage, StageResult,
+};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Body limits per endpoint.
+pub const SMALL_LIMIT: usize = 16 * 1024;
+pub const LOG_LIMIT: usize = 4 * 1024 * 1024;
+pub const SENSOR_LIMIT: usize = 2 * 1024 * 1024;
+pub const RESULT_LIMIT: usize = 8 * 1024 * 1024;
+pub const ARTIFACT_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The agent API routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/runs/{run_id}/hello",
+            post(hello).layer(DefaultBodyLimit::max(SMALL_LIMIT)),
+        )
+        .route(
+            "/api/v1/runs/{run_id}/claim",
+            post(claim).layer(DefaultBodyLimit::max(SMALL_LIMIT)),
+        )
+        .route(
+            "/api/v1/runs/{run_id}/heartbeat",
+            post(heartbeat).layer(DefaultBodyLimit::max(SMALL_LIMIT)),
+        )
+        .route(
+            "/api/v1/runs/{run_id}/log",
+            post(log).layer(DefaultBodyLimit::max(LOG_LIMIT)),
+        )
+        .route(
+            "/api/v1/runs/{run_id}/sensor",
+            post(sensor).layer(DefaultBodyLimit::max(SENSOR_LIMIT)),
+        )
+        .route(
+            "/api/v1/runs/{run_id}/result",
+            post(result).layer(DefaultBodyLimit::max(RESULT_LIMIT)),
+        )
+        .route(
+            "/api/v1/runs/{run_id}/artifact",
+            post(artifact).layer(DefaultBodyLimit::max(ARTIFACT_LIMIT)),
+        )
+}
+
+/// JSON whose rejection is an [`ApiError`] saying what was wrong.
+#[derive(Debug)]
+pub struct AppJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(AppJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let message = match &rejection {
+        JsonRejection::JsonDataError(error) => format!("invalid request body: {}", error.body_text()),
+        JsonRejection::JsonSyntaxError(error) => format!("malformed JSON: {}", error.body_text()),
+        JsonRejection::MissingJsonContentType(_) => {
+            "expected `Content-Type: application/json`".to_string()
+        }
+        other => other.body_text(),
+    };
+    ApiError::new(status, message)
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(ApiError::unauthorized)
+}
+
+async fn authenticate(
+    state: &AppState,
+    run_id: &str,
+    headers: &HeaderMap,
+    for_heartbeat: bool,
+) -> Result<Run, ApiError> {
+    let token = bearer(headers)?;
+    Ok(state
+        .orchestrator
+        .authenticate(run_id, token, for_heartbeat)
+        .await?)
+}
+
+fn check_version(version: u32) -> Result<(), ApiError> {
+    if version != PROTOCOL_VERSION {
+        return Err(ApiError::bad_request(format!(
+            "protocol version {version} is not supported (this orchestrator speaks {PROTOCOL_VERSION})"
+        )));
+    }
+    Ok(())
+}
+
+async fn hello(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    AppJson(request): AppJson<HelloRequest>,
+) -> Result<Json<RunPosition>, ApiError> {
+    check_version(request.protocol_version)?;
+    let run = authenticate(&state, &run_id, &headers, false).await?;
+    let run = state.orchestrator.agent_hello(&run).await?;
+    tracing::info!(run = %run.id, addresses = ?request.addresses, agent = %request.agent_version, "agent hello");
+    Ok(Json(position_of(&run)))
+}
+
+async fn claim(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    AppJson(request): AppJson<ClaimRequest>,
+) -> Result<Json<ClaimResponse>, ApiError> {
+    check_version(request.protocol_version)?;
+    let token = bearer(&headers)?.to_string();
+    let run = authenticate(&state, &run_id, &headers, false).await?;
+    Ok(Json(state.orchestrator.agent_claim(&run, &token).await?))
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    AppJson(request): AppJson<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let run = authenticate(&state, &run_id, &headers, true).await?;
+    Ok(Json(state.orchestrator.agent_heartbeat(&run, &request).await?))
+}
+
+async fn log(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    AppJson(batch): AppJson<LogBatch>,
+) -> Result<Json<BatchAck>, ApiError> {
+    let run = authenticate(&state, &run_id, &headers, false).await?;
+    Ok(Json(state.orchestrator.agent_log(&run, batch).await?))
+}
+
+async fn sensor(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    AppJson(batch): AppJson<SensorBatch>,
+) -> Result<Json<BatchAck>, ApiError> {
+    let run = authenticate(&state, &run_id, &headers, false).await?;
+    Ok(Json(state.orchestrator.agent_sensor(&run, batch).await?))
+}
+
+async fn result(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    AppJson(result): AppJson<StageResult>,
+) -> Result<Json<ResultResponse>, ApiError> {
+    let run = authenticate(&state, &run_id, &headers, false).await?;
+    Ok(Json(state.orchestrator.agent_result(&run, result).await?))
+}
+
+/// The query of an artifact upload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactQuery {
+    pub name: String,
+    #[serde(default)]
+    pub tool: Option<String>,
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub attempt: Option<u32>,
+    #[serde(default)]
+    pub subject: Option<String>,
+}
+
+async fn artifact(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<ArtifactQuery>, axum::extract::rejection::QueryRejection>,
+    body: Bytes,
+) -> Result<Json<StoredArtifact>, ApiError> {
+    let run = authenticate(&state, &run_id, &headers, false).await?;
+    let Query(query) =
+        query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let stage = match query.stage.as_deref() {
+        Some(name) => Some(
+            Stage::parse(name)
+                .ok_or_else(|| ApiError::bad_request(format!("`{name}` is not a stage")))?,
+        ),
+        None => None,
+    };
+    let upload = ArtifactUpload {
+        name: query.name,
+        tool: query.tool,
+        stage,
+        attempt: query.attempt,
+    };
+    Ok(Json(state.orchestrator.agent_artifact(&run, upload, &body).await?))
+}

@@ -1,0 +1,219 @@
+//! The agent API over a real socket on loopback: hostile requests get the
+//! right 4xx with a JSON error and change nothing in the database; log and
+//! sensor batches are stored exactly once across retries; a repeated result
+//! gets the same answer; a result out of order gets 409 with the position.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use vetting_core::clock::SystemClock;
+use vetting_core::config::{Config, Secret};
+use vetting_core::model::{Actor, NewHost};
+use vetting_core::orchestrator::{EventContext, Orchestrator};
+use vetting_core::state_machine::{Event, RunState};
+
+struct Harness {
+    url: String,
+    orchestrator: Orchestrator,
+    _dir: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        secret_key: Some(Secret("22".repeat(32))),
+        ..Config::default()
+    };
+    config.iperf.enabled = false;
+    let orchestrator = Orchestrator::open(config, Arc::new(SystemClock))
+        .await
+        .unwrap()
+        .with_bcrypt_cost(4);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = vetting_http::router(vetting_http::AppState {
+        orchestrator: orchestrator.clone(),
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Harness {
+        url,
+        orchestrator,
+        _dir: dir,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// A run in Booting, and its token.
+async fn booting_run(harness: &Harness, index: u32) -> (String, String) {
+    let actor = Actor::operator("test");
+    let host = harness
+        .orchestrator
+        .register_host(
+            NewHost {
+                name: format!("h{index}"),
+                macs: vec![format!("52:54:00:aa:00:{index:02x}")],
+                ..Default::default()
+            },
+            &actor,
+        )
+        .await
+        .unwrap();
+    let run = harness.orchestrator.start_run(host.id, &actor).await.unwrap();
+    harness.orchestrator.dispatch().await.unwrap();
+    harness
+        .orchestrator
+        .apply(&run.id, Event::PowerOnSent, EventContext::default())
+        .await
+        .unwrap();
+    let token = harness.orchestrator.token_for(&run.id).await.unwrap();
+    (run.id, token)
+}
+
+impl Harness {
+    async fn post(&self, run: &str, endpoint: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.post_raw(run, endpoint, token, body.to_string().into_bytes()).await
+    }
+
+    async fn post_raw(&self, run: &str, endpoint: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/api/v1/runs/{run}/{endpoint}", self.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// A fingerprint of everything stored about runs.
+    async fn snapshot(&self) -> String {
+        let runs = self.orchestrator.list_runs(None).await.unwrap();
+        let transitions = self.orchestrator.transitions(None).await.unwrap();
+        let mut stages = Vec::new();
+        for run in &runs {
+            stages.push(self.orchestrator.stages(&run.id).await.unwrap());
+        }
+        format!("{runs:?}{transitions:?}{stages:?}")
+    }
+}
+
+fn hello() -> Value {
+    json!({"protocol_version": 1, "agent_version": "test"})
+}
+
+#[tokio::test]
+async fn hostile_requests_get_4xx_and_change_nothing() {
+    let harness = harness().await;
+    let (run_a, token_a) = booting_run(&harness, 1).await;
+    let (run_b, token_b) = booting_run(&harness, 2).await;
+    let before = harness.snapshot().await;
+
+    // no token
+    let (status, body) = harness.post(&run_a, "hello", None, hello()).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "unauthorized");
+    // another run's token
+    let (status, _) = harness.post(&run_a, "hello", Some(&token_b), hello()).await;
+    assert_eq!(status, 401);
+    // a forged token
+    let (status, _) = harness.post(&run_a, "claim", Some("vt1.x.AAAA"), json!({"protocol_version": 1, "agent_version": "t"})).await;
+    assert_eq!(status, 401);
+    // an unknown run
+    let (status, _) = harness.post("no-such-run", "hello", Some(&token_a), hello()).await;
+    assert_eq!(status, 401);
+    // malformed JSON, and JSON of the wrong shape
+    let (status, body) = harness.post_raw(&run_a, "hello", Some(&token_a), b"{not json".to_vec()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("malformed JSON"), "{body}");
+    let (status, body) = harness.post(&run_a, "hello", Some(&token_a), json!({"protocol_version": "one"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("protocol_version"), "{body}");
+    // an oversized body
+    let big = vec![b' '; vetting_http::agent::SMALL_LIMIT + 1];
+    let (status, _) = harness.post_raw(&run_a, "heartbeat", Some(&token_a), big).await;
+    assert_eq!(status, 413);
+    // a result out of order (the run is Booting)
+    let result = json!({
+        "stage": "Storage", "attempt": 1, "outcome": "passed",
+        "verdict": {"status": "pass", "reasons": []}
+    });
+    let (status, body) = harness.post(&run_a, "result", Some(&token_a), result).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["position"]["state"], "Booting", "{body}");
+    // a bad artifact name
+    let response = harness
+        .client
+        .post(format!("{}/api/v1/runs/{run_a}/artifact?name=../../etc/passwd", harness.url))
+        .bearer_auth(&token_a)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+
+    assert_eq!(harness.snapshot().await, before, "a refused request changed the database");
+    let _ = run_b;
+}
+
+#[tokio::test]
+async fn batches_are_stored_exactly_once_and_results_repeat() {
+    let harness = harness().await;
+    let (run, token) = booting_run(&harness, 3).await;
+    let (status, _) = harness.post(&run, "hello", Some(&token), hello()).await;
+    assert_eq!(status, 200);
+    let (status, claim) = harness
+        .post(&run, "claim", Some(&token), json!({"protocol_version": 1, "agent_version": "t"}))
+        .await;
+    assert_eq!(status, 200, "{claim}");
+    assert_eq!(claim["position"]["state"], "InventoryCheck");
+    assert_eq!(claim["next_log_seq"], 0);
+
+    let line = |seq: u64| json!({"seq": seq, "at_ms": 1, "stage": {"stage": "InventoryCheck", "attempt": 1}, "stream": "agent", "text": format!("line {seq}")});
+    let batch = json!({"lines": [line(0), line(1), line(2)]});
+    let (_, ack) = harness.post(&run, "log", Some(&token), batch.clone()).await;
+    assert_eq!(ack, json!({"next_seq": 3, "stored": 3}));
+    // the same batch again (a retry after a lost answer), then an overlap
+    let (_, ack) = harness.post(&run, "log", Some(&token), batch).await;
+    assert_eq!(ack, json!({"next_seq": 3, "stored": 0}));
+    let (_, ack) = harness.post(&run, "log", Some(&token), json!({"lines": [line(2), line(3)]})).await;
+    assert_eq!(ack, json!({"next_seq": 4, "stored": 1}));
+    // a gap is not stored: the agent resends from next_seq
+    let (_, ack) = harness.post(&run, "log", Some(&token), json!({"lines": [line(6)]})).await;
+    assert_eq!(ack, json!({"next_seq": 4, "stored": 0}));
+    let data_dir = harness.orchestrator.config().data_dir.clone();
+    let stored = vetting_core::runlogs::read_run(&data_dir, &run).unwrap();
+    let seqs: Vec<u64> = stored.iter().map(|line| line.seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 3]);
+
+    let sample = |seq: u64| json!({"seq": seq, "at_ms": 1, "stage": null, "name": "coretemp/Package id 0", "value": 40.0 + seq as f64, "unit": "C"});
+    let (_, ack) = harness.post(&run, "sensor", Some(&token), json!({"samples": [sample(0), sample(1)]})).await;
+    assert_eq!(ack, json!({"next_seq": 2, "stored": 2}));
+    let (_, ack) = harness.post(&run, "sensor", Some(&token), json!({"samples": [sample(0), sample(1), sample(2)]})).await;
+    assert_eq!(ack, json!({"next_seq": 3, "stored": 1}));
+
+    // the inventory result moves the run through SpecValidate to SMART
+    let inventory = serde_json::to_value(vetting_probes::inventory::Inventory::empty(
+        chrono::Utc::now(),
+    ))
+    .unwrap();
+    let result = json!({
+        "stage": "InventoryCheck", "attempt": 1, "outcome": "passed",
+        "verdict": {"status": "pass", "reasons": []},
+        "inventory": inventory
+    });
+    let (status, first) = harness.post(&run, "result", Some(&token), result.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["position"]["state"], "SMART");
+    let (status, again) = harness.post(&run, "result", Some(&token), result).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, first, "a repeated result must get the same answer");
+    let state = harness.orchestrator.get_run(&run).await.unwrap().state;
+    assert_eq!(state, RunState::Smart);
+}
