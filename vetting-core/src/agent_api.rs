@@ -789,6 +789,22 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// The sequence numbers of the sensor samples stored for a run, in
+    /// order (what the exactly-once checks count).
+    pub async fn sensor_sequence_numbers(&self, run_id: &str) -> Result<Vec<i64>> {
+        let mut seqs: Vec<i64> = measurement::Entity::find()
+            .filter(measurement::Column::RunId.eq(run_id))
+            .filter(measurement::Column::Seq.is_not_null())
+            .all(self.store().db())
+            .await
+            .map_err(db("reading sensor samples"))?
+            .into_iter()
+            .filter_map(|row| row.seq)
+            .collect();
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
     /// The orchestrator's own line in a run's log folder (power actions,
     /// disagreements): `orchestrator.log`, not part of the agent's sequence.
     pub async fn orchestrator_log(&self, run_id: &str, line: &str) {

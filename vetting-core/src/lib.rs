@@ -5,14 +5,19 @@
 //! Nothing here knows about HTTP: `vetting-http` parses requests, calls into
 //! this crate and renders the answer.
 
+pub mod agent_api;
 pub mod clock;
 pub mod config;
 pub mod dispatcher;
 pub mod events;
+pub mod iperf;
+pub mod runlogs;
+pub mod spec;
 pub mod model;
 pub mod orchestrator;
 pub mod power;
 pub mod pxe;
+pub mod reports;
 pub mod state_machine;
 pub mod store;
 pub mod tokens;

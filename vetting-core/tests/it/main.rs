@@ -10,3 +10,4 @@ mod tokens_restart;
 
 mod power;
 mod pxe;
+mod spec_reports;
