@@ -1,0 +1,1040 @@
+//! PXE for real, inside network namespaces these tests create (no address
+//! outside them): dnsmasq answers registered MACs only, re-reads its
+//! allowlist on SIGHUP without restarting, is restarted when it dies and
+//! dies with the orchestrator; full-DHCP mode refuses to start beside
+//! another DHCP server; QEMU VMs (BIOS through proxy DHCP, UEFI through the
+//! TFTP chainload) fetch `/ipxe/{mac}`.
+//!
+//! The `/ipxe` HTTP route lives in `vetting-http`; the VM tests serve the
+//! scripts of [`vetting_core::pxe::ipxe`] from a small HTTP listener of
+//! their own, bound inside the namespace.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use vetting_core::pxe::dnsmasq::{DhcpMode, HostEntry, PxeSettings};
+use vetting_core::pxe::ipxe::{self, BootParams, Firmware};
+use vetting_core::pxe::{MacAddress, PxeError, PxeSupervisor};
+
+use self::netns::{Lan, block_on_in_netns, netns_available, wait_until};
+
+/// Network namespaces, processes in them, and waiting on conditions.
+pub mod netns {
+    use std::future::Future;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use nix::sched::{CloneFlags, setns};
+
+    static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+    /// Whether namespaces can be made here; prints why not. Also sends
+    /// `tracing` output (dnsmasq's log among it) to the test's output.
+    pub fn netns_available() -> bool {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("vetting=debug")),
+            )
+            .try_init();
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: network namespace tests need root");
+            return false;
+        }
+        match Command::new("ip").args(["netns", "list"]).output() {
+            Ok(output) if output.status.success() => true,
+            Ok(output) => {
+                eprintln!(
+                    "skipped: `ip netns` does not work here: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                false
+            }
+            Err(error) => {
+                eprintln!("skipped: iproute2 `ip` is missing: {error}");
+                false
+            }
+        }
+    }
+
+    /// Runs a command to completion; panics with its stderr when it fails.
+    pub fn run(program: &str, arguments: &[&str]) -> String {
+        let output = Command::new(program)
+            .args(arguments)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+        assert!(
+            output.status.success(),
+            "{program} {} failed: {}",
+            arguments.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A network namespace, deleted on drop.
+    pub struct Namespace {
+        pub name: String,
+    }
+
+    impl Namespace {
+        /// A new namespace with its loopback up; `label` keeps names readable.
+        pub fn new(label: &str) -> Self {
+            let name = format!(
+                "vt{}-{}-{label}",
+                std::process::id(),
+                NEXT_ID.fetch_add(1, Ordering::SeqCst)
+            );
+            run("ip", &["netns", "add", &name]);
+            let namespace = Self { name };
+            namespace.ip(&["link", "set", "lo", "up"]);
+            namespace
+        }
+
+        /// `ip -n NAME ARGS...`
+        pub fn ip(&self, arguments: &[&str]) {
+            let mut all = vec!["-n", self.name.as_str()];
+            all.extend_from_slice(arguments);
+            run("ip", &all);
+        }
+
+        /// A command run inside this namespace (`ip netns exec`).
+        pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+            let mut command = tokio::process::Command::new("ip");
+            command
+                .args(["netns", "exec", &self.name])
+                .arg(program)
+                .kill_on_drop(true);
+            command
+        }
+    }
+
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .output();
+        }
+    }
+
+    /// A LAN: the orchestrator's namespace with bridge `br0`
+    /// (10.66.0.1/24, fd66::1/64) and member namespaces plugged into it.
+    pub struct Lan {
+        pub members: Vec<Namespace>,
+        pub orchestrator: Namespace,
+    }
+
+    impl Lan {
+        pub fn new() -> Self {
+            let orchestrator = Namespace::new("orch");
+            orchestrator.ip(&["link", "add", "br0", "type", "bridge"]);
+            orchestrator.ip(&["addr", "add", "10.66.0.1/24", "dev", "br0"]);
+            orchestrator.ip(&["addr", "add", "fd66::1/64", "dev", "br0", "nodad"]);
+            orchestrator.ip(&["link", "set", "br0", "up"]);
+            Self {
+                members: Vec::new(),
+                orchestrator,
+            }
+        }
+
+        /// A member namespace whose interface `lan0` (with this MAC and
+        /// address, if given) is plugged into `br0`. Returns its index.
+        pub fn add_member(
+            &mut self,
+            label: &str,
+            mac: Option<&str>,
+            address: Option<&str>,
+        ) -> usize {
+            let member = Namespace::new(label);
+            let port = format!("port{}", self.members.len());
+            run(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    &port,
+                    "netns",
+                    &self.orchestrator.name,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "lan0",
+                    "netns",
+                    &member.name,
+                ],
+            );
+            self.orchestrator
+                .ip(&["link", "set", &port, "master", "br0", "up"]);
+            if let Some(mac) = mac {
+                member.ip(&["link", "set", "lan0", "address", mac]);
+            }
+            if let Some(address) = address {
+                member.ip(&["addr", "add", address, "dev", "lan0"]);
+            }
+            member.ip(&["link", "set", "lan0", "up"]);
+            self.members.push(member);
+            self.members.len() - 1
+        }
+
+        /// A tap device on `br0` for a VM.
+        pub fn add_tap(&self, name: &str) {
+            self.orchestrator
+                .ip(&["tuntap", "add", name, "mode", "tap"]);
+            self.orchestrator
+                .ip(&["link", "set", name, "master", "br0", "up"]);
+        }
+    }
+
+    /// Runs `body` on a thread inside the namespace: sockets it creates and
+    /// processes it starts (and threads it spawns) live in that namespace.
+    pub fn in_netns<T: Send + 'static>(
+        namespace: &str,
+        body: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let path = Path::new("/run/netns").join(namespace);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+            body()
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// Runs a future on a current-thread tokio runtime inside the namespace.
+    pub fn block_on_in_netns<F, Fut>(namespace: &str, make_future: F) -> Fut::Output
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future,
+        Fut::Output: Send + 'static,
+    {
+        in_netns(namespace, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(make_future())
+        })
+    }
+
+    /// Polls `condition` every 100 ms until it holds; panics after `timeout`.
+    pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !condition().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+const VM_MAC: &str = "52:54:00:66:00:01";
+const REGISTERED_MAC: &str = "52:54:00:66:00:11";
+const UNREGISTERED_MAC: &str = "52:54:00:66:00:22";
+const BOOT_URL: &str = "http://10.66.0.1:8080/ipxe/${mac}?platform=${platform}";
+
+fn mac(text: &str) -> MacAddress {
+    text.parse().unwrap()
+}
+
+fn full_dhcp_settings(state_dir: &Path) -> PxeSettings {
+    let mut settings = PxeSettings::new(
+        "br0",
+        DhcpMode::Full {
+            range_start: Ipv4Addr::new(10, 66, 0, 100),
+            range_end: Ipv4Addr::new(10, 66, 0, 150),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            lease_seconds: 600,
+            router_advertisement: true,
+        },
+        BOOT_URL,
+        state_dir,
+    );
+    settings.log_dhcp = true;
+    settings.other_server_probe_seconds = 5;
+    settings.restart_backoff_initial_ms = 100;
+    settings.restart_backoff_max_ms = 1_000;
+    settings
+}
+
+fn proxy_dhcp_settings(state_dir: &Path) -> PxeSettings {
+    let mut settings = full_dhcp_settings(state_dir);
+    settings.dhcp = DhcpMode::Proxy {
+        subnet: Ipv4Addr::new(10, 66, 0, 0),
+    };
+    settings
+}
+
+/// Runs busybox udhcpc once on `lan0` in `namespace`; the variables its
+/// script saw on `bound`, or `None` when no lease came. A lease for a
+/// dynamic address takes dnsmasq about 3 s (it pings the address first), so
+/// a lease is waited for up to 8 s; an ignored client is given 3 s.
+async fn udhcpc(namespace: &str, extra_options: &[&str]) -> Option<HashMap<String, String>> {
+    udhcpc_with_tries(namespace, extra_options, 8).await
+}
+
+/// Like [`udhcpc`], for a client that is expected to get nothing.
+async fn udhcpc_expecting_nothing(namespace: &str) -> Option<HashMap<String, String>> {
+    udhcpc_with_tries(namespace, &[], 3).await
+}
+
+async fn udhcpc_with_tries(
+    namespace: &str,
+    extra_options: &[&str],
+    tries: u32,
+) -> Option<HashMap<String, String>> {
+    let tries = tries.to_string();
+    let folder = tempfile::tempdir().unwrap();
+    let script = folder.path().join("script.sh");
+    let bound = folder.path().join("bound.env");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
+            bound.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut command = tokio::process::Command::new("ip");
+    command
+        .args([
+            "netns", "exec", namespace, "busybox", "udhcpc", "-i", "lan0", "-f", "-n", "-q", "-T",
+            "1", "-t",
+        ])
+        .arg(&tries)
+        .arg("-s")
+        .arg(&script)
+        .args(["-O", "bootfile"])
+        .args(extra_options)
+        .kill_on_drop(true);
+    let output = command.output().await.unwrap();
+    if !output.status.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(&bound).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect(),
+    )
+}
+
+fn process_is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie has exited; only its parent's wait is missing.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn process_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn ipxe_scripts_carry_the_run_and_fit_the_firmware() {
+    let extra = vec!["quiet".to_owned()];
+    let params = BootParams {
+        kernel_url: "http://10.66.0.1:8080/boot/vmlinuz",
+        initrd_url: "http://10.66.0.1:8080/boot/initrd.img",
+        orchestrator_url: "http://10.66.0.1:8080",
+        run_id: "4f1c9a2e",
+        token: "4f1c9a2e.bm9uY2U.c2lnbmF0dXJl",
+        extra_cmdline: &extra,
+        download_attempts: 4,
+    };
+    let script = ipxe::boot_script(&params).unwrap();
+    assert!(script.starts_with("#!ipxe\n"));
+    let kernel_line = script
+        .lines()
+        .find(|line| line.starts_with("kernel "))
+        .unwrap();
+    for expected in [
+        "http://10.66.0.1:8080/boot/vmlinuz",
+        "initrd=initrd",
+        "vetting.url=http://10.66.0.1:8080",
+        "vetting.run=4f1c9a2e",
+        "vetting.token=4f1c9a2e.bm9uY2U.c2lnbmF0dXJl",
+        "console=ttyS0,115200n8",
+        " quiet",
+    ] {
+        assert!(
+            kernel_line.contains(expected),
+            "{expected} missing from {kernel_line}"
+        );
+    }
+    assert!(script.contains("initrd --name initrd http://10.66.0.1:8080/boot/initrd.img"));
+    // Downloads are retried a bounded number of times.
+    assert_eq!(
+        script
+            .matches("iseq ${vetting_attempt} 4 && goto vetting_failed")
+            .count(),
+        2
+    );
+    assert!(script.contains(":vetting_kernel\n") && script.contains("goto vetting_kernel\n"));
+    assert!(script.contains("\nboot ||\n"));
+    assert!(
+        format!("{params:?}").contains("<redacted>")
+            && !format!("{params:?}").contains("c2lnbmF0dXJl")
+    );
+
+    // Values that would break the script or smuggle settings are refused.
+    for bad_token in ["a b", "a\nchain http://evil", "${net0/mac}", ""] {
+        let error = ipxe::boot_script(&BootParams {
+            token: bad_token,
+            ..params.clone()
+        })
+        .unwrap_err();
+        assert_eq!(error.field, "token", "{bad_token:?}");
+    }
+
+    let bios = ipxe::exit_script(Firmware::Bios);
+    assert!(
+        bios.contains("\nsanboot --no-describe --drive 0x80 || exit\n"),
+        "{bios}"
+    );
+    let uefi = ipxe::exit_script(Firmware::Uefi);
+    assert!(
+        uefi.lines().any(|line| line == "exit") && !uefi.contains("sanboot"),
+        "{uefi}"
+    );
+    assert!(!bios.contains("vetting.token") && !uefi.contains("vetting.token"));
+    let any = ipxe::exit_script_any_firmware();
+    assert!(
+        any.contains("iseq ${platform} efi && exit ||")
+            && any.contains("sanboot --no-describe --drive 0x80")
+    );
+}
+
+#[test]
+fn ipxe_request_path_gives_mac_and_firmware() {
+    // What iPXE requests for `/ipxe/${mac}?platform=${platform}`.
+    let segment = "52%3A54%3A00%3A66%3A00%3A01";
+    assert_eq!(segment.parse::<MacAddress>().unwrap(), mac(VM_MAC));
+    assert_eq!(Firmware::from_ipxe_platform("pcbios"), Some(Firmware::Bios));
+    assert_eq!(Firmware::from_ipxe_platform("efi"), Some(Firmware::Uefi));
+    for notation in [
+        "52-54-00-66-00-01",
+        "5254.0066.0001",
+        "525400660001",
+        "52:54:00:66:00:01",
+    ] {
+        assert_eq!(
+            notation.parse::<MacAddress>().unwrap(),
+            mac(VM_MAC),
+            "{notation}"
+        );
+    }
+    for malformed in [
+        "52%3A54",
+        "zz:54:00:66:00:01",
+        "52:54:00:66:00:01:02",
+        "%3A%3A%3A%3A%3A",
+        "52:54:00:66:00:01?x",
+    ] {
+        let error = malformed.parse::<MacAddress>().unwrap_err();
+        assert!(error.to_string().contains(malformed), "{error}");
+    }
+    assert_eq!(
+        ipxe::dhcp_boot_url("http://10.66.0.1:8080"),
+        "http://10.66.0.1:8080/ipxe/${mac}?platform=${platform}"
+    );
+}
+
+#[test]
+fn dnsmasq_answers_registered_macs_only_and_reloads_the_allowlist_without_restarting() {
+    if !netns_available() {
+        return;
+    }
+    let mut lan = Lan::new();
+    let registered = lan.add_member("reg", Some(REGISTERED_MAC), None);
+    let unregistered = lan.add_member("unreg", Some(UNREGISTERED_MAC), None);
+    let registered_ns = lan.members[registered].name.clone();
+    let unregistered_ns = lan.members[unregistered].name.clone();
+    let state = tempfile::tempdir().unwrap();
+    let settings = full_dhcp_settings(state.path());
+
+    block_on_in_netns(&lan.orchestrator.name.clone(), move || async move {
+        let fixed_host = HostEntry {
+            mac: mac(REGISTERED_MAC),
+            ipv4: Some(Ipv4Addr::new(10, 66, 0, 11)),
+            name: Some("node-11".to_owned()),
+        };
+        let supervisor = PxeSupervisor::start(settings, vec![fixed_host.clone()])
+            .await
+            .unwrap();
+        let first_pid = supervisor.dnsmasq_pid().unwrap();
+        assert_eq!(process_name(first_pid), "dnsmasq");
+
+        // A plain PXE client (no iPXE marks) with a registered MAC: its fixed
+        // address, the TFTP server and the BIOS iPXE binary.
+        let lease = udhcpc(&registered_ns, &[])
+            .await
+            .expect("registered MAC gets a lease");
+        assert_eq!(lease["ip"], "10.66.0.11");
+        assert_eq!(lease["siaddr"], "10.66.0.1");
+        assert_eq!(lease["bootfile"], "undionly.kpxe");
+        assert_eq!(lease["hostname"], "node-11");
+        assert_eq!(
+            supervisor.leased_address(mac(REGISTERED_MAC)).await,
+            Some(Ipv4Addr::new(10, 66, 0, 11))
+        );
+        assert!(
+            supervisor
+                .leases()
+                .await
+                .unwrap()
+                .iter()
+                .any(|lease| lease.mac == mac(REGISTERED_MAC))
+        );
+
+        // Option 93 = 7 (x86-64 UEFI) gets the UEFI binary.
+        let uefi = udhcpc(&registered_ns, &["-x", "0x5d:0007"])
+            .await
+            .expect("UEFI lease");
+        assert_eq!(uefi["bootfile"], "snponly.efi");
+        // iPXE (user class "iPXE") gets the script URL.
+        let ipxe_client = udhcpc(&registered_ns, &["-x", "0x4d:69505845"])
+            .await
+            .expect("iPXE lease");
+        assert_eq!(ipxe_client["bootfile"], BOOT_URL);
+
+        // An unregistered MAC gets nothing at all.
+        assert_eq!(
+            udhcpc_expecting_nothing(&unregistered_ns).await,
+            None,
+            "unregistered MAC must get no lease"
+        );
+
+        // Registering it: the next DHCP exchange answers, same dnsmasq.
+        supervisor
+            .update_hosts(vec![
+                fixed_host.clone(),
+                HostEntry::new(mac(UNREGISTERED_MAC)),
+            ])
+            .await
+            .unwrap();
+        let added = udhcpc(&unregistered_ns, &[])
+            .await
+            .expect("newly registered MAC gets a lease");
+        let address: Ipv4Addr = added["ip"].parse().unwrap();
+        assert!(
+            (Ipv4Addr::new(10, 66, 0, 100)..=Ipv4Addr::new(10, 66, 0, 150)).contains(&address),
+            "{address}"
+        );
+        assert_eq!(
+            supervisor.leased_address(mac(UNREGISTERED_MAC)).await,
+            Some(address)
+        );
+
+        // Removing it again: nothing, still the same dnsmasq.
+        supervisor.update_hosts(vec![fixed_host]).await.unwrap();
+        assert_eq!(
+            udhcpc_expecting_nothing(&unregistered_ns).await,
+            None,
+            "removed MAC must get no lease"
+        );
+        assert_eq!(
+            supervisor.dnsmasq_pid(),
+            Some(first_pid),
+            "dnsmasq was restarted"
+        );
+        assert_eq!(supervisor.start_count(), 1);
+
+        supervisor.shutdown().await;
+        assert!(process_is_gone(first_pid), "dnsmasq survived shutdown");
+    });
+}
+
+#[test]
+fn killed_dnsmasq_is_restarted_and_serves_again() {
+    if !netns_available() {
+        return;
+    }
+    let mut lan = Lan::new();
+    let client = lan.add_member("client", Some(REGISTERED_MAC), None);
+    let client_ns = lan.members[client].name.clone();
+    let state = tempfile::tempdir().unwrap();
+    let settings = full_dhcp_settings(state.path());
+
+    block_on_in_netns(&lan.orchestrator.name.clone(), move || async move {
+        let supervisor = PxeSupervisor::start(settings, vec![HostEntry::new(mac(REGISTERED_MAC))])
+            .await
+            .unwrap();
+        let first_pid = supervisor.dnsmasq_pid().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_until(
+            "dnsmasq to be restarted",
+            Duration::from_secs(20),
+            || async { supervisor.dnsmasq_pid().is_some_and(|pid| pid != first_pid) },
+        )
+        .await;
+        assert_eq!(supervisor.start_count(), 2);
+        let second_pid = supervisor.dnsmasq_pid().unwrap();
+        assert_eq!(process_name(second_pid), "dnsmasq");
+        assert!(
+            udhcpc(&client_ns, &[]).await.is_some(),
+            "restarted dnsmasq must serve"
+        );
+        // The restarted one re-reads the allowlist on SIGHUP too.
+        supervisor.update_hosts(vec![]).await.unwrap();
+        assert_eq!(udhcpc_expecting_nothing(&client_ns).await, None);
+        supervisor.shutdown().await;
+        assert!(process_is_gone(second_pid));
+    });
+}
+
+#[test]
+fn a_dnsmasq_that_cannot_start_is_reported_with_its_own_words() {
+    if !netns_available() {
+        return;
+    }
+    let lan = Lan::new();
+    let state = tempfile::tempdir().unwrap();
+    let mut proxy = proxy_dhcp_settings(state.path());
+    proxy.interface = "nosuchif0".to_owned();
+    let mut full = full_dhcp_settings(state.path());
+    full.interface = "nosuchif0".to_owned();
+    block_on_in_netns(&lan.orchestrator.name.clone(), move || async move {
+        let error = PxeSupervisor::start(proxy, vec![]).await.unwrap_err();
+        let PxeError::StartupFailed { output, .. } = &error else {
+            panic!("wrong error: {error}")
+        };
+        assert!(output.contains("unknown interface nosuchif0"), "{output}");
+        // Full DHCP mode cannot even check the interface for other servers.
+        let error = PxeSupervisor::start(full, vec![]).await.unwrap_err();
+        assert!(
+            matches!(&error, PxeError::Probe { interface, .. } if interface == "nosuchif0"),
+            "{error}"
+        );
+    });
+}
+
+const CHILD_NAMESPACE_VARIABLE: &str = "VETTING_TEST_PXE_CHILD_NAMESPACE";
+const CHILD_STATE_VARIABLE: &str = "VETTING_TEST_PXE_CHILD_STATE";
+
+/// Not a test of its own: the orchestrator stand-in that
+/// `killing_the_orchestrator_with_sigkill_leaves_no_dnsmasq` runs in a child
+/// process (this test binary, re-invoked) and kills.
+#[test]
+#[ignore = "helper process for killing_the_orchestrator_with_sigkill_leaves_no_dnsmasq"]
+fn child_process_running_a_pxe_supervisor() {
+    let (Ok(namespace), Ok(state)) = (
+        std::env::var(CHILD_NAMESPACE_VARIABLE),
+        std::env::var(CHILD_STATE_VARIABLE),
+    ) else {
+        return;
+    };
+    block_on_in_netns(&namespace, move || async move {
+        let settings = proxy_dhcp_settings(Path::new(&state));
+        let supervisor = PxeSupervisor::start(settings, vec![HostEntry::new(mac(VM_MAC))])
+            .await
+            .unwrap();
+        println!("DNSMASQ_PID={}", supervisor.dnsmasq_pid().unwrap());
+        use std::io::Write as _;
+        std::io::stdout().flush().unwrap();
+        // Wait to be killed.
+        std::future::pending::<()>().await;
+    });
+}
+
+#[test]
+fn killing_the_orchestrator_with_sigkill_leaves_no_dnsmasq() {
+    if !netns_available() {
+        return;
+    }
+    let lan = Lan::new();
+    let state = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "pxe::child_process_running_a_pxe_supervisor",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_NAMESPACE_VARIABLE, &lan.orchestrator.name)
+        .env(CHILD_STATE_VARIABLE, state.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // libtest prints "test NAME ... " before the line, without a newline.
+    let stdout = child.stdout.take().unwrap();
+    let (pid_sender, pid_receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if let Some((_, pid)) = line.split_once("DNSMASQ_PID=") {
+                let _ = pid_sender.send(pid.trim().parse::<u32>().unwrap());
+            }
+        }
+    });
+    let Ok(dnsmasq_pid) = pid_receiver.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        panic!("the child never reported dnsmasq's pid: {:?}", child.wait());
+    };
+    assert_eq!(process_name(dnsmasq_pid), "dnsmasq");
+
+    child.kill().unwrap(); // SIGKILL: no destructor, no cleanup code runs
+    child.wait().unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !process_is_gone(dnsmasq_pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dnsmasq {dnsmasq_pid} outlived its orchestrator"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn full_dhcp_mode_refuses_to_start_beside_another_dhcp_server() {
+    if !netns_available() {
+        return;
+    }
+    let mut lan = Lan::new();
+    let other = lan.add_member("other", None, Some("10.66.0.2/24"));
+    let other_ns = &lan.members[other];
+    let folder = tempfile::tempdir().unwrap();
+    let other_config = folder.path().join("other.conf");
+    std::fs::write(
+        &other_config,
+        "port=0\nno-hosts\nno-resolv\nuser=root\ninterface=lan0\nbind-interfaces\n\
+         dhcp-range=10.66.0.50,10.66.0.60,255.255.255.0,600s\n",
+    )
+    .unwrap();
+    let lease_file = folder.path().join("other.leases");
+    let other_log = folder.path().join("other.log");
+    let mut other_server = other_ns.command("dnsmasq");
+    other_server
+        .arg("--keep-in-foreground")
+        .arg("--log-facility=-")
+        .arg(format!("--conf-file={}", other_config.display()))
+        .arg(format!("--dhcp-leasefile={}", lease_file.display()))
+        .arg("--pid-file")
+        .stderr(std::fs::File::create(&other_log).unwrap());
+    let state = tempfile::tempdir().unwrap();
+    let settings = full_dhcp_settings(state.path());
+    let proxy_settings = proxy_dhcp_settings(state.path());
+
+    block_on_in_netns(&lan.orchestrator.name.clone(), move || async move {
+        let _other_server = other_server.spawn().unwrap();
+        wait_until(
+            "the other DHCP server to listen",
+            Duration::from_secs(10),
+            || async {
+                std::fs::read_to_string(&other_log)
+                    .unwrap_or_default()
+                    .contains("sockets bound")
+            },
+        )
+        .await;
+        let error = PxeSupervisor::start(settings, vec![HostEntry::new(mac(VM_MAC))])
+            .await
+            .expect_err("full DHCP must refuse to start");
+        let PxeError::OtherDhcpServer {
+            interface, server, ..
+        } = &error
+        else {
+            panic!("wrong error: {error}");
+        };
+        assert_eq!(interface, "br0");
+        assert_eq!(*server, Ipv4Addr::new(10, 66, 0, 2));
+        let message = error.to_string();
+        assert!(
+            message.contains("br0") && message.contains("10.66.0.2"),
+            "{message}"
+        );
+
+        // Beside a site DHCP server is what proxy mode is for.
+        let proxy = PxeSupervisor::start(proxy_settings, vec![HostEntry::new(mac(VM_MAC))])
+            .await
+            .unwrap();
+        proxy.shutdown().await;
+    });
+}
+
+/// What the test HTTP listener saw: the request path and the peer.
+type SeenRequest = (String, SocketAddr);
+
+/// A tiny HTTP server on 10.66.0.1:8080 (inside the namespace) that answers
+/// every GET with `script` and reports each request.
+async fn serve_script(script: String) -> mpsc::UnboundedReceiver<SeenRequest> {
+    let listener = tokio::net::TcpListener::bind("10.66.0.1:8080")
+        .await
+        .unwrap();
+    let (seen, requests) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            let seen = seen.clone();
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = seen.send((path, peer));
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{script}",
+                    script.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    requests
+}
+
+/// A QEMU VM (TCG) on tap `tap0`, killed on drop.
+struct Vm {
+    child: tokio::process::Child,
+    serial_log: PathBuf,
+}
+
+impl Vm {
+    fn start(folder: &Path, firmware_arguments: &[&str], nic: &str) -> Self {
+        let serial_log = folder.join("serial.log");
+        let sercon = folder.join("sercon");
+        // iPXE prints to the serial port named here (0x3f8).
+        std::fs::write(&sercon, [0xf8, 0x03]).unwrap();
+        let child = tokio::process::Command::new("qemu-system-x86_64")
+            .args([
+                "-accel",
+                "tcg",
+                "-nodefaults",
+                "-vga",
+                "none",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-m",
+                "512",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", serial_log.display()))
+            .arg("-fw_cfg")
+            .arg(format!("name=etc/sercon-port,file={}", sercon.display()))
+            .args(firmware_arguments)
+            .args([
+                "-netdev",
+                "tap,id=n0,ifname=tap0,script=no,downscript=no",
+                "-device",
+                nic,
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self { child, serial_log }
+    }
+
+    /// Kills QEMU and waits for it.
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    fn serial(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial_log).unwrap_or_default()).into_owned()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+const VM_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn next_request(requests: &mut mpsc::UnboundedReceiver<SeenRequest>, vm: &Vm) -> SeenRequest {
+    match tokio::time::timeout(VM_BOOT_TIMEOUT, requests.recv()).await {
+        Ok(Some(request)) => request,
+        _ => panic!(
+            "no /ipxe request within {VM_BOOT_TIMEOUT:?}; VM serial output:\n{}",
+            vm.serial()
+        ),
+    }
+}
+
+#[test]
+fn bios_vm_boots_through_proxy_dhcp_beside_the_site_dhcp_server() {
+    if !netns_available() {
+        return;
+    }
+    let mut lan = Lan::new();
+    let site = lan.add_member("site", None, Some("10.66.0.2/24"));
+    lan.members[site].ip(&["addr", "add", "fd66::2/64", "dev", "lan0", "nodad"]);
+    lan.add_tap("tap0");
+    let folder = tempfile::tempdir().unwrap();
+    // The site's DHCP server hands out the addresses (and IPv6 router
+    // advertisements, which spare iPXE a 13 s wait).
+    let site_config = folder.path().join("site.conf");
+    let site_leases = folder.path().join("site.leases");
+    std::fs::write(
+        &site_config,
+        format!(
+            "port=0\nno-hosts\nno-resolv\nuser=root\ninterface=lan0\nbind-interfaces\n\
+             dhcp-range=10.66.0.100,10.66.0.150,255.255.255.0,600s\ndhcp-leasefile={}\n\
+             enable-ra\ndhcp-range=::,constructor:lan0,ra-only\n",
+            site_leases.display()
+        ),
+    )
+    .unwrap();
+    let mut site_server = lan.members[site].command("dnsmasq");
+    site_server
+        .arg("--keep-in-foreground")
+        .arg(format!("--conf-file={}", site_config.display()))
+        .arg("--pid-file");
+    let folder_path = folder.path().to_path_buf();
+    let settings = proxy_dhcp_settings(&folder.path().join("pxe"));
+
+    block_on_in_netns(&lan.orchestrator.name.clone(), move || async move {
+        let _site_server = site_server.spawn().unwrap();
+        let supervisor = PxeSupervisor::start(settings, vec![HostEntry::new(mac(VM_MAC))])
+            .await
+            .unwrap();
+        let mut requests = serve_script(ipxe::exit_script(Firmware::Bios)).await;
+        let vm = Vm::start(
+            &folder_path,
+            &["-boot", "n"],
+            &format!("e1000,netdev=n0,mac={VM_MAC},romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom"),
+        );
+
+        let (path, peer) = next_request(&mut requests, &vm).await;
+        let (mac_segment, query) = path
+            .trim_start_matches("/ipxe/")
+            .split_once("?platform=")
+            .unwrap();
+        assert!(path.starts_with("/ipxe/"), "{path}");
+        assert_eq!(
+            mac_segment.parse::<MacAddress>().unwrap(),
+            mac(VM_MAC),
+            "{path}"
+        );
+        assert_eq!(Firmware::from_ipxe_platform(query), Some(Firmware::Bios));
+
+        // The address came from the site's server, not from vetting.
+        let site_lease = std::fs::read_to_string(&site_leases).unwrap_or_default();
+        assert!(
+            site_lease.contains(VM_MAC) && site_lease.contains(&peer.ip().to_string()),
+            "{site_lease}"
+        );
+        assert!(supervisor.leases().await.unwrap().is_empty());
+
+        // iPXE ran the script it got.
+        wait_until(
+            "the VM to run the exit script",
+            Duration::from_secs(30),
+            || async {
+                vm.serial()
+                    .contains("no run is waiting to boot on this host")
+            },
+        )
+        .await;
+        vm.stop().await;
+        supervisor.shutdown().await;
+    });
+}
+
+#[test]
+fn uefi_vm_chainloads_ipxe_over_tftp_and_fetches_its_script() {
+    if !netns_available() {
+        return;
+    }
+    let lan = Lan::new();
+    lan.add_tap("tap0");
+    let folder = tempfile::tempdir().unwrap();
+    let folder_path = folder.path().to_path_buf();
+    let settings = full_dhcp_settings(&folder.path().join("pxe"));
+
+    block_on_in_netns(&lan.orchestrator.name.clone(), move || async move {
+        let supervisor = PxeSupervisor::start(settings, vec![HostEntry::new(mac(VM_MAC))])
+            .await
+            .unwrap();
+        let mut requests = serve_script(ipxe::exit_script(Firmware::Uefi)).await;
+        // virtio-net without an iPXE option ROM: OVMF's own PXE client asks
+        // with client architecture 7 and gets snponly.efi over TFTP.
+        let vm = Vm::start(
+            &folder_path,
+            &["-bios", "/usr/share/ovmf/OVMF.fd"],
+            &format!("virtio-net-pci,netdev=n0,mac={VM_MAC},romfile=,bootindex=1"),
+        );
+
+        let (path, peer) = next_request(&mut requests, &vm).await;
+        let (mac_segment, query) = path
+            .trim_start_matches("/ipxe/")
+            .split_once("?platform=")
+            .unwrap();
+        assert_eq!(
+            mac_segment.parse::<MacAddress>().unwrap(),
+            mac(VM_MAC),
+            "{path}"
+        );
+        assert_eq!(Firmware::from_ipxe_platform(query), Some(Firmware::Uefi));
+        assert!(
+            vm.serial().contains("snponly.efi"),
+            "OVMF did not load snponly.efi:\n{}",
+            vm.serial()
+        );
+        // The request comes from the address dnsmasq leased to that MAC.
+        let std::net::IpAddr::V4(peer_address) = peer.ip() else {
+            panic!("IPv6 peer {peer}")
+        };
+        assert_eq!(
+            supervisor.leased_address(mac(VM_MAC)).await,
+            Some(peer_address)
+        );
+
+        wait_until(
+            "the VM to run the exit script",
+            Duration::from_secs(30),
+            || async {
+                vm.serial()
+                    .contains("no run is waiting to boot on this host")
+            },
+        )
+        .await;
+        vm.stop().await;
+        supervisor.shutdown().await;
+    });
+}
