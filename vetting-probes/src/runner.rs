@@ -326,9 +326,31 @@ pub struct RunningTool {
     stderr: PipeReader,
 }
 
+/// Which pipe a chunk of a tool's output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Sees every chunk of output as it is read, before the tool ends (the
+/// agent streams tool output to the orchestrator's live log). Called from
+/// the pipe reader threads; the output is still captured in full.
+pub type OutputTap = Arc<dyn Fn(OutputStream, &[u8]) + Send + Sync>;
+
 /// Starts a tool in its own process group with stdin closed and stdout and
 /// stderr captured.
 pub fn spawn_tool(command: &ToolCommand) -> Result<RunningTool, RunError> {
+    spawn_tool_tapped(command, None)
+}
+
+/// As [`spawn_tool`], with every chunk of output also handed to `tap` as it
+/// is read. All of it has been handed over once the wait returns (unless a
+/// process that left the group holds a pipe open past the drain grace).
+pub fn spawn_tool_tapped(
+    command: &ToolCommand,
+    tap: Option<OutputTap>,
+) -> Result<RunningTool, RunError> {
     let command_line = command.command_line();
     let mut process = Command::new(OsStr::new(&command.program));
     process
@@ -357,8 +379,14 @@ pub fn spawn_tool(command: &ToolCommand) -> Result<RunningTool, RunError> {
         reaped: Mutex::new(false),
         cancelled: AtomicBool::new(false),
     });
-    let stdout = PipeReader::start(child.stdout.take());
-    let stderr = PipeReader::start(child.stderr.take());
+    let stdout = PipeReader::start(
+        child.stdout.take(),
+        tap.clone().map(|tap| (tap, OutputStream::Stdout)),
+    );
+    let stderr = PipeReader::start(
+        child.stderr.take(),
+        tap.map(|tap| (tap, OutputStream::Stderr)),
+    );
     let exited = watch_exit(pid);
     Ok(RunningTool {
         command_line,
@@ -495,7 +523,10 @@ struct PipeReader {
 }
 
 impl PipeReader {
-    fn start<R: Read + Send + 'static>(pipe: Option<R>) -> Self {
+    fn start<R: Read + Send + 'static>(
+        pipe: Option<R>,
+        tap: Option<(OutputTap, OutputStream)>,
+    ) -> Self {
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let Some(mut pipe) = pipe else {
             return PipeReader {
@@ -511,10 +542,15 @@ impl PipeReader {
             loop {
                 match pipe.read(&mut chunk) {
                     Ok(0) => break,
-                    Ok(count) => shared
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .extend_from_slice(&chunk[..count]),
+                    Ok(count) => {
+                        if let Some((tap, stream)) = &tap {
+                            tap(*stream, &chunk[..count]);
+                        }
+                        shared
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .extend_from_slice(&chunk[..count]);
+                    }
                     Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }

@@ -689,20 +689,22 @@ fn is_gpu(device: &PciDevice) -> bool {
     }
 }
 
-/// `00000000:3B:00.0` (nvidia-smi) and `0000:3b:00.0` (lspci) are the same.
-fn same_pci_slot(left: &str, right: &str) -> bool {
-    let normalize = |slot: &str| {
-        let lower = slot.to_ascii_lowercase();
-        let parts: Vec<&str> = lower.rsplitn(3, ':').collect();
-        match parts.as_slice() {
-            [function, bus, domain] => {
-                format!("{:0>4}:{bus}:{function}", domain.trim_start_matches('0'))
-            }
-            [function, bus] => format!("0000:{bus}:{function}"),
-            _ => lower,
+/// A PCI address in lspci's `-D` spelling: `00000000:3B:00.0` (nvidia-smi)
+/// → `0000:3b:00.0`; `3b:00.0` → `0000:3b:00.0`.
+pub fn normalize_pci_slot(slot: &str) -> String {
+    let lower = slot.trim().to_ascii_lowercase();
+    let parts: Vec<&str> = lower.rsplitn(3, ':').collect();
+    match parts.as_slice() {
+        [function, bus, domain] => {
+            format!("{:0>4}:{bus}:{function}", domain.trim_start_matches('0'))
         }
-    };
-    normalize(left) == normalize(right)
+        [function, bus] => format!("0000:{bus}:{function}"),
+        _ => lower,
+    }
+}
+
+fn same_pci_slot(left: &str, right: &str) -> bool {
+    normalize_pci_slot(left) == normalize_pci_slot(right)
 }
 
 /// Summary of `/proc/cpuinfo`.
@@ -817,7 +819,7 @@ pub fn parse_nvidia_smi_query(text: &str) -> Vec<Gpu> {
                 memory_bytes: field(3)
                     .and_then(|mebibytes| mebibytes.parse::<u64>().ok())
                     .map(|mebibytes| mebibytes << 20),
-                pci_slot: field(4),
+                pci_slot: field(4).map(|slot| normalize_pci_slot(&slot)),
                 pcie_gen_current: number(5),
                 pcie_gen_max: number(6),
                 pcie_width_current: number(7),
@@ -1090,13 +1092,26 @@ mod tests {
 
     #[test]
     fn nvidia_smi_query_rows() {
+        // Row 1 was captured from the collector's query on an H100 (driver
+        // 580.159.04); row 2 is written from a T4's documented fields.
         let gpus = parse_nvidia_smi_query(
-            "NVIDIA H100 80GB HBM3, 1650123456789, GPU-abc, 81559, 00000000:0A:00.0, 5, 5, 16, 16\nTesla T4, [N/A], GPU-def, 15360, 00000000:00:1E.0, 3, 3, 8, 16\n",
+            "NVIDIA H100 80GB HBM3, 1752724006483, GPU-d05bc7ec-b45c-1ac3-d8dd-3285d3ec762f, 81559, 00000000:00:06.0, 5, 5, 16, 16\nTesla T4, [N/A], GPU-def, 15360, 00000000:00:1E.0, 3, 3, 8, 16\n",
         );
         assert_eq!(gpus.len(), 2);
+        assert_eq!(gpus[0].model.as_deref(), Some("NVIDIA H100 80GB HBM3"));
+        assert_eq!(
+            gpus[0].identity(),
+            "uuid:GPU-d05bc7ec-b45c-1ac3-d8dd-3285d3ec762f"
+        );
         assert_eq!(gpus[0].memory_bytes, Some(81559 << 20));
+        assert_eq!(gpus[0].pci_slot.as_deref(), Some("0000:00:06.0"));
+        assert_eq!(
+            (gpus[0].pcie_gen_current, gpus[0].pcie_width_max),
+            (Some(5), Some(16))
+        );
         assert_eq!(gpus[1].serial, None);
         assert_eq!(gpus[1].pcie_width_current, Some(8));
+        assert_eq!(gpus[1].pci_slot.as_deref(), Some("0000:00:1e.0"));
         assert!(same_pci_slot("00000000:0A:00.0", "0000:0a:00.0"));
     }
 

@@ -1,0 +1,517 @@
+//! The device allowlist of the Storage stage: which disks may be written.
+//!
+//! Only disks that match the expected disks (StorageParams.expected_disks)
+//! are candidates: by serial or WWN where the entry gives one, otherwise by
+//! model (a glob, as in the spec) and size (within 1 %, the spec's default
+//! tolerance) with the exact count: when more or fewer disks match an entry
+//! than its `count`, all of them are refused and the stage fails
+//! ("expected N, found M"). Removable disks are never candidates, and
+//! neither is a disk that no entry names (an unexpected disk): both are
+//! reported. With no expected disks there are no candidates at all.
+
+use std::path::Path;
+
+use vetting_probes::inventory::Disk;
+use vetting_probes::protocol::ExpectedDisk;
+
+use crate::params::DiskSelection;
+
+/// The size tolerance for model/size entries, in percent (the spec's
+/// default, `DEFAULT_DISK_TOLERANCE_PERCENT` in vetting-core).
+pub const SIZE_TOLERANCE_PERCENT: f64 = 1.0;
+
+/// A disk that will not be written, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub disk: Disk,
+    pub reason: String,
+}
+
+/// What the allowlist decided.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Allowlist {
+    /// Disks that may be tested (after the wipe probe).
+    pub candidates: Vec<Disk>,
+    /// Disks that will not be written: removable, unexpected, or refused
+    /// because their entry's count did not match.
+    pub refused: Vec<Refused>,
+    /// Expectations not met (fail the stage): `expected 2 disks matching
+    /// model X, size Y; found 1`.
+    pub problems: Vec<String>,
+}
+
+/// Decides which of `disks` may be written, from the expected disks.
+pub fn decide(disks: &[Disk], expected: &[ExpectedDisk]) -> Allowlist {
+    let mut allowlist = Allowlist::default();
+    // index of the entry that claimed each disk
+    let mut claimed: Vec<Option<usize>> = vec![None; disks.len()];
+    let mut refused_by_entry: Vec<Option<String>> = vec![None; disks.len()];
+
+    // First the entries that name a disk (serial / WWN).
+    for (entry_index, entry) in expected.iter().enumerate() {
+        if !identified(entry) {
+            continue;
+        }
+        let matches: Vec<usize> = (0..disks.len())
+            .filter(|&index| identifies(entry, &disks[index]))
+            .collect();
+        let wanted = entry.count.unwrap_or(1) as usize;
+        if matches.len() != wanted {
+            allowlist.problems.push(format!(
+                "expected {wanted} disk(s) {}, found {}",
+                describe_entry(entry),
+                matches.len()
+            ));
+            for index in matches {
+                refused_by_entry[index] = Some(format!(
+                    "matches {} but the count is wrong (expected {wanted})",
+                    describe_entry(entry)
+                ));
+            }
+            continue;
+        }
+        for index in matches {
+            claimed[index] = Some(entry_index);
+        }
+    }
+    // Then model/size groups, over the disks not named by serial or WWN.
+    for (entry_index, entry) in expected.iter().enumerate() {
+        if identified(entry) {
+            continue;
+        }
+        if entry.model.is_none() && entry.size_bytes.is_none() {
+            allowlist.problems.push(
+                "an expected disk has no serial, WWN, model or size: it cannot select a disk"
+                    .to_string(),
+            );
+            continue;
+        }
+        let matches: Vec<usize> = (0..disks.len())
+            .filter(|&index| claimed[index].is_none() && fits_group(entry, &disks[index]))
+            .collect();
+        let wanted = entry.count.unwrap_or(1) as usize;
+        if matches.len() != wanted {
+            allowlist.problems.push(format!(
+                "expected {wanted} disk(s) {}, found {}",
+                describe_entry(entry),
+                matches.len()
+            ));
+            for index in matches {
+                refused_by_entry[index] = Some(format!(
+                    "matches {} but expected {wanted} such disk(s), found another number: none is written",
+                    describe_entry(entry)
+                ));
+            }
+            continue;
+        }
+        for index in matches {
+            claimed[index] = Some(entry_index);
+        }
+    }
+
+    for (index, disk) in disks.iter().enumerate() {
+        let reason = if disk.removable {
+            Some("removable: never written".to_string())
+        } else if let Some(reason) = refused_by_entry[index].take() {
+            Some(reason)
+        } else if claimed[index].is_none() {
+            Some("unexpected: no expected disk names it".to_string())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                if disk.removable
+                    && let Some(entry) = claimed[index]
+                {
+                    allowlist.problems.push(format!(
+                        "{} matches {} but is removable: it is not tested",
+                        disk.name,
+                        describe_entry(&expected[entry])
+                    ));
+                }
+                allowlist.refused.push(Refused {
+                    disk: disk.clone(),
+                    reason,
+                });
+            }
+            None => allowlist.candidates.push(disk.clone()),
+        }
+    }
+    allowlist
+}
+
+fn identified(entry: &ExpectedDisk) -> bool {
+    entry.serial.is_some() || entry.wwn.is_some()
+}
+
+/// Whether `disk` is the one a serial/WWN entry names (removable disks
+/// match too, so that they are reported rather than called missing).
+fn identifies(entry: &ExpectedDisk, disk: &Disk) -> bool {
+    let serial_ok = match (&entry.serial, &disk.serial) {
+        (Some(expected), Some(actual)) => expected.trim().eq_ignore_ascii_case(actual.trim()),
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    let wwn_ok = match (&entry.wwn, &disk.wwn) {
+        (Some(expected), Some(actual)) => normalize_wwn(expected) == normalize_wwn(actual),
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    serial_ok && wwn_ok
+}
+
+/// Whether `disk` belongs to a model/size entry. Removable disks never do.
+fn fits_group(entry: &ExpectedDisk, disk: &Disk) -> bool {
+    if disk.removable {
+        return false;
+    }
+    let model_ok = match (&entry.model, &disk.model) {
+        (Some(pattern), Some(model)) => {
+            glob_matches(pattern, model)
+                || disk
+                    .vendor
+                    .as_ref()
+                    .is_some_and(|vendor| glob_matches(pattern, &format!("{vendor} {model}")))
+        }
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    let size_ok = match entry.size_bytes {
+        Some(expected) => {
+            (disk.size_bytes as f64 - expected as f64).abs()
+                <= expected as f64 * SIZE_TOLERANCE_PERCENT / 100.0
+        }
+        None => true,
+    };
+    model_ok && size_ok
+}
+
+/// `serial S1`, `model "X*", size 1920383410176 bytes`.
+pub fn describe_entry(entry: &ExpectedDisk) -> String {
+    let mut parts = Vec::new();
+    if let Some(serial) = &entry.serial {
+        parts.push(format!("serial {serial}"));
+    }
+    if let Some(wwn) = &entry.wwn {
+        parts.push(format!("WWN {wwn}"));
+    }
+    if let Some(model) = &entry.model {
+        parts.push(format!("model \"{model}\""));
+    }
+    if let Some(size) = entry.size_bytes {
+        parts.push(format!("size {size} bytes"));
+    }
+    if parts.is_empty() {
+        "with no identity".to_string()
+    } else {
+        format!("with {}", parts.join(", "))
+    }
+}
+
+/// `sdb (MODEL, serial S1, 1920383410176 bytes, removable)`.
+pub fn describe_disk(disk: &Disk) -> String {
+    let mut parts = Vec::new();
+    if let Some(model) = &disk.model {
+        parts.push(model.clone());
+    }
+    if let Some(serial) = &disk.serial {
+        parts.push(format!("serial {serial}"));
+    }
+    if let Some(wwn) = &disk.wwn {
+        parts.push(format!("WWN {wwn}"));
+    }
+    parts.push(format!("{} bytes", disk.size_bytes));
+    if disk.removable {
+        parts.push("removable".into());
+    }
+    format!("{} ({})", disk.name, parts.join(", "))
+}
+
+/// A WWN without its notation (`0x`, `naa.`, `eui.`, `wwn-`), lower-case.
+fn normalize_wwn(wwn: &str) -> String {
+    let lower = wwn.trim().to_ascii_lowercase();
+    let stripped = ["wwn-", "0x", "naa.", "eui.", "nguid."]
+        .iter()
+        .fold(lower.as_str(), |text, prefix| {
+            text.strip_prefix(prefix).unwrap_or(text)
+        })
+        .to_string();
+    let stripped = stripped.strip_prefix("0x").unwrap_or(&stripped).to_string();
+    stripped
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect()
+}
+
+/// The spec's glob: `*` any run, `?` one character; case-insensitive,
+/// whitespace runs count as one space; the whole value must match.
+pub fn glob_matches(pattern: &str, value: &str) -> bool {
+    let normalize = |text: &str| -> Vec<char> {
+        text.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+            .chars()
+            .collect()
+    };
+    let pattern = normalize(pattern);
+    let value = normalize(value);
+    let (mut p, mut v) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while v < value.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == value[v]) {
+            p += 1;
+            v += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, v));
+            p += 1;
+        } else if let Some((star_p, star_v)) = star {
+            p = star_p + 1;
+            v = star_v + 1;
+            star = Some((star_p, star_v + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_string())
+}
+
+/// The attached loop devices under `sys_root/block` that pass the
+/// selection's filter, as disks (`transport: loop`, virtual, no model,
+/// serial or WWN). Empty unless loop devices are allowed.
+pub fn loop_disks(sys_root: &Path, selection: &DiskSelection) -> Vec<Disk> {
+    if !selection.allow_loop_devices {
+        return Vec::new();
+    }
+    let root = sys_root.join("block");
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            name.strip_prefix("loop").is_some_and(|number| {
+                !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+            })
+        })
+        .filter(|name| selection.admits(name))
+        .collect();
+    names.sort_by_key(|name| name[4..].parse::<u64>().unwrap_or(u64::MAX));
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let path = root.join(&name);
+            // Only attached loop devices have a backing file.
+            let backing = read_trimmed(&path.join("loop/backing_file"))?;
+            let size_bytes = read_trimmed(&path.join("size"))
+                .and_then(|sectors| sectors.parse::<u64>().ok())
+                .map_or(0, |sectors| sectors.saturating_mul(512));
+            if size_bytes == 0 || backing.is_empty() {
+                return None;
+            }
+            Some(Disk {
+                name,
+                size_bytes,
+                rotational: read_trimmed(&path.join("queue/rotational")).map(|flag| flag == "1"),
+                removable: read_trimmed(&path.join("removable")).is_some_and(|flag| flag == "1"),
+                transport: Some("loop".to_string()),
+                is_virtual: true,
+                ..Disk::default()
+            })
+        })
+        .collect()
+}
+
+/// Whether a kernel block device name is never a disk the agent may write
+/// unless loop devices are allowed (`loop*`), or never at all (`ram*`,
+/// `zram*`).
+pub fn never_candidate(name: &str, selection: &DiskSelection) -> bool {
+    name.starts_with("ram")
+        || name.starts_with("zram")
+        || (name.starts_with("loop") && !selection.allow_loop_devices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(name: &str, model: Option<&str>, serial: Option<&str>, size: u64) -> Disk {
+        Disk {
+            name: name.into(),
+            model: model.map(Into::into),
+            serial: serial.map(Into::into),
+            size_bytes: size,
+            ..Disk::default()
+        }
+    }
+
+    const TB: u64 = 1_920_383_410_176;
+
+    #[test]
+    fn a_removable_disk_is_never_a_candidate() {
+        let mut usb = disk("sdc", Some("MZ7LH1T9"), Some("S3"), TB);
+        usb.removable = true;
+        let disks = vec![disk("sda", Some("MZ7LH1T9"), Some("S1"), TB), usb];
+        // by model and size: the removable one does not count
+        let by_group = decide(
+            &disks,
+            &[ExpectedDisk {
+                model: Some("MZ7LH*".into()),
+                size_bytes: Some(TB),
+                count: Some(1),
+                ..ExpectedDisk::default()
+            }],
+        );
+        assert_eq!(by_group.candidates.len(), 1);
+        assert_eq!(by_group.candidates[0].name, "sda");
+        assert!(by_group.problems.is_empty(), "{:?}", by_group.problems);
+        assert!(
+            by_group
+                .refused
+                .iter()
+                .any(|r| r.disk.name == "sdc" && r.reason.contains("removable"))
+        );
+        // even when its serial is expected
+        let by_serial = decide(
+            &disks,
+            &[ExpectedDisk {
+                serial: Some("S3".into()),
+                ..ExpectedDisk::default()
+            }],
+        );
+        assert!(by_serial.candidates.is_empty());
+        assert!(
+            by_serial.problems.iter().any(|p| p.contains("removable")),
+            "{:?}",
+            by_serial.problems
+        );
+    }
+
+    #[test]
+    fn a_wrong_count_refuses_every_matching_disk() {
+        let disks = vec![
+            disk("sda", Some("HUH721212ALE600"), None, 12_000_138_625_024),
+            disk("sdb", Some("HUH721212ALE600"), None, 12_000_138_625_024),
+            disk("sdc", Some("HUH721212ALE600"), None, 12_000_138_625_024),
+        ];
+        let allowlist = decide(
+            &disks,
+            &[ExpectedDisk {
+                model: Some("HUH721212*".into()),
+                size_bytes: Some(12_000_000_000_000),
+                count: Some(2),
+                ..ExpectedDisk::default()
+            }],
+        );
+        assert!(allowlist.candidates.is_empty());
+        assert_eq!(allowlist.refused.len(), 3);
+        assert!(
+            allowlist.problems[0].contains("expected 2"),
+            "{:?}",
+            allowlist.problems
+        );
+        assert!(
+            allowlist.problems[0].contains("found 3"),
+            "{:?}",
+            allowlist.problems
+        );
+    }
+
+    #[test]
+    fn serials_and_wwns_name_disks_and_the_rest_is_unexpected() {
+        let mut named = disk("nvme0n1", None, Some("SN-1"), TB);
+        named.wwn = Some("eui.0025388b91b1f2a1".into());
+        let disks = vec![named, disk("sda", Some("X"), Some("OTHER"), TB)];
+        let allowlist = decide(
+            &disks,
+            &[ExpectedDisk {
+                wwn: Some("0x0025388B91B1F2A1".into()),
+                ..ExpectedDisk::default()
+            }],
+        );
+        assert_eq!(allowlist.candidates.len(), 1);
+        assert_eq!(allowlist.candidates[0].name, "nvme0n1");
+        assert!(allowlist.refused[0].reason.contains("unexpected"));
+        assert!(allowlist.problems.is_empty());
+        let missing = decide(
+            &disks,
+            &[ExpectedDisk {
+                serial: Some("NOPE".into()),
+                ..ExpectedDisk::default()
+            }],
+        );
+        assert!(missing.candidates.is_empty());
+        assert!(missing.problems[0].contains("found 0"));
+    }
+
+    #[test]
+    fn no_expected_disks_allow_nothing() {
+        let disks = vec![disk("sda", Some("X"), Some("S"), TB)];
+        let allowlist = decide(&disks, &[]);
+        assert!(allowlist.candidates.is_empty());
+        assert_eq!(allowlist.refused.len(), 1);
+        // an entry without identity selects nothing either
+        let vague = decide(&disks, &[ExpectedDisk::default()]);
+        assert!(vague.candidates.is_empty());
+        assert_eq!(vague.problems.len(), 1);
+    }
+
+    #[test]
+    fn sizes_match_within_one_percent() {
+        let disks = vec![disk("loop3", None, None, 20 * 1024 * 1024)];
+        let near = decide(
+            &disks,
+            &[ExpectedDisk {
+                size_bytes: Some(20 * 1024 * 1024 + 100_000),
+                count: Some(1),
+                ..ExpectedDisk::default()
+            }],
+        );
+        assert_eq!(near.candidates.len(), 1);
+        let far = decide(
+            &disks,
+            &[ExpectedDisk {
+                size_bytes: Some(22 * 1024 * 1024),
+                count: Some(1),
+                ..ExpectedDisk::default()
+            }],
+        );
+        assert!(far.candidates.is_empty());
+    }
+
+    #[test]
+    fn glob_semantics_follow_the_spec() {
+        assert!(glob_matches(
+            "*E5-2620*",
+            "Intel(R) Xeon(R) CPU E5-2620 0 @ 2.00GHz"
+        ));
+        assert!(glob_matches(
+            "samsung   mz7lh*",
+            "SAMSUNG MZ7LH1T9HMLT-00005"
+        ));
+        assert!(!glob_matches("E5", "E5-2620"));
+        assert!(glob_matches("a?c", "abc"));
+    }
+
+    #[test]
+    fn ram_and_zram_are_never_candidates() {
+        let default = DiskSelection::default();
+        assert!(never_candidate("zram0", &default));
+        assert!(never_candidate("ram1", &default));
+        assert!(never_candidate("loop0", &default));
+        let loops = DiskSelection {
+            allow_loop_devices: true,
+            ..DiskSelection::default()
+        };
+        assert!(!never_candidate("loop0", &loops));
+        assert!(never_candidate("zram0", &loops));
+    }
+}

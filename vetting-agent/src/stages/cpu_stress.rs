@@ -1,0 +1,363 @@
+//! CPUStress: `stress-ng --cpu 0 --vm 1 --vm-bytes X --verify --metrics
+//! --yaml FILE -t Ns` on every CPU and `memory_share` of the available
+//! memory, with the thermal sidecar reading hwmon every second, and the
+//! EDAC memory-error counters and the CPUs' thermal-throttle counters read
+//! before and after. Fails when stress-ng reports a failure (its YAML
+//! metrics, judged by vetting-probes, or a failing exit), a CPU temperature
+//! reaches the stress limit, the CPUs throttled, or new corrected or
+//! uncorrected memory errors appear.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use vetting_probes::runner::RunError;
+use vetting_probes::runner::ToolCommand;
+use vetting_probes::{Status, Tool, Verdict, parse_and_judge};
+
+use super::{
+    Artifact, Cancelled, StageContext, StageReport, combined_output, measurement,
+    missing_tool_report, stop_if_cancelled,
+};
+use crate::sidecar::Sidecar;
+
+/// Extra time stress-ng gets beyond its own `-t` before it is killed.
+const GRACE: Duration = Duration::from_secs(120);
+
+/// Runs the stage.
+pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
+    let params = &context.params.cpu_stress;
+    let duration = params.duration_secs.max(1);
+    let available = read_mem_available(Path::new("/proc/meminfo")).unwrap_or(0);
+    let vm_bytes = vm_bytes(available, params.memory_share);
+    let yaml = context.scratch_file("stress-ng.yaml");
+    let _ = std::fs::remove_file(&yaml);
+    let edac_root = context.local.sys_root.join("devices/system/edac/mc");
+    let cpu_root = context.local.sys_root.join("devices/system/cpu");
+    let edac_before = read_edac(&edac_root);
+    let throttle_before = read_throttle(&cpu_root);
+
+    let command = ToolCommand::new("stress-ng")
+        .args(["--cpu", "0", "--vm", "1", "--vm-bytes"])
+        .arg(format!("{}k", vm_bytes / 1024))
+        .args(["--verify", "--metrics", "--yaml"])
+        .arg(yaml.display().to_string())
+        .arg("-t")
+        .arg(format!("{duration}s"))
+        .timeout(Duration::from_secs(duration) + GRACE);
+    context.log.agent(format!(
+        "stressing every CPU and {} MiB of memory ({}% of {} MiB available) for {duration} s",
+        vm_bytes >> 20,
+        (params.memory_share * 100.0).round(),
+        available >> 20
+    ));
+    let sidecar = Sidecar::start(
+        context.local.sys_root.join("class/hwmon"),
+        Duration::from_secs(1),
+        context.sensors.clone(),
+    );
+    let result = context.run_tool(&command);
+    let summary = sidecar.stop();
+    context.log.agent(format!(
+        "thermal sidecar: {} round(s), {} sample(s), {} sensor(s)",
+        summary.rounds,
+        summary.samples,
+        summary.peaks.len()
+    ));
+    let output = match result {
+        Ok(output) => output,
+        Err(error) => {
+            stop_if_cancelled(context, &error)?;
+            return Ok(match error {
+                RunError::NotFound { program } => {
+                    missing_tool_report(&program, false, "a CPU to stress")
+                }
+                other => StageReport::failed(other.to_string()),
+            });
+        }
+    };
+
+    let mut verdict = Verdict::pass();
+    let mut artifacts = Vec::new();
+    let mut measurements = Vec::new();
+    match std::fs::read(&yaml) {
+        Ok(report) => match parse_and_judge(Tool::StressNg, &report, &context.thresholds) {
+            Ok(judged) => {
+                if let Some(metrics) = judged.data.get("metrics").and_then(|m| m.as_array()) {
+                    for metric in metrics {
+                        if let (Some(name), Some(rate)) = (
+                            metric.get("stressor").and_then(|v| v.as_str()),
+                            metric
+                                .get("bogo_ops_per_second_real_time")
+                                .and_then(serde_json::Value::as_f64),
+                        ) {
+                            measurements.push(measurement(
+                                &format!("stress.{name}.bogo_ops_per_sec"),
+                                rate,
+                                "ops/s",
+                            ));
+                        }
+                    }
+                }
+                verdict.merge(judged.verdict);
+                artifacts.push(Artifact::new(
+                    "stress-ng.yaml",
+                    Some(Tool::StressNg),
+                    None,
+                    report,
+                ));
+            }
+            Err(error) => {
+                verdict.fail_with(format!("the stress-ng report cannot be read: {error}"));
+                artifacts.push(Artifact::new("stress-ng.yaml", None, None, report));
+            }
+        },
+        Err(error) => verdict.fail_with(format!(
+            "stress-ng wrote no report ({}): {error}",
+            output.status
+        )),
+    }
+    if !output.status.success() {
+        let failures: Vec<String> = String::from_utf8_lossy(&combined_output(&output))
+            .lines()
+            .filter(|line| {
+                let lower = line.to_ascii_lowercase();
+                lower.contains("fail") || lower.contains("error")
+            })
+            .take(5)
+            .map(|line| line.trim().to_string())
+            .collect();
+        verdict.fail_with(format!(
+            "stress-ng ended with {}{}",
+            output.status,
+            if failures.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", failures.join(" | "))
+            }
+        ));
+    }
+    artifacts.push(Artifact::new(
+        "stress-ng-output.txt",
+        None,
+        None,
+        combined_output(&output),
+    ));
+
+    // temperatures
+    let thermal = summary.verdict(&context.thresholds);
+    if thermal.status == Status::Skip {
+        context
+            .log
+            .agent("no hwmon sensors: temperatures were not judged");
+        verdict.add(
+            Status::Pass,
+            "no hwmon sensors: temperatures were not judged",
+        );
+    } else {
+        verdict.merge(thermal);
+    }
+    for peak in &summary.peaks {
+        if let Some(value) = peak.input {
+            measurements.push(measurement(
+                &format!("stress.peak.{}/{}", peak.driver, peak.label),
+                value,
+                &peak.unit,
+            ));
+        }
+    }
+
+    // memory errors
+    let edac_after = read_edac(&edac_root);
+    judge_edac(&mut verdict, &edac_before, &edac_after);
+    // throttling
+    let throttle_after = read_throttle(&cpu_root);
+    judge_throttle(&mut verdict, &throttle_before, &throttle_after);
+
+    for reason in &verdict.reasons {
+        context
+            .log
+            .agent(format!("{}: {}", reason.status, reason.message));
+    }
+    Ok(StageReport::from_verdict(verdict)
+        .with_artifacts(artifacts)
+        .with_measurements(measurements))
+}
+
+/// `memory_share` of `available` bytes, at least 16 MiB.
+pub fn vm_bytes(available: u64, share: f64) -> u64 {
+    let share = if share.is_finite() {
+        share.clamp(0.0, 0.95)
+    } else {
+        0.0
+    };
+    ((available as f64 * share) as u64).max(16 * 1024 * 1024)
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+pub fn read_mem_available(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("MemAvailable:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kilobytes.checked_mul(1024)
+}
+
+/// Memory-controller error counters: `mcN` → (corrected, uncorrected).
+/// Empty when EDAC is not loaded.
+pub fn read_edac(root: &Path) -> BTreeMap<String, (u64, u64)> {
+    let mut counters = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return counters;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("mc") {
+            continue;
+        }
+        let read = |file: &str| {
+            std::fs::read_to_string(entry.path().join(file))
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+        };
+        if let (Some(corrected), Some(uncorrected)) = (read("ce_count"), read("ue_count")) {
+            counters.insert(name, (corrected, uncorrected));
+        }
+    }
+    counters
+}
+
+/// New corrected or uncorrected memory errors fail.
+pub fn judge_edac(
+    verdict: &mut Verdict,
+    before: &BTreeMap<String, (u64, u64)>,
+    after: &BTreeMap<String, (u64, u64)>,
+) {
+    if after.is_empty() {
+        verdict.add(
+            Status::Pass,
+            "EDAC is not available: memory error counters were not read",
+        );
+        return;
+    }
+    let mut grew = false;
+    for (controller, (corrected, uncorrected)) in after {
+        let (corrected_before, uncorrected_before) =
+            before.get(controller).copied().unwrap_or((0, 0));
+        if *uncorrected > uncorrected_before {
+            grew = true;
+            verdict.fail_with(format!(
+                "EDAC {controller}: {} new uncorrected memory error(s) during stress ({uncorrected_before} → {uncorrected})",
+                uncorrected - uncorrected_before
+            ));
+        }
+        if *corrected > corrected_before {
+            grew = true;
+            verdict.fail_with(format!(
+                "EDAC {controller}: {} new corrected memory error(s) during stress ({corrected_before} → {corrected})",
+                corrected - corrected_before
+            ));
+        }
+    }
+    if !grew {
+        verdict.add(
+            Status::Pass,
+            format!(
+                "EDAC: no new memory errors on {} controller(s)",
+                after.len()
+            ),
+        );
+    }
+}
+
+/// The CPUs' thermal throttle counters (core and package), summed per CPU.
+pub fn read_throttle(cpu_root: &Path) -> BTreeMap<String, u64> {
+    let mut counters = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(cpu_root) else {
+        return counters;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name
+            .strip_prefix("cpu")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let dir = entry.path().join("thermal_throttle");
+        let total: u64 = ["core_throttle_count", "package_throttle_count"]
+            .iter()
+            .filter_map(|file| {
+                std::fs::read_to_string(dir.join(file))
+                    .ok()
+                    .and_then(|text| text.trim().parse::<u64>().ok())
+            })
+            .sum();
+        if dir.exists() {
+            counters.insert(name, total);
+        }
+    }
+    counters
+}
+
+/// Throttling during the stress fails.
+pub fn judge_throttle(
+    verdict: &mut Verdict,
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) {
+    let throttled: Vec<String> = after
+        .iter()
+        .filter(|(cpu, count)| **count > before.get(*cpu).copied().unwrap_or(0))
+        .map(|(cpu, count)| format!("{cpu} +{}", count - before.get(cpu).copied().unwrap_or(0)))
+        .collect();
+    if !throttled.is_empty() {
+        verdict.fail_with(format!(
+            "thermal throttling during stress: {}",
+            throttled.join(", ")
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_share_is_bounded() {
+        assert_eq!(vm_bytes(1 << 30, 0.5), 1 << 29);
+        assert_eq!(vm_bytes(1 << 30, 0.0), 16 << 20);
+        assert!(vm_bytes(1 << 30, 2.0) < 1 << 30);
+    }
+
+    #[test]
+    fn new_memory_errors_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mc = dir.path().join("mc0");
+        std::fs::create_dir(&mc).unwrap();
+        std::fs::write(mc.join("ce_count"), "3\n").unwrap();
+        std::fs::write(mc.join("ue_count"), "0\n").unwrap();
+        let before = read_edac(dir.path());
+        assert_eq!(before["mc0"], (3, 0));
+        let mut unchanged = Verdict::pass();
+        judge_edac(&mut unchanged, &before, &before);
+        assert_eq!(unchanged.status, Status::Pass);
+        std::fs::write(mc.join("ce_count"), "5\n").unwrap();
+        let mut grown = Verdict::pass();
+        judge_edac(&mut grown, &before, &read_edac(dir.path()));
+        assert_eq!(grown.status, Status::Fail);
+        assert!(grown.reasons[0].message.contains("2 new corrected"));
+    }
+
+    #[test]
+    fn throttle_growth_fails() {
+        let before = BTreeMap::from([("cpu0".to_string(), 4u64)]);
+        let after = BTreeMap::from([("cpu0".to_string(), 9u64)]);
+        let mut verdict = Verdict::pass();
+        judge_throttle(&mut verdict, &before, &before);
+        assert_eq!(verdict.status, Status::Pass);
+        judge_throttle(&mut verdict, &before, &after);
+        assert!(verdict.reasons[0].message.contains("cpu0 +5"));
+    }
+}

@@ -1,0 +1,321 @@
+//! Network: `iperf3 -J` against the orchestrator's iperf3 server (the
+//! host and port of this run, from the claim), both directions (`-R` for
+//! the reverse). Throughput under `min_share_of_link` of the link speed
+//! fails, judged by vetting-probes against the speed of the interface that
+//! reaches the orchestrator (`/sys/class/net/IF/speed`; unknown, as on
+//! loopback: no share check). Error counters of that interface that grew
+//! during the test fail, drops warn. NICs without link are reported, not
+//! tested. No iperf3 server in the claim: skipped.
+
+use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+use vetting_probes::parsers::iperf3;
+use vetting_probes::runner::{RunError, ToolCommand};
+use vetting_probes::{Status, Tool, Verdict};
+
+use super::{Artifact, Cancelled, StageContext, StageReport, measurement, stop_if_cancelled};
+
+/// How often a busy iperf3 server is tried again.
+const BUSY_RETRIES: u32 = 10;
+const BUSY_WAIT: Duration = Duration::from_secs(3);
+
+/// Runs the stage.
+pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
+    let params = &context.params.network;
+    let (Some(host), Some(port)) = (params.iperf_host.clone(), params.iperf_port) else {
+        return Ok(StageReport::skipped(
+            "the orchestrator has no iperf3 server",
+        ));
+    };
+    let net_root = context.local.sys_root.join("class/net");
+    let mut verdict = Verdict::pass();
+    for (nic, state) in nics_without_link(&net_root) {
+        let message = format!("{nic}: no link ({state}): not tested");
+        context.log.agent(&message);
+        verdict.add(Status::Pass, message);
+    }
+    let interface = interface_towards(&host, port);
+    let link_mbps = interface
+        .as_deref()
+        .and_then(|name| link_speed_mbps(&net_root, name));
+    match (&interface, link_mbps) {
+        (Some(name), Some(speed)) => context.log.agent(format!(
+            "testing through {name} at {speed} Mb/s (the orchestrator's end is not known here: judged against this end)"
+        )),
+        (Some(name), None) => context.log.agent(format!(
+            "testing through {name}, link speed unknown: throughput is not judged against it"
+        )),
+        (None, _) => context
+            .log
+            .agent("the interface towards the orchestrator is unknown: throughput is not judged against a link speed"),
+    }
+    let before = interface
+        .as_deref()
+        .map(|name| read_counters(&net_root, name));
+
+    let mut artifacts = Vec::new();
+    let mut measurements = Vec::new();
+    for (reverse, label) in [(false, "upload"), (true, "download")] {
+        let mut command = ToolCommand::new("iperf3")
+            .args(["-J", "-c", &host, "-p", &port.to_string(), "-t"])
+            .arg(params.duration_secs.max(1).to_string())
+            .timeout(Duration::from_secs(params.duration_secs.max(1) + 60));
+        if reverse {
+            command = command.arg("-R");
+        }
+        let output = match run_iperf(context, &command)? {
+            Ok(output) => output,
+            Err(RunError::NotFound { program }) => {
+                let expected = context.params.expected.nics;
+                return Ok(if expected > 0 {
+                    StageReport::failed(format!(
+                        "tool {program} is not installed, but the spec expects {expected} NIC(s)"
+                    ))
+                } else {
+                    StageReport::skipped(format!("tool {program} is not installed"))
+                });
+            }
+            Err(error) => {
+                verdict.fail_with(format!("iperf3 {label}: {error}"));
+                continue;
+            }
+        };
+        let name = format!("iperf3-{label}.json");
+        match iperf3::parse(&output.stdout) {
+            Ok(data) => {
+                if let Some(bps) = data.throughput_bps {
+                    measurements.push(measurement(&format!("network.{label}_bps"), bps, "bit/s"));
+                    context
+                        .log
+                        .agent(format!("iperf3 {label}: {:.1} Mbit/s", bps / 1e6));
+                }
+                if let Some(retransmits) = data.retransmits {
+                    measurements.push(measurement(
+                        &format!("network.{label}_retransmits"),
+                        retransmits as f64,
+                        "count",
+                    ));
+                }
+                let mut direction =
+                    iperf3::verdict_with_link(&data, link_mbps, &context.thresholds);
+                for reason in &mut direction.reasons {
+                    reason.message = format!("{label}: {}", reason.message);
+                }
+                verdict.merge(direction);
+                artifacts.push(Artifact::new(
+                    &name,
+                    Some(Tool::Iperf3),
+                    Some(&host),
+                    output.stdout,
+                ));
+            }
+            Err(error) => {
+                verdict.fail_with(format!(
+                    "iperf3 {label} gave no report ({}): {error}",
+                    output.status
+                ));
+                artifacts.push(Artifact::new(
+                    &name,
+                    None,
+                    Some(&host),
+                    super::combined_output(&output),
+                ));
+            }
+        }
+    }
+
+    if let (Some(name), Some(before)) = (interface.as_deref(), before) {
+        let after = read_counters(&net_root, name);
+        judge_counters(&mut verdict, name, &before, &after);
+    }
+    for reason in &verdict.reasons {
+        context
+            .log
+            .agent(format!("{}: {}", reason.status, reason.message));
+    }
+    Ok(StageReport::from_verdict(verdict)
+        .with_artifacts(artifacts)
+        .with_measurements(measurements))
+}
+
+/// Runs iperf3, trying again while the server is busy with another test.
+fn run_iperf(
+    context: &StageContext,
+    command: &ToolCommand,
+) -> Result<Result<vetting_probes::runner::ToolOutput, RunError>, Cancelled> {
+    let mut tries = 0;
+    loop {
+        match context.run_tool(command) {
+            Ok(output) => {
+                let busy = iperf3::parse(&output.stdout)
+                    .ok()
+                    .and_then(|data| data.error)
+                    .is_some_and(|error| error.contains("busy"));
+                if busy && tries < BUSY_RETRIES {
+                    tries += 1;
+                    context
+                        .log
+                        .agent("the iperf3 server is busy: trying again shortly");
+                    context.sleep(BUSY_WAIT)?;
+                    continue;
+                }
+                return Ok(Ok(output));
+            }
+            Err(error) => {
+                stop_if_cancelled(context, &error)?;
+                return Ok(Err(error));
+            }
+        }
+    }
+}
+
+/// The interface whose address this host uses to reach `host:port`.
+pub fn interface_towards(host: &str, port: u16) -> Option<String> {
+    let target = (host, port).to_socket_addrs().ok()?.next()?;
+    let bind = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = UdpSocket::bind(bind).ok()?;
+    socket.connect(target).ok()?;
+    let local: IpAddr = socket.local_addr().ok()?.ip();
+    let addresses = nix::ifaddrs::getifaddrs().ok()?;
+    for interface in addresses {
+        let Some(address) = interface.address else {
+            continue;
+        };
+        let ip = if let Some(v4) = address.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        if ip == local {
+            return Some(interface.interface_name);
+        }
+    }
+    None
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_string())
+}
+
+/// The negotiated speed of `interface` in Mb/s, when the kernel knows it.
+pub fn link_speed_mbps(net_root: &Path, interface: &str) -> Option<u64> {
+    read_trimmed(&net_root.join(interface).join("speed"))
+        .and_then(|speed| speed.parse::<i64>().ok())
+        .filter(|&speed| speed > 0)
+        .map(|speed| speed as u64)
+}
+
+/// Physical NICs whose link is not up, with their state.
+pub fn nics_without_link(net_root: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(net_root) else {
+        return Vec::new();
+    };
+    let mut down: Vec<(String, String)> = entries
+        .flatten()
+        .filter(|entry| entry.path().join("device").exists())
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let state = read_trimmed(&entry.path().join("operstate")).unwrap_or_default();
+            (state != "up").then_some((name, state))
+        })
+        .collect();
+    down.sort();
+    down
+}
+
+/// Error and drop counters of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
+pub fn read_counters(net_root: &Path, interface: &str) -> Counters {
+    let statistics = net_root.join(interface).join("statistics");
+    let read = |file: &str| {
+        read_trimmed(&statistics.join(file))
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Counters {
+        rx_errors: read("rx_errors"),
+        tx_errors: read("tx_errors"),
+        rx_dropped: read("rx_dropped"),
+        tx_dropped: read("tx_dropped"),
+    }
+}
+
+/// Errors that grew fail; drops that grew warn.
+pub fn judge_counters(verdict: &mut Verdict, interface: &str, before: &Counters, after: &Counters) {
+    let errors = after.rx_errors.saturating_sub(before.rx_errors)
+        + after.tx_errors.saturating_sub(before.tx_errors);
+    let drops = after.rx_dropped.saturating_sub(before.rx_dropped)
+        + after.tx_dropped.saturating_sub(before.tx_dropped);
+    if errors > 0 {
+        verdict.fail_with(format!(
+            "{interface}: {errors} new rx/tx error(s) during the test"
+        ));
+    }
+    if drops > 0 {
+        verdict.warn(format!(
+            "{interface}: {drops} new dropped packet(s) during the test"
+        ));
+    }
+    if errors == 0 && drops == 0 {
+        verdict.add(
+            Status::Pass,
+            format!("{interface}: no new errors or drops during the test"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_found_and_has_no_speed() {
+        assert_eq!(interface_towards("127.0.0.1", 5201).as_deref(), Some("lo"));
+        assert_eq!(link_speed_mbps(Path::new("/sys/class/net"), "lo"), None);
+    }
+
+    #[test]
+    fn grown_errors_fail_and_drops_warn() {
+        let before = Counters::default();
+        let mut verdict = Verdict::pass();
+        judge_counters(&mut verdict, "eth0", &before, &before);
+        assert_eq!(verdict.status, Status::Pass);
+        judge_counters(
+            &mut verdict,
+            "eth0",
+            &before,
+            &Counters {
+                rx_dropped: 3,
+                ..Counters::default()
+            },
+        );
+        assert_eq!(verdict.status, Status::Warn);
+        judge_counters(
+            &mut verdict,
+            "eth0",
+            &before,
+            &Counters {
+                tx_errors: 1,
+                ..Counters::default()
+            },
+        );
+        assert_eq!(verdict.status, Status::Fail);
+    }
+}

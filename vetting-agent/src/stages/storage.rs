@@ -1,0 +1,704 @@
+//! Storage: the destructive surface test, behind the safety gates.
+//!
+//! 1. The device allowlist ([`super::allowlist`]): only disks that match the
+//!    expected disks are candidates; removable and unexpected disks are
+//!    never written and are reported; with no expected disks the stage is
+//!    skipped and nothing destructive runs. Disks in use (mounted, swap,
+//!    held by device-mapper or md) are not written either.
+//! 2. The wipe probe ([`super::wipe_probe`]) on every candidate before any
+//!    write: a signature holds the run (`wipe_signatures`), data without a
+//!    signature too (`unexpected_data`); the operator's `override_wipe`
+//!    acknowledges what was found (it is still logged).
+//! 3. The surface test: rotational disks (HDD) get `badblocks -wsv` (block
+//!    size chosen so the block count fits 32 bits, time-bounded by
+//!    `max_secs_per_disk`), non-rotational ones (SSD/NVMe) a bounded `fio`
+//!    write-and-verify on `ssd_verify_share` of their capacity. Loop
+//!    devices report rotational=1 on many kernels; the choice and its
+//!    reason are logged. Bad blocks or verify errors fail the stage, and so
+//!    do SMART counters (reallocated, pending, uncorrectable sectors; NVMe
+//!    media errors and critical warning) that grew during the test. Drive
+//!    temperatures are sampled (hwmon, every second) while it runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vetting_probes::inventory::{CollectOptions, Disk, collect};
+use vetting_probes::parsers::smartctl::{self, SmartctlOutput};
+use vetting_probes::protocol::{ExpectedDisk, Outcome};
+use vetting_probes::runner::{RunError, ToolCommand};
+use vetting_probes::{Status, Tool, Verdict, parse_and_judge};
+
+use super::allowlist::{self, describe_disk, describe_entry, loop_disks, never_candidate};
+use super::wipe_probe::{self, ProbeFindings};
+use super::{
+    Artifact, Cancelled, StageContext, StageReport, combined_output, measurement, stop_if_cancelled,
+};
+use crate::params::SurfaceTest;
+use crate::sidecar::Sidecar;
+
+/// The hold reasons of the wipe probe.
+pub const HOLD_WIPE_SIGNATURES: &str = "wipe_signatures";
+pub const HOLD_UNEXPECTED_DATA: &str = "unexpected_data";
+
+/// The surface test chosen for a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SurfaceMethod {
+    Badblocks,
+    Fio,
+}
+
+/// Runs the stage.
+pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
+    let storage = &context.params.storage;
+    let disks = visible_disks(context);
+    context.check_cancelled()?;
+    for disk in &disks {
+        context.log.agent(format!("disk {}", describe_disk(disk)));
+    }
+    if storage.expected_disks.is_empty() {
+        for disk in &disks {
+            context
+                .log
+                .agent(format!("{}: not written (no expected disks)", disk.name));
+        }
+        return Ok(StageReport::skipped(
+            "no expected disks in the spec: nothing destructive runs",
+        ));
+    }
+    for entry in &storage.expected_disks {
+        context.log.agent(format!(
+            "expected: {} disk(s) {}",
+            entry.count.unwrap_or(1),
+            describe_entry(entry)
+        ));
+    }
+
+    let decision = allowlist::decide(&disks, &storage.expected_disks);
+    let mut verdict = Verdict::pass();
+    for refused in &decision.refused {
+        let message = format!(
+            "{}: not written: {}",
+            describe_disk(&refused.disk),
+            refused.reason
+        );
+        context.log.agent(&message);
+        verdict.add(Status::Skip, message);
+    }
+    for problem in &decision.problems {
+        context.log.agent(format!("allowlist: {problem}"));
+        verdict.fail_with(format!("device allowlist: {problem}"));
+    }
+    let mut candidates = Vec::new();
+    for disk in decision.candidates {
+        match in_use(&disk.name, &context.local.sys_root) {
+            Some(why) => {
+                let message = format!("{}: not written: in use ({why})", describe_disk(&disk));
+                context.log.agent(&message);
+                verdict.fail_with(message);
+            }
+            None => candidates.push(disk),
+        }
+    }
+    if candidates.is_empty() {
+        if verdict.status != Status::Fail {
+            verdict.fail_with("device allowlist: no disk may be tested");
+        }
+        return Ok(StageReport::from_verdict(verdict));
+    }
+
+    // The wipe probe, on every candidate before anything is written.
+    let mut artifacts = Vec::new();
+    let mut probed: Vec<(Disk, ProbeFindings)> = Vec::new();
+    for disk in candidates {
+        context.check_cancelled()?;
+        context
+            .log
+            .agent(format!("wipe probe on {}", describe_disk(&disk)));
+        let findings = wipe_probe::probe(context, &disk.name, &device_path(&disk))?;
+        artifacts.extend(findings.artifacts.iter().cloned());
+        probed.push((disk, findings));
+    }
+    let signatures = probed.iter().any(|(_, f)| !f.signatures.is_empty());
+    let data = probed.iter().any(|(_, f)| f.unexpected_data.is_some());
+    if (signatures || data) && !storage.override_wipe {
+        let mut held = verdict.clone();
+        for (_, findings) in &probed {
+            held.merge(wipe_probe::findings_verdict(findings));
+        }
+        let reason = if signatures {
+            HOLD_WIPE_SIGNATURES
+        } else {
+            HOLD_UNEXPECTED_DATA
+        };
+        context.log.agent(format!(
+            "holding: the wipe probe found {} (nothing was written; an operator must override)",
+            if signatures {
+                "signatures"
+            } else {
+                "data without a signature"
+            }
+        ));
+        let mut report = StageReport::from_verdict(held).with_artifacts(artifacts);
+        report.outcome = Outcome::Held;
+        report.hold_reason = Some(reason.to_string());
+        return Ok(report);
+    }
+
+    // The surface test.
+    let mut measurements = Vec::new();
+    let sidecar = Sidecar::start(
+        context.local.sys_root.join("class/hwmon"),
+        Duration::from_secs(1),
+        context.sensors.clone(),
+    );
+    for (disk, findings) in probed {
+        context.check_cancelled()?;
+        if !findings.errors.is_empty() {
+            for error in &findings.errors {
+                verdict.fail_with(format!("{}: not written: {error}", disk.name));
+            }
+            continue;
+        }
+        if !findings.is_clean() {
+            let found: Vec<String> = findings
+                .signatures
+                .iter()
+                .chain(findings.unexpected_data.iter())
+                .cloned()
+                .collect();
+            let message = format!(
+                "{}: override_wipe acknowledged by the operator: {}",
+                disk.name,
+                found.join("; ")
+            );
+            context.log.agent(&message);
+            verdict.add(Status::Pass, message);
+        }
+        let (method, why) = choose_method(&disk, context.local.disks.surface_test);
+        context.log.agent(format!(
+            "{}: surface test with {} ({why})",
+            disk.name,
+            match method {
+                SurfaceMethod::Badblocks => "badblocks write-and-verify",
+                SurfaceMethod::Fio => "fio write-and-verify",
+            }
+        ));
+        let smart_before = smart_counters(context, &disk);
+        let outcome = match method {
+            SurfaceMethod::Badblocks => badblocks(context, &disk)?,
+            SurfaceMethod::Fio => fio(context, &disk)?,
+        };
+        let mut disk_verdict = outcome.verdict;
+        if let Some(before) = smart_before {
+            let after = smart_counters(context, &disk).unwrap_or_default();
+            judge_smart_growth(&mut disk_verdict, &before, &after);
+        }
+        for reason in &mut disk_verdict.reasons {
+            reason.message = format!("{}: {}", disk.name, reason.message);
+        }
+        if disk_verdict.status == Status::Pass {
+            disk_verdict.add(Status::Pass, format!("{}: surface test passed", disk.name));
+        }
+        verdict.merge(disk_verdict);
+        artifacts.extend(outcome.artifacts);
+        measurements.extend(outcome.measurements);
+    }
+    let watched = sidecar.stop();
+    for peak in &watched.peaks {
+        if let Some(value) = peak.input {
+            measurements.push(measurement(
+                &format!("storage.peak.{}/{}", peak.driver, peak.label),
+                value,
+                &peak.unit,
+            ));
+        }
+    }
+    for reason in &verdict.reasons {
+        context
+            .log
+            .agent(format!("{}: {}", reason.status, reason.message));
+    }
+    Ok(StageReport::from_verdict(verdict)
+        .with_artifacts(artifacts)
+        .with_measurements(measurements))
+}
+
+/// The SMART counters whose growth during the surface test fails: ATA
+/// attributes 5, 187, 197, 198 (raw), NVMe media errors and critical
+/// warning. `None` when they cannot be read (no smartctl, a loop device, a
+/// RAID volume).
+pub fn smart_counters(context: &StageContext, disk: &Disk) -> Option<BTreeMap<String, u64>> {
+    if disk.transport.as_deref() == Some("loop") || disk.behind_raid {
+        return None;
+    }
+    let device = device_path(disk).display().to_string();
+    let command = ToolCommand::new("smartctl")
+        .args(["-a", "--json", &device])
+        .timeout(Duration::from_secs(120));
+    let output = context.run_tool_quiet(&command).ok()?;
+    let SmartctlOutput::Device(data) = smartctl::parse(&output.stdout).ok()? else {
+        return None;
+    };
+    let mut counters = BTreeMap::new();
+    if let Some(ata) = &data.ata {
+        for id in [5, 187, 197, 198] {
+            if let Some(attribute) = ata.attribute(id) {
+                counters.insert(format!("attribute {id} {}", attribute.name), attribute.raw);
+            }
+        }
+    }
+    if let Some(nvme) = &data.nvme {
+        if let Some(media_errors) = nvme.media_errors {
+            counters.insert("NVMe media_errors".to_string(), media_errors);
+        }
+        counters.insert("NVMe critical_warning".to_string(), nvme.critical_warning);
+    }
+    (!counters.is_empty()).then_some(counters)
+}
+
+/// Counters that grew fail.
+pub fn judge_smart_growth(
+    verdict: &mut Verdict,
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) {
+    let mut grew = false;
+    for (name, value) in after {
+        let old = before.get(name).copied().unwrap_or(0);
+        if *value > old {
+            grew = true;
+            verdict.fail_with(format!(
+                "SMART {name} grew during the surface test: {old} → {value}"
+            ));
+        }
+    }
+    if !grew && !before.is_empty() {
+        verdict.add(
+            Status::Pass,
+            "SMART counters did not grow during the surface test",
+        );
+    }
+}
+
+/// The disks the stage looks at: the inventory's (this agent's own
+/// InventoryCheck, else a fresh collection), plus loop devices when
+/// allowed, less the names that are never disks and those outside
+/// `--disk-filter`.
+pub fn visible_disks(context: &StageContext) -> Vec<Disk> {
+    let selection = &context.local.disks;
+    let mut disks: Vec<Disk> = match &context.inventory {
+        Some(inventory) => inventory.disks.clone(),
+        None => {
+            context
+                .log
+                .agent("reading the disks (no inventory from this boot)");
+            collect(&CollectOptions {
+                sys_root: context.local.sys_root.clone(),
+                dev_root: context.local.dev_root.clone(),
+                ..CollectOptions::default()
+            })
+            .disks
+        }
+    };
+    for disk in loop_disks(&context.local.sys_root, selection) {
+        if disks.iter().all(|known| known.name != disk.name) {
+            disks.push(disk);
+        }
+    }
+    disks.retain(|disk| {
+        if never_candidate(&disk.name, selection) {
+            return false;
+        }
+        if !selection.admits(&disk.name) {
+            context
+                .log
+                .agent(format!("{}: ignored (not in --disk-filter)", disk.name));
+            return false;
+        }
+        true
+    });
+    disks
+}
+
+/// `/dev/NAME`.
+pub fn device_path(disk: &Disk) -> PathBuf {
+    Path::new("/dev").join(&disk.name)
+}
+
+/// Why a disk is in use, if it is: mounted, swap, or held by another
+/// block device (device-mapper, md), itself or through a partition.
+pub fn in_use(name: &str, sys_root: &Path) -> Option<String> {
+    let block = sys_root.join("block").join(name);
+    let mut devices = vec![name.to_string()];
+    if let Ok(entries) = std::fs::read_dir(&block) {
+        for entry in entries.flatten() {
+            let child = entry.file_name().to_string_lossy().into_owned();
+            if child.starts_with(name) && entry.path().join("partition").exists() {
+                devices.push(child);
+            }
+        }
+    }
+    for device in &devices {
+        let holders = if device == name {
+            block.join("holders")
+        } else {
+            block.join(device).join("holders")
+        };
+        if let Ok(entries) = std::fs::read_dir(&holders) {
+            let held_by: Vec<String> = entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect();
+            if !held_by.is_empty() {
+                return Some(format!("{device} is held by {}", held_by.join(", ")));
+            }
+        }
+    }
+    let is_ours = |source: &str| {
+        source
+            .strip_prefix("/dev/")
+            .is_some_and(|source| devices.iter().any(|device| device == source))
+    };
+    if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+        for line in mounts.lines() {
+            let mut fields = line.split_whitespace();
+            if let (Some(source), Some(target)) = (fields.next(), fields.next())
+                && is_ours(source)
+            {
+                return Some(format!("{source} is mounted on {target}"));
+            }
+        }
+    }
+    if let Ok(swaps) = std::fs::read_to_string("/proc/swaps") {
+        for line in swaps.lines().skip(1) {
+            if let Some(source) = line.split_whitespace().next()
+                && is_ours(source)
+            {
+                return Some(format!("{source} is used as swap"));
+            }
+        }
+    }
+    None
+}
+
+/// Chooses the surface test of a disk, and says why.
+pub fn choose_method(disk: &Disk, choice: SurfaceTest) -> (SurfaceMethod, String) {
+    let loop_note = if disk.transport.as_deref() == Some("loop") {
+        "; a loop device reports rotational=1 on many kernels whatever its backing"
+    } else {
+        ""
+    };
+    match choice {
+        SurfaceTest::Badblocks => (
+            SurfaceMethod::Badblocks,
+            "--surface-test badblocks".to_string(),
+        ),
+        SurfaceTest::Fio => (SurfaceMethod::Fio, "--surface-test fio".to_string()),
+        SurfaceTest::Auto => match disk.rotational {
+            Some(false) => (
+                SurfaceMethod::Fio,
+                format!("rotational=0: SSD/NVMe, a bounded verify spares its wear{loop_note}"),
+            ),
+            Some(true) => (
+                SurfaceMethod::Badblocks,
+                format!("rotational=1: HDD{loop_note}"),
+            ),
+            None => (
+                SurfaceMethod::Badblocks,
+                format!("rotational unknown: treated as an HDD{loop_note}"),
+            ),
+        },
+    }
+}
+
+/// The smallest badblocks block size (a power of two, at least 4096) that
+/// keeps the block count of a `size`-byte disk within 32 bits.
+pub fn badblocks_block_size(size: u64) -> u64 {
+    let mut block = 4096u64;
+    while size / block > u64::from(u32::MAX) {
+        block *= 2;
+    }
+    block
+}
+
+/// What one disk's surface test gave.
+struct DiskOutcome {
+    verdict: Verdict,
+    artifacts: Vec<Artifact>,
+    measurements: Vec<vetting_probes::protocol::Measurement>,
+}
+
+fn badblocks(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
+    let device = device_path(disk).display().to_string();
+    let block_size = badblocks_block_size(disk.size_bytes);
+    let list_file = context.scratch_file(&format!("badblocks-{}.txt", disk.name));
+    let _ = std::fs::remove_file(&list_file);
+    let budget = Duration::from_secs(context.params.storage.max_secs_per_disk.max(1));
+    let command = ToolCommand::new("badblocks")
+        .args(["-wsv", "-b", &block_size.to_string(), "-o"])
+        .arg(list_file.display().to_string())
+        .arg(&device)
+        .timeout(budget);
+    let list = || std::fs::read(&list_file).unwrap_or_default();
+    let artifact_name = format!("badblocks-{}.txt", disk.name);
+    let mut measurements = Vec::new();
+    match context.run_tool(&command) {
+        Ok(output) => {
+            let mut body = combined_output(&output);
+            body.extend_from_slice(&list());
+            measurements.push(measurement(
+                &format!("storage.{}.badblocks_secs", disk.name),
+                output.duration.as_secs_f64(),
+                "s",
+            ));
+            let (verdict, tool) = match parse_and_judge(Tool::Badblocks, &body, &context.thresholds)
+            {
+                Ok(report) => (report.verdict, Some(Tool::Badblocks)),
+                Err(error) => (
+                    Verdict::fail(format!(
+                        "badblocks did not complete ({}): {error}",
+                        output.status
+                    )),
+                    None,
+                ),
+            };
+            Ok(DiskOutcome {
+                verdict,
+                artifacts: vec![Artifact::new(&artifact_name, tool, Some(&device), body)],
+                measurements,
+            })
+        }
+        Err(error) => {
+            stop_if_cancelled(context, &error)?;
+            let blocks = list();
+            let verdict = match &error {
+                RunError::TimedOut { .. } => partial_badblocks_verdict(&blocks, budget),
+                RunError::NotFound { .. } => Verdict::fail(format!(
+                    "tool badblocks is not installed: {} cannot be surface-tested",
+                    disk.name
+                )),
+                other => Verdict::fail(other.to_string()),
+            };
+            let mut body = error.to_string().into_bytes();
+            body.push(b'\n');
+            body.extend_from_slice(&blocks);
+            Ok(DiskOutcome {
+                verdict,
+                artifacts: vec![Artifact::new(&artifact_name, None, Some(&device), body)],
+                measurements,
+            })
+        }
+    }
+}
+
+/// A badblocks run cut off by its time budget: the blocks it listed fail,
+/// otherwise the partial test warns.
+fn partial_badblocks_verdict(list: &[u8], budget: Duration) -> Verdict {
+    let blocks: Vec<&str> = std::str::from_utf8(list)
+        .unwrap_or("")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    if blocks.is_empty() {
+        let mut verdict = Verdict::pass();
+        verdict.warn(format!(
+            "badblocks reached its time budget of {} s before it finished: the surface test is partial (no bad block found so far)",
+            budget.as_secs()
+        ));
+        verdict
+    } else {
+        let listed: Vec<&str> = blocks.iter().take(10).copied().collect();
+        Verdict::fail(format!(
+            "badblocks found {} bad blocks before its time budget of {} s: {}{}",
+            blocks.len(),
+            budget.as_secs(),
+            listed.join(", "),
+            if blocks.len() > listed.len() {
+                ", …"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// How many bytes fio verifies on a disk of `capacity`.
+pub fn fio_verify_bytes(capacity: u64, share: f64) -> u64 {
+    let share = if share.is_finite() {
+        share.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let bytes = (capacity as f64 * share) as u64 / MIB * MIB;
+    bytes.max(MIB).min(capacity / MIB * MIB)
+}
+
+fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
+    let device = device_path(disk).display().to_string();
+    let bytes = fio_verify_bytes(disk.size_bytes, context.params.storage.ssd_verify_share);
+    let budget = Duration::from_secs(context.params.storage.max_secs_per_disk.max(1));
+    let command = ToolCommand::new("fio")
+        .arg(format!("--name=verify-{}", disk.name))
+        .arg(format!("--filename={device}"))
+        .args([
+            "--rw=write",
+            "--bs=1M",
+            "--direct=1",
+            "--ioengine=psync",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_state_save=0",
+            "--output-format=json",
+        ])
+        .arg(format!("--size={bytes}"))
+        .timeout(budget);
+    let artifact_name = format!("fio-{}.json", disk.name);
+    match context.run_tool(&command) {
+        Ok(output) => {
+            let body = combined_output(&output);
+            let mut measurements = vec![measurement(
+                &format!("storage.{}.fio_verified_bytes", disk.name),
+                bytes as f64,
+                "B",
+            )];
+            let (verdict, tool) = match vetting_probes::parsers::fio::parse(&body) {
+                Ok(run) => {
+                    if let Some(job) = run.jobs.first() {
+                        measurements.push(measurement(
+                            &format!("storage.{}.write_bytes_per_sec", disk.name),
+                            job.write.bandwidth_bytes_per_second as f64,
+                            "B/s",
+                        ));
+                    }
+                    let mut verdict = vetting_probes::parsers::fio::verdict(&run);
+                    if !output.status.success() && verdict.status != Status::Fail {
+                        verdict.fail_with(format!("fio ended with {}", output.status));
+                    }
+                    (verdict, Some(Tool::Fio))
+                }
+                Err(error) => (
+                    Verdict::fail(format!("fio gave no report ({}): {error}", output.status)),
+                    None,
+                ),
+            };
+            Ok(DiskOutcome {
+                verdict,
+                artifacts: vec![Artifact::new(&artifact_name, tool, Some(&device), body)],
+                measurements,
+            })
+        }
+        Err(error) => {
+            stop_if_cancelled(context, &error)?;
+            let verdict = match &error {
+                RunError::TimedOut { .. } => {
+                    let mut verdict = Verdict::pass();
+                    verdict.warn(format!(
+                        "fio reached its time budget of {} s before it finished: the verify is partial",
+                        budget.as_secs()
+                    ));
+                    verdict
+                }
+                RunError::NotFound { .. } => Verdict::fail(format!(
+                    "tool fio is not installed: {} cannot be surface-tested",
+                    disk.name
+                )),
+                other => Verdict::fail(other.to_string()),
+            };
+            Ok(DiskOutcome {
+                verdict,
+                artifacts: vec![Artifact::new(
+                    &artifact_name,
+                    None,
+                    Some(&device),
+                    error.to_string().into_bytes(),
+                )],
+                measurements: Vec::new(),
+            })
+        }
+    }
+}
+
+/// An expected disk matched by size and count (what tests and the demo
+/// use for loop devices, which have no model, serial or WWN).
+pub fn expected_by_size(size_bytes: u64, count: u32) -> ExpectedDisk {
+    ExpectedDisk {
+        size_bytes: Some(size_bytes),
+        count: Some(count),
+        ..ExpectedDisk::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_size_keeps_the_count_in_32_bits() {
+        assert_eq!(badblocks_block_size(4_000_000_000_000), 4096);
+        assert_eq!(badblocks_block_size(20_000_000_000_000), 8192);
+        assert!(
+            30_000_000_000_000 / badblocks_block_size(30_000_000_000_000) <= u64::from(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn fio_share_is_whole_mebibytes_within_the_disk() {
+        assert_eq!(fio_verify_bytes(1000 * MIB, 0.05), 50 * MIB);
+        assert_eq!(fio_verify_bytes(10 * MIB, 0.0), MIB);
+        assert_eq!(fio_verify_bytes(10 * MIB, 7.0), 10 * MIB);
+        assert_eq!(fio_verify_bytes(10 * MIB, f64::NAN), MIB);
+    }
+
+    #[test]
+    fn the_method_follows_rotational_and_says_why() {
+        let mut disk = Disk {
+            name: "loop3".into(),
+            transport: Some("loop".into()),
+            rotational: Some(true),
+            ..Disk::default()
+        };
+        let (method, why) = choose_method(&disk, SurfaceTest::Auto);
+        assert_eq!(method, SurfaceMethod::Badblocks);
+        assert!(why.contains("loop device"), "{why}");
+        disk.rotational = Some(false);
+        assert_eq!(
+            choose_method(&disk, SurfaceTest::Auto).0,
+            SurfaceMethod::Fio
+        );
+        assert_eq!(
+            choose_method(&disk, SurfaceTest::Badblocks).0,
+            SurfaceMethod::Badblocks
+        );
+        disk.rotational = None;
+        assert_eq!(
+            choose_method(&disk, SurfaceTest::Auto).0,
+            SurfaceMethod::Badblocks
+        );
+    }
+
+    #[test]
+    fn grown_smart_counters_fail() {
+        let before = BTreeMap::from([("attribute 5 Reallocated_Sector_Ct".to_string(), 0u64)]);
+        let mut unchanged = Verdict::pass();
+        judge_smart_growth(&mut unchanged, &before, &before);
+        assert_eq!(unchanged.status, Status::Pass);
+        let after = BTreeMap::from([("attribute 5 Reallocated_Sector_Ct".to_string(), 8u64)]);
+        let mut grown = Verdict::pass();
+        judge_smart_growth(&mut grown, &before, &after);
+        assert_eq!(grown.status, Status::Fail);
+        assert!(grown.reasons[0].message.contains("0 → 8"));
+    }
+
+    #[test]
+    fn a_cut_off_badblocks_fails_on_listed_blocks_and_warns_otherwise() {
+        let budget = Duration::from_secs(60);
+        assert_eq!(partial_badblocks_verdict(b"", budget).status, Status::Warn);
+        let verdict = partial_badblocks_verdict(b"17\n4242\n", budget);
+        assert_eq!(verdict.status, Status::Fail);
+        assert!(verdict.reasons[0].message.contains("17, 4242"));
+    }
+}

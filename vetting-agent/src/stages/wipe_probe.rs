@@ -1,0 +1,293 @@
+//! The wipe probe: before anything is written to a candidate disk, look
+//! for what it holds. Signatures come from `wipefs -J --no-act DEV` and
+//! `blkid -p -o export DEV` (read-only listings); data without a signature
+//! comes from the agent's own read of the device: the whole first and last
+//! MiB plus `wipe_probe_samples` blocks of 4 KiB spread across the disk. A
+//! block is clean when every byte in it is the same (zeros, or the 0xFF of
+//! erased flash); any other block is data.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::Duration;
+
+use vetting_probes::parsers::{blkid, wipefs};
+use vetting_probes::runner::{RunError, ToolCommand};
+use vetting_probes::{Status, Tool, Verdict};
+
+use super::{Artifact, Cancelled, StageContext, stop_if_cancelled};
+
+/// The size of a sampled block.
+pub const SAMPLE_BLOCK: u64 = 4096;
+/// The head and tail of the disk read in full.
+pub const EDGE_BYTES: u64 = 1024 * 1024;
+
+const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the probe found on one disk.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProbeFindings {
+    /// `wipe probe: found gpt at offset 0x200 on /dev/loop3` and the like.
+    pub signatures: Vec<String>,
+    /// The data sampling's finding, when a block held data.
+    pub unexpected_data: Option<String>,
+    /// Why the probe could not look (a tool failed, the device is
+    /// unreadable): the disk is not written then.
+    pub errors: Vec<String>,
+    pub artifacts: Vec<Artifact>,
+}
+
+impl ProbeFindings {
+    pub fn is_clean(&self) -> bool {
+        self.signatures.is_empty() && self.unexpected_data.is_none() && self.errors.is_empty()
+    }
+}
+
+/// Probes `/dev/NAME` (or `device` as given).
+pub fn probe(
+    context: &StageContext,
+    name: &str,
+    device: &Path,
+) -> Result<ProbeFindings, Cancelled> {
+    let mut findings = ProbeFindings::default();
+    let device_text = device.display().to_string();
+
+    // wipefs
+    let command = ToolCommand::new("wipefs")
+        .args(["-J", "--no-act", &device_text])
+        .timeout(TOOL_TIMEOUT);
+    match context.run_tool(&command) {
+        Ok(output) => {
+            findings.artifacts.push(Artifact::new(
+                &format!("wipefs-{name}.json"),
+                Some(Tool::Wipefs),
+                Some(&device_text),
+                output.stdout.clone(),
+            ));
+            if !output.status.success() {
+                findings.errors.push(format!(
+                    "wipefs on {device_text}: {}: {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+            match wipefs::parse_or_empty(&output.stdout) {
+                Ok(report) => {
+                    let verdict = wipefs::verdict(&report);
+                    findings
+                        .signatures
+                        .extend(verdict.messages(Status::Fail).map(str::to_string));
+                }
+                Err(error) => findings.errors.push(format!(
+                    "wipefs output on {device_text} unreadable: {error}"
+                )),
+            }
+        }
+        Err(error) => {
+            stop_if_cancelled(context, &error)?;
+            findings.errors.push(probe_tool_error(&error));
+        }
+    }
+
+    // blkid -p: low-level probing, no cache, no udev
+    let command = ToolCommand::new("blkid")
+        .args(["-p", "-o", "export", &device_text])
+        .timeout(TOOL_TIMEOUT);
+    match context.run_tool(&command) {
+        Ok(output) => {
+            findings.artifacts.push(Artifact::new(
+                &format!("blkid-{name}.txt"),
+                Some(Tool::Blkid).filter(|_| !output.stdout.iter().all(u8::is_ascii_whitespace)),
+                Some(&device_text),
+                output.stdout.clone(),
+            ));
+            // exit 2: nothing found; anything else but 0 is an error
+            if !matches!(output.status.code, Some(0 | 2)) {
+                findings.errors.push(format!(
+                    "blkid on {device_text}: {}: {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+            match blkid::parse_or_empty(&output.stdout) {
+                Ok(report) => {
+                    let verdict = blkid::verdict(&report);
+                    for message in verdict.messages(Status::Fail) {
+                        // wipefs usually names the same signature: keep one line each
+                        if !findings.signatures.iter().any(|known| known == message) {
+                            findings.signatures.push(message.to_string());
+                        }
+                    }
+                }
+                Err(error) => findings
+                    .errors
+                    .push(format!("blkid output on {device_text} unreadable: {error}")),
+            }
+        }
+        Err(error) => {
+            stop_if_cancelled(context, &error)?;
+            findings.errors.push(probe_tool_error(&error));
+        }
+    }
+    context.check_cancelled()?;
+
+    // the agent's own look at the data
+    match sample_device(device, context.params.storage.wipe_probe_samples) {
+        Ok(sampling) => {
+            context.log.agent(format!(
+                "wipe probe: read {} block(s) of {} on {device_text}: {} hold data",
+                sampling.blocks_read, SAMPLE_BLOCK, sampling.blocks_with_data
+            ));
+            if sampling.blocks_with_data > 0 {
+                findings.unexpected_data = Some(format!(
+                    "wipe probe: {} of {} sampled block(s) on {device_text} hold data without a known signature (first at offset 0x{:x})",
+                    sampling.blocks_with_data,
+                    sampling.blocks_read,
+                    sampling.first_data_offset.unwrap_or(0)
+                ));
+            }
+        }
+        Err(error) => findings
+            .errors
+            .push(format!("wipe probe cannot read {device_text}: {error}")),
+    }
+    Ok(findings)
+}
+
+fn probe_tool_error(error: &RunError) -> String {
+    match error {
+        RunError::NotFound { program } => format!(
+            "wipe probe: tool {program} is not installed, so signatures cannot be ruled out"
+        ),
+        other => format!("wipe probe: {other}"),
+    }
+}
+
+/// What sampling a device found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sampling {
+    pub blocks_read: u64,
+    pub blocks_with_data: u64,
+    pub first_data_offset: Option<u64>,
+}
+
+/// The offsets to sample on a device of `size` bytes: every block of the
+/// first and last MiB, and `samples` blocks spread evenly in between.
+pub fn sample_offsets(size: u64, samples: u32) -> Vec<u64> {
+    let blocks = size / SAMPLE_BLOCK;
+    if blocks == 0 {
+        return Vec::new();
+    }
+    let edge_blocks = EDGE_BYTES / SAMPLE_BLOCK;
+    let mut offsets: Vec<u64> = Vec::new();
+    offsets.extend((0..edge_blocks.min(blocks)).map(|block| block * SAMPLE_BLOCK));
+    let tail_start = blocks.saturating_sub(edge_blocks);
+    offsets.extend((tail_start..blocks).map(|block| block * SAMPLE_BLOCK));
+    let samples = u64::from(samples);
+    if samples > 0 {
+        for index in 0..samples {
+            // evenly spaced, the first at block 0 and the last at the end
+            let block = if samples == 1 {
+                0
+            } else {
+                index * (blocks - 1) / (samples - 1)
+            };
+            offsets.push(block * SAMPLE_BLOCK);
+        }
+    }
+    offsets.sort_unstable();
+    offsets.dedup();
+    offsets
+}
+
+/// Whether every byte of `block` is the same.
+pub fn is_uniform(block: &[u8]) -> bool {
+    block
+        .first()
+        .is_none_or(|first| block.iter().all(|byte| byte == first))
+}
+
+/// Reads the sampled blocks of a device (read-only).
+pub fn sample_device(device: &Path, samples: u32) -> std::io::Result<Sampling> {
+    let mut file = File::open(device)?;
+    let size = file.seek(SeekFrom::End(0))?;
+    let mut sampling = Sampling::default();
+    let mut block = vec![0u8; SAMPLE_BLOCK as usize];
+    for offset in sample_offsets(size, samples) {
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(&mut block)?;
+        sampling.blocks_read += 1;
+        if !is_uniform(&block) {
+            sampling.blocks_with_data += 1;
+            sampling.first_data_offset.get_or_insert(offset);
+        }
+    }
+    Ok(sampling)
+}
+
+/// The verdict reasons of a probe's findings, as failures.
+pub fn findings_verdict(findings: &ProbeFindings) -> Verdict {
+    let mut verdict = Verdict::pass();
+    for signature in &findings.signatures {
+        verdict.fail_with(signature.clone());
+    }
+    if let Some(data) = &findings.unexpected_data {
+        verdict.fail_with(data.clone());
+    }
+    for error in &findings.errors {
+        verdict.fail_with(error.clone());
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_cover_both_edges_and_spread_between() {
+        let size = 64 * 1024 * 1024;
+        let offsets = sample_offsets(size, 16);
+        assert!(offsets.contains(&0));
+        assert!(offsets.contains(&(EDGE_BYTES - SAMPLE_BLOCK)));
+        assert!(offsets.contains(&(size - SAMPLE_BLOCK)));
+        assert!(offsets.contains(&(size - EDGE_BYTES)));
+        assert!(
+            offsets
+                .iter()
+                .any(|&o| o > EDGE_BYTES && o < size - EDGE_BYTES)
+        );
+        assert!(offsets.iter().all(|&o| o + SAMPLE_BLOCK <= size));
+        // a tiny device: every block, no duplicates
+        let tiny = sample_offsets(3 * SAMPLE_BLOCK, 100);
+        assert_eq!(tiny, vec![0, SAMPLE_BLOCK, 2 * SAMPLE_BLOCK]);
+        assert!(sample_offsets(100, 10).is_empty());
+    }
+
+    #[test]
+    fn uniform_blocks_are_clean() {
+        assert!(is_uniform(&[0; 4096]));
+        assert!(is_uniform(&[0xff; 4096]));
+        let mut data = [0u8; 4096];
+        data[4000] = 1;
+        assert!(!is_uniform(&data));
+    }
+
+    #[test]
+    fn sampling_a_file_finds_data_anywhere_sampled() {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let size = 8 * 1024 * 1024;
+        file.as_file().set_len(size).unwrap();
+        let clean = sample_device(file.path(), 64).unwrap();
+        assert_eq!(clean.blocks_with_data, 0);
+        assert!(clean.blocks_read >= 512);
+        // data in the last block only
+        file.seek(SeekFrom::Start(size - 10)).unwrap();
+        file.write_all(b"xyz").unwrap();
+        file.flush().unwrap();
+        let dirty = sample_device(file.path(), 64).unwrap();
+        assert_eq!(dirty.blocks_with_data, 1);
+        assert_eq!(dirty.first_data_offset, Some(size - SAMPLE_BLOCK));
+    }
+}
