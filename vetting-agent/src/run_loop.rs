@@ -658,6 +658,13 @@ impl Agent {
         self.set_heartbeat(None, "shutting down", true);
         let _ = self.logs.drained(Some(SHUTDOWN_FLUSH)).await;
         let _ = self.sensors.drained(Some(SHUTDOWN_FLUSH)).await;
+        tracing::info!(
+            "shutdown: emitted {} log lines and {} sensor samples; acknowledged {} and {}",
+            self.logs.next_seq(),
+            self.sensors.next_seq(),
+            self.logs.acked_seq(),
+            self.sensors.acked_seq()
+        );
         if self.config.exit_on_shutdown {
             tracing::info!("shutdown: local mode, exiting instead of powering off");
             return RunEnd::Shutdown;

@@ -1,6 +1,8 @@
 //! `vetting`: the orchestrator's command line. Thin glue over
 //! `vetting-core` and `vetting-http`.
 
+mod demo;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,7 +15,11 @@ use vetting_core::orchestrator::Orchestrator;
 use vetting_core::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "vetting", version, about = "Vets bare-metal servers before they go into service")]
+#[command(
+    name = "vetting",
+    version,
+    about = "Vets bare-metal servers before they go into service"
+)]
 struct Cli {
     /// The YAML config file (optional: defaults work with none).
     #[arg(long, short, global = true, env = "VETTING_CONFIG")]
@@ -29,6 +35,20 @@ enum Command {
         /// Listen address (overrides config `listen`).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+    },
+    /// Vets this machine end to end without server hardware and without
+    /// destroying anything (its disk is a scratch file), then prints the
+    /// run id, the final state and the report paths.
+    Demo {
+        /// Size of the scratch disk in MiB.
+        #[arg(long, default_value_t = 64)]
+        scratch_mib: u64,
+        /// Seconds of CPU and memory stress.
+        #[arg(long, default_value_t = 10)]
+        stress_secs: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout_secs: u64,
     },
     /// Configuration commands.
     Config {
@@ -88,6 +108,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             serve(config).await
         }
+        Command::Demo {
+            scratch_mib,
+            stress_secs,
+            timeout_secs,
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let completed = demo::run(
+                config,
+                demo::DemoOptions {
+                    scratch_mib,
+                    stress_secs,
+                    timeout_secs,
+                },
+            )
+            .await?;
+            if completed {
+                Ok(())
+            } else {
+                anyhow::bail!("the demo run did not complete")
+            }
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -122,7 +163,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    let local = listener.local_addr().context("reading the listen address")?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
     println!("vetting listening on http://{local}");
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let reconcilers = tokio::spawn(run_reconcilers(

@@ -19,7 +19,9 @@ use vetting_probes::{Status, Tool, Verdict};
 
 use crate::events::HubEvent;
 use crate::model::{Actor, Run};
-use crate::orchestrator::{EventContext, Orchestrator, OrchestratorError, command_for, position_of};
+use crate::orchestrator::{
+    EventContext, Orchestrator, OrchestratorError, command_for, position_of,
+};
 use crate::runlogs;
 use crate::state_machine::{Event, HoldReason, RunState, state_of};
 use crate::store::StoreError;
@@ -403,7 +405,10 @@ impl Orchestrator {
             Some(attempt) => delete.filter(artifact::Column::Attempt.eq(attempt as i32)),
             None => delete.filter(artifact::Column::Attempt.is_null()),
         };
-        delete.exec(&txn).await.map_err(db("replacing an artifact"))?;
+        delete
+            .exec(&txn)
+            .await
+            .map_err(db("replacing an artifact"))?;
         artifact::ActiveModel {
             run_id: Set(run.id.clone()),
             stage: Set(upload.stage.map(|s| s.as_str().to_string())),
@@ -451,18 +456,15 @@ impl Orchestrator {
                 }
             };
             let label = describe(reference);
-            let verdict = match vetting_probes::parse_and_judge(
-                tool,
-                &bytes,
-                &self.config().thresholds,
-            ) {
-                Ok(report) => report.verdict,
-                Err(error) => {
-                    let mut verdict = Verdict::pass();
-                    verdict.warn(format!("cannot re-judge: {error}"));
-                    verdict
-                }
-            };
+            let verdict =
+                match vetting_probes::parse_and_judge(tool, &bytes, &self.config().thresholds) {
+                    Ok(report) => report.verdict,
+                    Err(error) => {
+                        let mut verdict = Verdict::pass();
+                        verdict.warn(format!("cannot re-judge: {error}"));
+                        verdict
+                    }
+                };
             verdicts.push((label, verdict));
         }
         Ok(verdicts)
@@ -863,7 +865,9 @@ fn summarize(verdict: &Verdict, outcome: Outcome) -> Option<String> {
 }
 
 /// The identities of an inventory's components, for history across runs.
-fn components_of(inventory: &vetting_probes::inventory::Inventory) -> Vec<(String, String, String)> {
+fn components_of(
+    inventory: &vetting_probes::inventory::Inventory,
+) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     let value = match serde_json::to_value(inventory) {
         Ok(value) => value,
@@ -891,7 +895,11 @@ fn components_of(inventory: &vetting_probes::inventory::Inventory) -> Vec<(Strin
         if let Some(items) = value.get(kind).and_then(|v| v.as_array()) {
             for item in items {
                 if let Some(identity) = pick(item, keys) {
-                    out.push((kind.trim_end_matches('s').to_string(), identity, item.to_string()));
+                    out.push((
+                        kind.trim_end_matches('s').to_string(),
+                        identity,
+                        item.to_string(),
+                    ));
                 }
             }
         }

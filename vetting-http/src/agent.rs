@@ -84,7 +84,9 @@ where
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let message = match &rejection {
-        JsonRejection::JsonDataError(error) => format!("invalid request body: {}", error.body_text()),
+        JsonRejection::JsonDataError(error) => {
+            format!("invalid request body: {}", error.body_text())
+        }
         JsonRejection::JsonSyntaxError(error) => format!("malformed JSON: {}", error.body_text()),
         JsonRejection::MissingJsonContentType(_) => {
             "expected `Content-Type: application/json`".to_string()
@@ -158,7 +160,9 @@ async fn heartbeat(
     AppJson(request): AppJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let run = authenticate(&state, &run_id, &headers, true).await?;
-    Ok(Json(state.orchestrator.agent_heartbeat(&run, &request).await?))
+    Ok(Json(
+        state.orchestrator.agent_heartbeat(&run, &request).await?,
+    ))
 }
 
 async fn log(
@@ -214,8 +218,7 @@ async fn artifact(
     body: Bytes,
 ) -> Result<Json<StoredArtifact>, ApiError> {
     let run = authenticate(&state, &run_id, &headers, false).await?;
-    let Query(query) =
-        query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let stage = match query.stage.as_deref() {
         Some(name) => Some(
             Stage::parse(name)
@@ -229,5 +232,10 @@ async fn artifact(
         stage,
         attempt: query.attempt,
     };
-    Ok(Json(state.orchestrator.agent_artifact(&run, upload, &body).await?))
+    Ok(Json(
+        state
+            .orchestrator
+            .agent_artifact(&run, upload, &body)
+            .await?,
+    ))
 }

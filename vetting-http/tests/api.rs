@@ -61,7 +61,11 @@ async fn booting_run(harness: &Harness, index: u32) -> (String, String) {
         )
         .await
         .unwrap();
-    let run = harness.orchestrator.start_run(host.id, &actor).await.unwrap();
+    let run = harness
+        .orchestrator
+        .start_run(host.id, &actor)
+        .await
+        .unwrap();
     harness.orchestrator.dispatch().await.unwrap();
     harness
         .orchestrator
@@ -73,11 +77,24 @@ async fn booting_run(harness: &Harness, index: u32) -> (String, String) {
 }
 
 impl Harness {
-    async fn post(&self, run: &str, endpoint: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        self.post_raw(run, endpoint, token, body.to_string().into_bytes()).await
+    async fn post(
+        &self,
+        run: &str,
+        endpoint: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
+        self.post_raw(run, endpoint, token, body.to_string().into_bytes())
+            .await
     }
 
-    async fn post_raw(&self, run: &str, endpoint: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    async fn post_raw(
+        &self,
+        run: &str,
+        endpoint: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
         let mut request = self
             .client
             .post(format!("{}/api/v1/runs/{run}/{endpoint}", self.url))
@@ -89,7 +106,10 @@ impl Harness {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// A fingerprint of everything stored about runs.
@@ -123,21 +143,47 @@ async fn hostile_requests_get_4xx_and_change_nothing() {
     let (status, _) = harness.post(&run_a, "hello", Some(&token_b), hello()).await;
     assert_eq!(status, 401);
     // a forged token
-    let (status, _) = harness.post(&run_a, "claim", Some("vt1.x.AAAA"), json!({"protocol_version": 1, "agent_version": "t"})).await;
+    let (status, _) = harness
+        .post(
+            &run_a,
+            "claim",
+            Some("vt1.x.AAAA"),
+            json!({"protocol_version": 1, "agent_version": "t"}),
+        )
+        .await;
     assert_eq!(status, 401);
     // an unknown run
-    let (status, _) = harness.post("no-such-run", "hello", Some(&token_a), hello()).await;
+    let (status, _) = harness
+        .post("no-such-run", "hello", Some(&token_a), hello())
+        .await;
     assert_eq!(status, 401);
     // malformed JSON, and JSON of the wrong shape
-    let (status, body) = harness.post_raw(&run_a, "hello", Some(&token_a), b"{not json".to_vec()).await;
+    let (status, body) = harness
+        .post_raw(&run_a, "hello", Some(&token_a), b"{not json".to_vec())
+        .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("malformed JSON"), "{body}");
-    let (status, body) = harness.post(&run_a, "hello", Some(&token_a), json!({"protocol_version": "one"})).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("malformed JSON"),
+        "{body}"
+    );
+    let (status, body) = harness
+        .post(
+            &run_a,
+            "hello",
+            Some(&token_a),
+            json!({"protocol_version": "one"}),
+        )
+        .await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("protocol_version"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("protocol_version"),
+        "{body}"
+    );
     // an oversized body
     let big = vec![b' '; vetting_http::agent::SMALL_LIMIT + 1];
-    let (status, _) = harness.post_raw(&run_a, "heartbeat", Some(&token_a), big).await;
+    let (status, _) = harness
+        .post_raw(&run_a, "heartbeat", Some(&token_a), big)
+        .await;
     assert_eq!(status, 413);
     // a result out of order (the run is Booting)
     let result = json!({
@@ -150,7 +196,10 @@ async fn hostile_requests_get_4xx_and_change_nothing() {
     // a bad artifact name
     let response = harness
         .client
-        .post(format!("{}/api/v1/runs/{run_a}/artifact?name=../../etc/passwd", harness.url))
+        .post(format!(
+            "{}/api/v1/runs/{run_a}/artifact?name=../../etc/passwd",
+            harness.url
+        ))
         .bearer_auth(&token_a)
         .body("x")
         .send()
@@ -158,7 +207,11 @@ async fn hostile_requests_get_4xx_and_change_nothing() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 422);
 
-    assert_eq!(harness.snapshot().await, before, "a refused request changed the database");
+    assert_eq!(
+        harness.snapshot().await,
+        before,
+        "a refused request changed the database"
+    );
     let _ = run_b;
 }
 
@@ -169,7 +222,12 @@ async fn batches_are_stored_exactly_once_and_results_repeat() {
     let (status, _) = harness.post(&run, "hello", Some(&token), hello()).await;
     assert_eq!(status, 200);
     let (status, claim) = harness
-        .post(&run, "claim", Some(&token), json!({"protocol_version": 1, "agent_version": "t"}))
+        .post(
+            &run,
+            "claim",
+            Some(&token),
+            json!({"protocol_version": 1, "agent_version": "t"}),
+        )
         .await;
     assert_eq!(status, 200, "{claim}");
     assert_eq!(claim["position"]["state"], "InventoryCheck");
@@ -182,10 +240,19 @@ async fn batches_are_stored_exactly_once_and_results_repeat() {
     // the same batch again (a retry after a lost answer), then an overlap
     let (_, ack) = harness.post(&run, "log", Some(&token), batch).await;
     assert_eq!(ack, json!({"next_seq": 3, "stored": 0}));
-    let (_, ack) = harness.post(&run, "log", Some(&token), json!({"lines": [line(2), line(3)]})).await;
+    let (_, ack) = harness
+        .post(
+            &run,
+            "log",
+            Some(&token),
+            json!({"lines": [line(2), line(3)]}),
+        )
+        .await;
     assert_eq!(ack, json!({"next_seq": 4, "stored": 1}));
     // a gap is not stored: the agent resends from next_seq
-    let (_, ack) = harness.post(&run, "log", Some(&token), json!({"lines": [line(6)]})).await;
+    let (_, ack) = harness
+        .post(&run, "log", Some(&token), json!({"lines": [line(6)]}))
+        .await;
     assert_eq!(ack, json!({"next_seq": 4, "stored": 0}));
     let data_dir = harness.orchestrator.config().data_dir.clone();
     let stored = vetting_core::runlogs::read_run(&data_dir, &run).unwrap();
@@ -193,9 +260,23 @@ async fn batches_are_stored_exactly_once_and_results_repeat() {
     assert_eq!(seqs, [0, 1, 2, 3]);
 
     let sample = |seq: u64| json!({"seq": seq, "at_ms": 1, "stage": null, "name": "coretemp/Package id 0", "value": 40.0 + seq as f64, "unit": "C"});
-    let (_, ack) = harness.post(&run, "sensor", Some(&token), json!({"samples": [sample(0), sample(1)]})).await;
+    let (_, ack) = harness
+        .post(
+            &run,
+            "sensor",
+            Some(&token),
+            json!({"samples": [sample(0), sample(1)]}),
+        )
+        .await;
     assert_eq!(ack, json!({"next_seq": 2, "stored": 2}));
-    let (_, ack) = harness.post(&run, "sensor", Some(&token), json!({"samples": [sample(0), sample(1), sample(2)]})).await;
+    let (_, ack) = harness
+        .post(
+            &run,
+            "sensor",
+            Some(&token),
+            json!({"samples": [sample(0), sample(1), sample(2)]}),
+        )
+        .await;
     assert_eq!(ack, json!({"next_seq": 3, "stored": 1}));
 
     // the inventory result moves the run through SpecValidate to SMART
@@ -208,7 +289,9 @@ async fn batches_are_stored_exactly_once_and_results_repeat() {
         "verdict": {"status": "pass", "reasons": []},
         "inventory": inventory
     });
-    let (status, first) = harness.post(&run, "result", Some(&token), result.clone()).await;
+    let (status, first) = harness
+        .post(&run, "result", Some(&token), result.clone())
+        .await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["position"]["state"], "SMART");
     let (status, again) = harness.post(&run, "result", Some(&token), result).await;

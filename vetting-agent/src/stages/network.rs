@@ -17,7 +17,8 @@ use vetting_probes::{Status, Tool, Verdict};
 
 use super::{Artifact, Cancelled, StageContext, StageReport, measurement, stop_if_cancelled};
 
-/// How often a busy iperf3 server is tried again.
+/// How often a busy or unreachable iperf3 server is tried again (another
+/// run's test, or the orchestrator restarting).
 const BUSY_RETRIES: u32 = 10;
 const BUSY_WAIT: Duration = Duration::from_secs(3);
 
@@ -152,12 +153,22 @@ fn run_iperf(
                 let busy = iperf3::parse(&output.stdout)
                     .ok()
                     .and_then(|data| data.error)
-                    .is_some_and(|error| error.contains("busy"));
+                    .is_some_and(|error| {
+                        [
+                            "busy",
+                            "Connection refused",
+                            "reset by peer",
+                            "unable to connect",
+                            "closed unexpectedly",
+                        ]
+                        .iter()
+                        .any(|transient| error.contains(transient))
+                    });
                 if busy && tries < BUSY_RETRIES {
                     tries += 1;
                     context
                         .log
-                        .agent("the iperf3 server is busy: trying again shortly");
+                        .agent("the iperf3 server is busy or unreachable: trying again shortly");
                     context.sleep(BUSY_WAIT)?;
                     continue;
                 }

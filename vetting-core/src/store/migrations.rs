@@ -12,11 +12,12 @@ pub struct Migration {
 
 /// `{PK}`: an auto-increment 64-bit primary key; `{BOOL}`, `{DOUBLE}`: the
 /// backend's boolean and double types.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    statements: &[
-        "CREATE TABLE hosts (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        statements: &[
+            "CREATE TABLE hosts (
             id {PK},
             name TEXT NOT NULL UNIQUE,
             serial TEXT NULL,
@@ -27,16 +28,16 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             created_at_ms BIGINT NOT NULL,
             removed_at_ms BIGINT NULL
         )",
-        "CREATE TABLE host_macs (
+            "CREATE TABLE host_macs (
             mac TEXT PRIMARY KEY,
             host_id BIGINT NOT NULL REFERENCES hosts(id)
         )",
-        "CREATE TABLE spec_profiles (
+            "CREATE TABLE spec_profiles (
             name TEXT PRIMARY KEY,
             spec TEXT NOT NULL,
             updated_at_ms BIGINT NOT NULL
         )",
-        "CREATE TABLE runs (
+            "CREATE TABLE runs (
             id TEXT PRIMARY KEY,
             host_id BIGINT NOT NULL REFERENCES hosts(id),
             state TEXT NOT NULL,
@@ -62,9 +63,9 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             next_sensor_seq BIGINT NOT NULL,
             created_by TEXT NOT NULL
         )",
-        "CREATE INDEX runs_state ON runs(state)",
-        "CREATE INDEX runs_host ON runs(host_id)",
-        "CREATE TABLE stages (
+            "CREATE INDEX runs_state ON runs(state)",
+            "CREATE INDEX runs_host ON runs(host_id)",
+            "CREATE TABLE stages (
             run_id TEXT NOT NULL REFERENCES runs(id),
             stage TEXT NOT NULL,
             attempt INTEGER NOT NULL,
@@ -77,7 +78,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             response TEXT NULL,
             PRIMARY KEY (run_id, stage, attempt)
         )",
-        "CREATE TABLE transitions (
+            "CREATE TABLE transitions (
             id {PK},
             run_id TEXT NOT NULL,
             from_state TEXT NOT NULL,
@@ -87,12 +88,12 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             at_ms BIGINT NOT NULL,
             detail TEXT NULL
         )",
-        "CREATE INDEX transitions_run ON transitions(run_id)",
-        "CREATE TABLE dispatcher_slots (
+            "CREATE INDEX transitions_run ON transitions(run_id)",
+            "CREATE TABLE dispatcher_slots (
             slot_no INTEGER PRIMARY KEY,
             run_id TEXT NULL UNIQUE
         )",
-        "CREATE TABLE measurements (
+            "CREATE TABLE measurements (
             id {PK},
             run_id TEXT NOT NULL,
             stage TEXT NULL,
@@ -103,8 +104,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             unit TEXT NOT NULL,
             at_ms BIGINT NOT NULL
         )",
-        "CREATE UNIQUE INDEX measurements_seq ON measurements(run_id, seq)",
-        "CREATE TABLE spec_diffs (
+            "CREATE UNIQUE INDEX measurements_seq ON measurements(run_id, seq)",
+            "CREATE TABLE spec_diffs (
             id {PK},
             run_id TEXT NOT NULL,
             path TEXT NOT NULL,
@@ -113,7 +114,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             severity TEXT NOT NULL,
             message TEXT NOT NULL
         )",
-        "CREATE TABLE artifacts (
+            "CREATE TABLE artifacts (
             id {PK},
             run_id TEXT NOT NULL,
             stage TEXT NULL,
@@ -125,22 +126,22 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             sha256 TEXT NOT NULL,
             created_at_ms BIGINT NOT NULL
         )",
-        "CREATE TABLE inventories (
+            "CREATE TABLE inventories (
             run_id TEXT NOT NULL,
             attempt INTEGER NOT NULL,
             inventory TEXT NOT NULL,
             created_at_ms BIGINT NOT NULL,
             PRIMARY KEY (run_id, attempt)
         )",
-        "CREATE TABLE components (
+            "CREATE TABLE components (
             id {PK},
             run_id TEXT NOT NULL,
             kind TEXT NOT NULL,
             identity TEXT NOT NULL,
             summary TEXT NOT NULL
         )",
-        "CREATE INDEX components_identity ON components(kind, identity)",
-        "CREATE TABLE audit (
+            "CREATE INDEX components_identity ON components(kind, identity)",
+            "CREATE TABLE audit (
             id {PK},
             at_ms BIGINT NOT NULL,
             actor TEXT NOT NULL,
@@ -150,20 +151,19 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             acknowledged TEXT NULL,
             detail TEXT NULL
         )",
-    ],
-},
-Migration {
-    version: 2,
-    name: "run log files with committed lengths",
-    statements: &[
-        "CREATE TABLE log_files (
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "run log files with committed lengths",
+        statements: &["CREATE TABLE log_files (
             run_id TEXT NOT NULL,
             file TEXT NOT NULL,
             committed_len BIGINT NOT NULL,
             PRIMARY KEY (run_id, file)
-        )",
-    ],
-}];
+        )"],
+    },
+];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i64 {

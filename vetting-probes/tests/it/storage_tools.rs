@@ -168,7 +168,7 @@ fn fio_verify_on_a_loop_device_passes() {
             "--size=8M",
             "--direct=1",
             "--verify=crc32c",
-        "--verify_state_save=0",
+            "--verify_state_save=0",
             "--verify_state_save=0",
             "--do_verify=1",
             "--output-format=json",
