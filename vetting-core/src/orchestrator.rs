@@ -789,10 +789,9 @@ impl Orchestrator {
             }
             RunState::Booting => state_deadline,
             RunState::SpecValidate => Some(now + secs(config.deadlines.spec_validate_secs)),
-            state => match state.stage() {
-                Some(stage) => Some(now + secs(stage_deadline_secs(config, stage))),
-                None => None,
-            },
+            state => state
+                .stage()
+                .map(|stage| now + secs(stage_deadline_secs(config, stage))),
         };
         if !final_state.agent_is_active() && final_state != RunState::Booting {
             heartbeat_deadline = None;
