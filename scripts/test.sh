@@ -39,7 +39,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 phase "cargo test"
 export CI=${CI:-true}
 export INSTA_UPDATE=no
-cargo test --workspace --all-targets -- --test-threads="${VETTING_TEST_THREADS:-4}"
+cargo test --workspace --lib --bins --tests --examples --no-fail-fast -- --test-threads="${VETTING_TEST_THREADS:-4}"
+
+phase "benches compile and run once (criterion test mode)"
+cargo test --workspace --benches --no-fail-fast
 
 phase "doc tests"
 cargo test --workspace --doc
