@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh >/dev/null
 cargo build --release -p vetting-cli -p vetting-agent
-exec ./target/release/vetting serve "$@"
+# `vetting demo` vets this machine end to end; pass `serve` to run the
+# orchestrator instead.
+exec ./target/release/vetting "${@:-demo}"
