@@ -168,20 +168,9 @@ impl Orchestrator {
         let lock = self.run_lock(&run.id);
         let _guard = lock.lock().await;
         let current = self.get_run(&run.id).await?;
-        let mut next = current.next_log_seq.max(0) as u64;
-        let mut lines = batch.lines;
-        lines.sort_by_key(|line| line.seq);
-        let mut fresh = Vec::new();
-        for line in lines {
-            if line.seq < next {
-                continue; // a retry of a stored line
-            }
-            if line.seq != next {
-                break; // a gap: the agent resends from `next`
-            }
-            next += 1;
-            fresh.push(line);
-        }
+        let (fresh, next) = take_fresh(batch.lines, current.next_log_seq.max(0) as u64, |line| {
+            line.seq
+        });
         if fresh.is_empty() {
             return Ok(BatchAck {
                 next_seq: next,
@@ -270,18 +259,13 @@ impl Orchestrator {
         let lock = self.run_lock(&run.id);
         let _guard = lock.lock().await;
         let current = self.get_run(&run.id).await?;
-        let mut next = current.next_sensor_seq.max(0) as u64;
-        let mut samples = batch.samples;
-        samples.sort_by_key(|sample| sample.seq);
+        let (fresh, next) = take_fresh(
+            batch.samples,
+            current.next_sensor_seq.max(0) as u64,
+            |sample| sample.seq,
+        );
         let mut rows = Vec::new();
-        for sample in samples {
-            if sample.seq < next {
-                continue;
-            }
-            if sample.seq != next {
-                break;
-            }
-            next += 1;
+        for sample in fresh {
             if !sample.value.is_finite() {
                 return Err(OrchestratorError::BadRequest(format!(
                     "sensor sample {} ({}) is not a finite number",
@@ -828,6 +812,26 @@ impl Orchestrator {
             .await;
         }
     }
+}
+
+/// The items of a batch not stored yet: sorted by sequence number, those
+/// below `next` dropped (retries), and only the run without a gap from
+/// `next` kept (the agent resends the rest). Returns them and the new next.
+fn take_fresh<T>(mut items: Vec<T>, mut next: u64, seq_of: impl Fn(&T) -> u64) -> (Vec<T>, u64) {
+    items.sort_by_key(|item| seq_of(item));
+    let mut fresh = Vec::new();
+    for item in items {
+        let seq = seq_of(&item);
+        if seq < next {
+            continue;
+        }
+        if seq != next {
+            break;
+        }
+        next += 1;
+        fresh.push(item);
+    }
+    (fresh, next)
 }
 
 fn describe(reference: &ArtifactRef) -> String {
