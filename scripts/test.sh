@@ -13,7 +13,9 @@ phase() {
   fi
   phase_name=$1
   phase_start=$now
-  [[ -n "$phase_name" ]] && echo "== $phase_name"
+  if [[ -n "$phase_name" ]]; then
+    echo "== $phase_name"
+  fi
 }
 mkdir -p target
 : > target/phase-times.txt
