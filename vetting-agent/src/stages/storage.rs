@@ -8,14 +8,20 @@
 //! 2. The wipe probe ([`super::wipe_probe`]) on every candidate before any
 //!    write: a signature holds the run (`wipe_signatures`), data without a
 //!    signature too (`unexpected_data`); the operator's `override_wipe`
-//!    acknowledges what was found (it is still logged).
+//!    acknowledges what was found (it is still logged). A sampled block
+//!    that cannot be read is a failing sector: that disk fails, naming the
+//!    block, and is not written; such a failure is not a hold, and no
+//!    override applies to it (nor is the stage held for another disk's
+//!    signatures then).
 //! 3. The surface test: rotational disks (HDD) get `badblocks -wsv` (block
 //!    size chosen so the block count fits 32 bits, time-bounded by
 //!    `max_secs_per_disk`), non-rotational ones (SSD/NVMe) a bounded `fio`
 //!    write-and-verify on `ssd_verify_share` of their capacity. Loop
 //!    devices report rotational=1 on many kernels; the choice and its
-//!    reason are logged. Bad blocks or verify errors fail the stage, and so
-//!    do SMART counters (reallocated, pending, uncorrectable sectors; NVMe
+//!    reason are logged. Bad blocks or verify errors fail the stage (an
+//!    I/O or verify error of fio is located with a read-only badblocks over
+//!    the range fio names, so the reason names the bad blocks), and so do
+//!    SMART counters (reallocated, pending, uncorrectable sectors; NVMe
 //!    media errors and critical warning) that grew during the test. Drive
 //!    temperatures are sampled (hwmon, every second) while it runs.
 
@@ -121,7 +127,10 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
     }
     let signatures = probed.iter().any(|(_, f)| !f.signatures.is_empty());
     let data = probed.iter().any(|(_, f)| f.unexpected_data.is_some());
-    if (signatures || data) && !storage.override_wipe {
+    // failing sectors are a failure, never a hold: an override could not
+    // change the outcome
+    let failing_sectors = probed.iter().any(|(_, f)| !f.unreadable_blocks.is_empty());
+    if (signatures || data) && !storage.override_wipe && !failing_sectors {
         let mut held = verdict.clone();
         for (_, findings) in &probed {
             held.merge(wipe_probe::findings_verdict(findings));
@@ -154,10 +163,33 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
     );
     for (disk, findings) in probed {
         context.check_cancelled()?;
-        if !findings.errors.is_empty() {
-            for error in &findings.errors {
-                verdict.fail_with(format!("{}: not written: {error}", disk.name));
-            }
+        let device = device_path(&disk).display().to_string();
+        if let Some(failing) = findings.failing_sectors(&device) {
+            let message = format!("{}: {failing}: not written", disk.name);
+            context.log.agent(&message);
+            verdict.fail_with(message);
+        }
+        for error in &findings.errors {
+            verdict.fail_with(format!("{}: not written: {error}", disk.name));
+        }
+        if !findings.unreadable_blocks.is_empty() || !findings.errors.is_empty() {
+            continue;
+        }
+        if !findings.is_clean() && !storage.override_wipe {
+            // held back only because another disk fails on failing sectors
+            let message = format!(
+                "{}: not written: the wipe probe found {}",
+                disk.name,
+                findings
+                    .signatures
+                    .iter()
+                    .chain(findings.unexpected_data.iter())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            context.log.agent(&message);
+            verdict.add(Status::Skip, message);
             continue;
         }
         if !findings.is_clean() {
@@ -557,6 +589,7 @@ fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
         .arg(format!("--size={bytes}"))
         .timeout(budget);
     let artifact_name = format!("fio-{}.json", disk.name);
+    let mut extra_artifacts = Vec::new();
     match context.run_tool(&command) {
         Ok(output) => {
             let body = combined_output(&output);
@@ -578,6 +611,13 @@ fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
                     if !output.status.success() && verdict.status != Status::Fail {
                         verdict.fail_with(format!("fio ended with {}", output.status));
                     }
+                    if verdict.status == Status::Fail {
+                        let ranges = failed_ranges(&run.messages);
+                        let (located, located_artifacts) =
+                            locate_bad_blocks(context, disk, &ranges)?;
+                        verdict.merge(located);
+                        extra_artifacts.extend(located_artifacts);
+                    }
                     (verdict, Some(Tool::Fio))
                 }
                 Err(error) => (
@@ -585,9 +625,11 @@ fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
                     None,
                 ),
             };
+            let mut artifacts = vec![Artifact::new(&artifact_name, tool, Some(&device), body)];
+            artifacts.extend(extra_artifacts);
             Ok(DiskOutcome {
                 verdict,
-                artifacts: vec![Artifact::new(&artifact_name, tool, Some(&device), body)],
+                artifacts,
                 measurements,
             })
         }
@@ -620,6 +662,125 @@ fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
             })
         }
     }
+}
+
+/// The block size bad blocks are named in after a fio error.
+const LOCATE_BLOCK: u64 = 4096;
+/// At most this many failed ranges are located, each of at most
+/// [`LOCATE_MAX_BYTES`].
+const LOCATE_MAX_RANGES: usize = 8;
+const LOCATE_MAX_BYTES: u64 = 64 * MIB;
+
+/// The byte ranges (offset, length) fio's error messages name: `io_u
+/// error on file /dev/sdb: Input/output error: write offset=4194304,
+/// buflen=1048576`, and verify failures `... offset 4194304, length
+/// 1048576`. In order, without repeats.
+pub fn failed_ranges(messages: &[String]) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
+    for message in messages {
+        let lower = message.to_ascii_lowercase();
+        if !(lower.contains("error") || lower.contains("verify") || lower.contains("bad")) {
+            continue;
+        }
+        let words: Vec<&str> = lower
+            .split(|c: char| c.is_whitespace() || matches!(c, ',' | '=' | '(' | ')' | ':'))
+            .filter(|word| !word.is_empty())
+            .collect();
+        let number_after = |from: usize, keys: &[&str]| {
+            words[from..]
+                .windows(2)
+                .position(|pair| keys.contains(&pair[0]) && pair[1].parse::<u64>().is_ok())
+                .and_then(|index| {
+                    words[from + index + 1]
+                        .parse::<u64>()
+                        .ok()
+                        .map(|n| (from + index + 1, n))
+                })
+        };
+        let Some((at, offset)) = number_after(0, &["offset"]) else {
+            continue;
+        };
+        let Some((_, length)) = number_after(at, &["buflen", "length", "len"]) else {
+            continue;
+        };
+        if length > 0 && !ranges.contains(&(offset, length)) {
+            ranges.push((offset, length));
+        }
+    }
+    ranges
+}
+
+/// Names the bad blocks of the ranges fio failed on: a read-only
+/// `badblocks` (never a write) over each range, in blocks of
+/// [`LOCATE_BLOCK`] bytes. Whatever it finds, the reason names the range's
+/// blocks; the disk has already failed.
+fn locate_bad_blocks(
+    context: &StageContext,
+    disk: &Disk,
+    ranges: &[(u64, u64)],
+) -> Result<(Verdict, Vec<Artifact>), Cancelled> {
+    let mut verdict = Verdict::pass();
+    let mut artifacts = Vec::new();
+    let device = device_path(disk).display().to_string();
+    let device_blocks = disk.size_bytes / LOCATE_BLOCK;
+    for (index, &(offset, length)) in ranges.iter().take(LOCATE_MAX_RANGES).enumerate() {
+        let first = offset / LOCATE_BLOCK;
+        let end = offset.saturating_add(length.min(LOCATE_MAX_BYTES));
+        let mut last = end.div_ceil(LOCATE_BLOCK).saturating_sub(1).max(first);
+        if device_blocks > 0 {
+            last = last.min(device_blocks - 1);
+        }
+        let range_text = format!(
+            "fio failed at offset 0x{offset:x} ({length} bytes: blocks {first}–{last} of {LOCATE_BLOCK} bytes)"
+        );
+        let command = ToolCommand::new("badblocks")
+            .args(["-sv", "-b", &LOCATE_BLOCK.to_string(), &device])
+            .arg(last.to_string())
+            .arg(first.to_string())
+            .timeout(Duration::from_secs(120));
+        context.log.agent(format!(
+            "{range_text}: locating the bad blocks with a read-only badblocks"
+        ));
+        let found = match context.run_tool(&command) {
+            Ok(output) => {
+                let body = combined_output(&output);
+                let found = vetting_probes::parsers::badblocks::parse(&body)
+                    .ok()
+                    .map(|run| run.bad_blocks);
+                artifacts.push(Artifact::new(
+                    &format!("badblocks-read-{}-{index}.txt", disk.name),
+                    found.is_some().then_some(Tool::Badblocks),
+                    Some(&device),
+                    body,
+                ));
+                found
+            }
+            Err(error) => {
+                stop_if_cancelled(context, &error)?;
+                None
+            }
+        };
+        let message = match found {
+            Some(blocks) if !blocks.is_empty() => {
+                let listed: Vec<String> = blocks.iter().take(10).map(u64::to_string).collect();
+                format!(
+                    "{range_text}: bad block(s) {}{} (read-only badblocks, {LOCATE_BLOCK}-byte blocks)",
+                    listed.join(", "),
+                    if blocks.len() > listed.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            Some(_) => format!(
+                "{range_text}: bad blocks in that range (a read-only badblocks reads them back: they fail on write or verify)"
+            ),
+            None => format!("{range_text}: bad blocks in that range (could not be narrowed down)"),
+        };
+        verdict.fail_with(message);
+    }
+    Ok((verdict, artifacts))
 }
 
 /// An expected disk matched by size and count (what tests and the demo
@@ -678,6 +839,22 @@ mod tests {
             choose_method(&disk, SurfaceTest::Auto).0,
             SurfaceMethod::Badblocks
         );
+    }
+
+    #[test]
+    fn fio_error_messages_give_the_failed_ranges() {
+        let messages = vec![
+            "fio: io_u error on file /dev/loop0: Input/output error: write offset=4194304, buflen=1048576".to_string(),
+            "fio: pid=7281, err=5/file:io_u.c:1876, func=io_u error, error=Input/output error".to_string(),
+            "verify: bad magic header 0, wanted acca at file /dev/sdb offset 8388608, length 1048576 (requested block: offset=8388608, length=1048576)".to_string(),
+            "fio: io_u error on file /dev/loop0: Input/output error: write offset=4194304, buflen=1048576".to_string(),
+            "starting offset=5, length=7 but no trouble".to_string(),
+        ];
+        assert_eq!(
+            failed_ranges(&messages),
+            vec![(4_194_304, 1_048_576), (8_388_608, 1_048_576)]
+        );
+        assert!(failed_ranges(&[]).is_empty());
     }
 
     #[test]

@@ -5,9 +5,16 @@
 //! MiB plus `wipe_probe_samples` blocks of 4 KiB spread across the disk. A
 //! block is clean when every byte in it is the same (zeros, or the 0xFF of
 //! erased flash); any other block is data.
+//!
+//! The samples are read with `O_DIRECT` where the device allows it, one
+//! block at a time, so a read error belongs to the block that was asked
+//! for (a buffered read fails a whole readahead window, blaming blocks
+//! that read fine). A block that cannot be read (EIO) is a failing sector:
+//! it is recorded and sampling goes on, up to [`MAX_UNREADABLE`] of them.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,6 +29,10 @@ pub const SAMPLE_BLOCK: u64 = 4096;
 /// The head and tail of the disk read in full.
 pub const EDGE_BYTES: u64 = 1024 * 1024;
 
+/// Sampling stops after this many unreadable blocks: enough evidence, and
+/// a dying disk can take seconds per failed read.
+pub const MAX_UNREADABLE: usize = 16;
+
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the probe found on one disk.
@@ -31,6 +42,9 @@ pub struct ProbeFindings {
     pub signatures: Vec<String>,
     /// The data sampling's finding, when a block held data.
     pub unexpected_data: Option<String>,
+    /// Byte offsets of sampled blocks ([`SAMPLE_BLOCK`] bytes) that could
+    /// not be read: failing sectors. Such a disk fails and is not written.
+    pub unreadable_blocks: Vec<u64>,
     /// Why the probe could not look (a tool failed, the device is
     /// unreadable): the disk is not written then.
     pub errors: Vec<String>,
@@ -39,7 +53,35 @@ pub struct ProbeFindings {
 
 impl ProbeFindings {
     pub fn is_clean(&self) -> bool {
-        self.signatures.is_empty() && self.unexpected_data.is_none() && self.errors.is_empty()
+        self.signatures.is_empty()
+            && self.unexpected_data.is_none()
+            && self.unreadable_blocks.is_empty()
+            && self.errors.is_empty()
+    }
+
+    /// What the unreadable blocks say, when there are any: the failing
+    /// sectors, named by block number (of [`SAMPLE_BLOCK`] bytes) and
+    /// offset.
+    pub fn failing_sectors(&self, device: &str) -> Option<String> {
+        if self.unreadable_blocks.is_empty() {
+            return None;
+        }
+        let named: Vec<String> = self
+            .unreadable_blocks
+            .iter()
+            .take(10)
+            .map(|offset| format!("{} (offset 0x{offset:x})", offset / SAMPLE_BLOCK))
+            .collect();
+        let more = if self.unreadable_blocks.len() > named.len() {
+            ", …"
+        } else {
+            ""
+        };
+        Some(format!(
+            "failing sectors: the wipe probe could not read {} bad block(s) of {SAMPLE_BLOCK} bytes on {device}: {}{more}",
+            self.unreadable_blocks.len(),
+            named.join(", ")
+        ))
     }
 }
 
@@ -135,9 +177,20 @@ pub fn probe(
     match sample_device(device, context.params.storage.wipe_probe_samples) {
         Ok(sampling) => {
             context.log.agent(format!(
-                "wipe probe: read {} block(s) of {} on {device_text}: {} hold data",
-                sampling.blocks_read, SAMPLE_BLOCK, sampling.blocks_with_data
+                "wipe probe: read {} block(s) of {} on {device_text}{}: {} hold data, {} unreadable",
+                sampling.blocks_read,
+                SAMPLE_BLOCK,
+                if sampling.direct { " (O_DIRECT)" } else { "" },
+                sampling.blocks_with_data,
+                sampling.unreadable.len()
             ));
+            for offset in &sampling.unreadable {
+                context.log.agent(format!(
+                    "wipe probe: block {} (offset 0x{offset:x}) of {device_text} cannot be read",
+                    offset / SAMPLE_BLOCK
+                ));
+            }
+            findings.unreadable_blocks = sampling.unreadable.clone();
             if sampling.blocks_with_data > 0 {
                 findings.unexpected_data = Some(format!(
                     "wipe probe: {} of {} sampled block(s) on {device_text} hold data without a known signature (first at offset 0x{:x})",
@@ -164,11 +217,15 @@ fn probe_tool_error(error: &RunError) -> String {
 }
 
 /// What sampling a device found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Sampling {
     pub blocks_read: u64,
     pub blocks_with_data: u64,
     pub first_data_offset: Option<u64>,
+    /// Offsets of the blocks that could not be read (I/O errors).
+    pub unreadable: Vec<u64>,
+    /// Whether the device was read with `O_DIRECT`.
+    pub direct: bool,
 }
 
 /// The offsets to sample on a device of `size` bytes: every block of the
@@ -207,22 +264,67 @@ pub fn is_uniform(block: &[u8]) -> bool {
         .is_none_or(|first| block.iter().all(|byte| byte == first))
 }
 
-/// Reads the sampled blocks of a device (read-only).
+/// Reads the sampled blocks of a device (read-only), with `O_DIRECT` where
+/// the device takes it. An I/O error on a block is recorded and sampling
+/// goes on (up to [`MAX_UNREADABLE`] such blocks); other errors (the
+/// device cannot be opened or sized) end it.
 pub fn sample_device(device: &Path, samples: u32) -> std::io::Result<Sampling> {
-    let mut file = File::open(device)?;
-    let size = file.seek(SeekFrom::End(0))?;
     let mut sampling = Sampling::default();
-    let mut block = vec![0u8; SAMPLE_BLOCK as usize];
+    let direct = open_direct(device);
+    sampling.direct = direct.is_some();
+    let buffered = File::open(device)?;
+    let size = (&buffered).seek(SeekFrom::End(0))?;
+    // an O_DIRECT buffer must be aligned: take an aligned window of a
+    // larger allocation
+    let mut storage = vec![0u8; 2 * SAMPLE_BLOCK as usize];
+    let start = storage
+        .as_ptr()
+        .align_offset(SAMPLE_BLOCK as usize)
+        .min(SAMPLE_BLOCK as usize);
+    let block = &mut storage[start..start + SAMPLE_BLOCK as usize];
     for offset in sample_offsets(size, samples) {
-        file.seek(SeekFrom::Start(offset))?;
-        file.read_exact(&mut block)?;
+        let read = match &direct {
+            Some(file) => match read_block_at(file, block, offset) {
+                // the device refuses O_DIRECT for this read: buffered instead
+                Err(error) if error.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    read_block_at(&buffered, block, offset)
+                }
+                other => other,
+            },
+            None => read_block_at(&buffered, block, offset),
+        };
+        match read {
+            Ok(()) => {}
+            Err(error) if error.raw_os_error() == Some(nix::libc::EIO) => {
+                sampling.unreadable.push(offset);
+                if sampling.unreadable.len() >= MAX_UNREADABLE {
+                    break;
+                }
+                continue;
+            }
+            Err(error) => return Err(error),
+        }
         sampling.blocks_read += 1;
-        if !is_uniform(&block) {
+        if !is_uniform(block) {
             sampling.blocks_with_data += 1;
             sampling.first_data_offset.get_or_insert(offset);
         }
     }
     Ok(sampling)
+}
+
+/// The device opened read-only with `O_DIRECT`, when it allows that.
+fn open_direct(device: &Path) -> Option<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(device)
+        .ok()
+}
+
+/// Reads exactly `block.len()` bytes at `offset`.
+fn read_block_at(file: &File, block: &mut [u8], offset: u64) -> std::io::Result<()> {
+    file.read_exact_at(block, offset)
 }
 
 /// The verdict reasons of a probe's findings, as failures.
@@ -233,6 +335,12 @@ pub fn findings_verdict(findings: &ProbeFindings) -> Verdict {
     }
     if let Some(data) = &findings.unexpected_data {
         verdict.fail_with(data.clone());
+    }
+    for offset in &findings.unreadable_blocks {
+        verdict.fail_with(format!(
+            "wipe probe: block {} (offset 0x{offset:x}) cannot be read: a failing sector",
+            offset / SAMPLE_BLOCK
+        ));
     }
     for error in &findings.errors {
         verdict.fail_with(error.clone());
@@ -262,6 +370,22 @@ mod tests {
         let tiny = sample_offsets(3 * SAMPLE_BLOCK, 100);
         assert_eq!(tiny, vec![0, SAMPLE_BLOCK, 2 * SAMPLE_BLOCK]);
         assert!(sample_offsets(100, 10).is_empty());
+    }
+
+    #[test]
+    fn unreadable_blocks_are_named_by_number_and_offset() {
+        let findings = ProbeFindings {
+            unreadable_blocks: vec![128 * SAMPLE_BLOCK, 1024 * SAMPLE_BLOCK],
+            ..ProbeFindings::default()
+        };
+        assert!(!findings.is_clean());
+        let text = findings.failing_sectors("/dev/loop3").unwrap();
+        assert!(text.contains("2 bad block(s)"), "{text}");
+        assert!(text.contains("128 (offset 0x80000)"), "{text}");
+        assert!(text.contains("1024 (offset 0x400000)"), "{text}");
+        assert_eq!(ProbeFindings::default().failing_sectors("/dev/loop3"), None);
+        let verdict = findings_verdict(&findings);
+        assert_eq!(verdict.status, Status::Fail);
     }
 
     #[test]

@@ -497,82 +497,215 @@ async fn wipe_probe_holds_and_an_override_completes_the_run() {
     }
 }
 
+/// A child process killed (and reaped) on drop, so a failed assertion
+/// leaves no agent behind holding a loop device open.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for `done` to hold, polling, at most `secs`; whether it did.
+fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn is_mounted(mount: &Path) -> bool {
+    let mount = mount.display().to_string();
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some(mount.as_str()))
+}
+
+/// A disk with failing sectors: a loop device (direct I/O) over
+/// `disk.img` of `scripts/testing/faulty_fs.py`, a FUSE filesystem that
+/// answers EIO to any read or write touching the bad ranges. Dropping it
+/// tears down in the only order that cannot hang or leave strays: detach
+/// the loop device and wait until the kernel has let go of the file, then
+/// unmount (which ends the FUSE process), then reap the FUSE process.
+struct FaultyDisk {
+    fuse: Child,
+    mount: PathBuf,
+    device: String,
+}
+
+impl FaultyDisk {
+    fn new(dir: &Path, size: u64, bad: &[(u64, u64)]) -> FaultyDisk {
+        let backing = dir.join("backing.img");
+        std::fs::File::create(&backing)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        let mount = dir.join("faulty");
+        std::fs::create_dir_all(&mount).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/testing/faulty_fs.py");
+        let bad: Vec<String> = bad
+            .iter()
+            .map(|(offset, length)| format!("{offset}:{length}"))
+            .collect();
+        let fuse = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(&mount)
+            .args(["-f", "-o", "allow_other"])
+            .env("FAULTY_BACKING", &backing)
+            .env("FAULTY_BAD", bad.join(","))
+            .stdin(Stdio::null())
+            // not the test's own output: a FUSE process that outlived the
+            // test would keep the caller's pipe open
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("faulty_fs.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut disk = FaultyDisk {
+            fuse,
+            mount,
+            device: String::new(),
+        };
+        assert!(
+            wait_until(20, || is_mounted(&disk.mount)),
+            "the FUSE filesystem did not mount"
+        );
+        let output = Command::new("losetup")
+            .args(["-f", "--show", "--direct-io=on"])
+            .arg(disk.mount.join("disk.img"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        disk.device = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        disk
+    }
+
+    fn loop_name(&self) -> &str {
+        self.device.trim_start_matches("/dev/")
+    }
+}
+
+impl Drop for FaultyDisk {
+    fn drop(&mut self) {
+        if !self.device.is_empty() {
+            let _ = Command::new("losetup").args(["-d", &self.device]).status();
+            // `losetup -d` only marks a device still open for autoclear;
+            // the file is let go once the last opener closes it
+            let backing = format!("/sys/block/{}/loop/backing_file", self.loop_name());
+            if !wait_until(30, || !Path::new(&backing).exists()) {
+                eprintln!("{} is still attached", self.device);
+            }
+        }
+        if is_mounted(&self.mount) {
+            let unmounted = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mount)
+                .status()
+                .is_ok_and(|status| status.success());
+            if !unmounted {
+                // busy: detach it lazily; it goes when the last user does
+                let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+            }
+        }
+        // the FUSE process ends when its filesystem is unmounted
+        let exited = wait_until(10, || matches!(self.fuse.try_wait(), Ok(Some(_))));
+        if !exited {
+            let _ = self.fuse.kill();
+        }
+        let _ = self.fuse.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hangs here: I/O on a loop device over the FUSE file blocks the agent; being fixed"]
 async fn failing_sectors_fail_storage_and_cannot_be_overridden() {
-    if !can_use_loop_devices() || !Path::new("/dev/fuse").exists() {
-        eprintln!("skipped: needs root, loop devices and FUSE");
+    if !can_use_loop_devices()
+        || !Path::new("/dev/fuse").exists()
+        || !Path::new("/usr/bin/python3").exists()
+    {
+        eprintln!("skipped: needs root, loop devices, FUSE and /usr/bin/python3 (python3-fuse)");
         return;
     }
     let _serial = SERIAL.lock().await;
-    let env = env("").await;
     let size = 41 * MIB;
-    let backing = env.dir.path().join("backing.img");
-    std::fs::File::create(&backing)
-        .unwrap()
-        .set_len(size)
-        .unwrap();
-    let mount = env.dir.path().join("faulty");
-    std::fs::create_dir_all(&mount).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/testing/faulty_fs.py");
-    let bad_offset = 4 * MIB;
-    let mut fuse = Command::new("/usr/bin/python3")
-        .arg(&script)
-        .arg(&mount)
-        .args(["-f", "-o", "allow_other"])
-        .env("FAULTY_BACKING", &backing)
-        .env("FAULTY_BAD", format!("{bad_offset}:4096"))
-        .spawn()
-        .unwrap();
-    let disk_file = mount.join("disk.img");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !disk_file.exists() {
+    // 4 MiB: inside what the surface test writes (fio verifies half the
+    // disk here; badblocks all of it), between two blocks the wipe probe
+    // samples. 512 KiB: inside the first MiB, which the wipe probe reads.
+    for (name, bad_offset, found_by) in [
+        ("bad-sectors-surface", 4 * MIB, "surface test"),
+        ("bad-sectors-probe", 512 * 1024, "wipe probe"),
+    ] {
+        let env = env("").await;
+        let disk = FaultyDisk::new(env.dir.path(), size, &[(bad_offset, 4096)]);
+        let run_id = env.start_run(name, Some(size)).await;
+        let mut agent = KillOnDrop(env.agent(&run_id, &[&disk.device]).await);
+        let state = env
+            .wait_for(
+                &run_id,
+                |s| s.is_terminal() || s == RunState::FailedHolding,
+                300,
+            )
+            .await;
+        let outcomes = env.stage_outcomes(&run_id).await;
+        assert_eq!(state, RunState::FailedHolding, "{name}: {outcomes:#?}");
+        let run = env.orchestrator.get_run(&run_id).await.unwrap();
+        assert_eq!(run.hold_reason.unwrap().as_str(), "failure", "{name}");
+        let storage: Vec<_> = outcomes.iter().filter(|o| o.0 == "Storage").collect();
+        assert_eq!(storage.len(), 1, "{name}: {outcomes:#?}");
+        assert_eq!(storage[0].2, "failed", "{name}: {outcomes:#?}");
+        // the reason names the bad block (4 KiB blocks)
+        let reason = storage[0].3.clone().unwrap_or_default();
+        eprintln!("{name}: Storage failed: {reason}");
+        let bad_block = (bad_offset / 4096).to_string();
         assert!(
-            Instant::now() < deadline,
-            "the FUSE filesystem did not mount"
+            reason
+                .split(|c: char| !c.is_ascii_digit())
+                .any(|number| number == bad_block),
+            "{name}: the {found_by} does not name bad block {bad_block}: {reason}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        // a bad-block failure cannot be overridden, and the refusal
+        // changes nothing
+        let refused = env
+            .orchestrator
+            .override_wipe(&run_id, &Actor::operator("dave"), "wipe anyway".into())
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("cannot be overridden"),
+            "{name}: {refused}"
+        );
+        let after = env.orchestrator.get_run(&run_id).await.unwrap();
+        assert_eq!(after.state, RunState::FailedHolding, "{name}");
+        assert_eq!(after.version, run.version, "{name}");
+        assert_eq!(env.stage_outcomes(&run_id).await, outcomes, "{name}");
+        env.orchestrator
+            .release(&run_id, &Actor::operator("dave"), None)
+            .await
+            .unwrap();
+        assert!(
+            wait_exit(&mut agent.0, 60).is_some(),
+            "{name}: the agent did not exit after the release"
+        );
+        drop(agent);
+        drop(disk);
+        assert!(
+            !is_mounted(&env.dir.path().join("faulty")),
+            "{name}: still mounted"
+        );
     }
-    let disk = LoopDevice::attach(&disk_file, &["--direct-io=on"]);
-    let run_id = env.start_run("bad-sectors", Some(size)).await;
-    let mut agent = env.agent(&run_id, &[&disk.device]).await;
-    let state = env
-        .wait_for(
-            &run_id,
-            |s| s.is_terminal() || s == RunState::FailedHolding,
-            300,
-        )
-        .await;
-    let outcomes = env.stage_outcomes(&run_id).await;
-    assert_eq!(state, RunState::FailedHolding, "{outcomes:#?}");
-    let storage = outcomes.iter().find(|o| o.0 == "Storage").unwrap();
-    assert_eq!(storage.2, "failed", "{outcomes:#?}");
-    let reason = storage.3.clone().unwrap_or_default();
-    let bad_block = (bad_offset / 4096).to_string();
-    assert!(
-        reason.contains(&bad_block)
-            || reason.to_lowercase().contains("bad block")
-            || reason.contains("verify"),
-        "the reason names no bad block: {reason}"
-    );
-    let refused = env
-        .orchestrator
-        .override_wipe(&run_id, &Actor::operator("dave"), "wipe anyway".into())
-        .await
-        .unwrap_err();
-    assert!(
-        refused.to_string().contains("cannot be overridden"),
-        "{refused}"
-    );
-    env.orchestrator
-        .release(&run_id, &Actor::operator("dave"), None)
-        .await
-        .unwrap();
-    assert!(wait_exit(&mut agent, 60).is_some());
-    drop(disk);
-    let _ = Command::new("umount").arg(&mount).status();
-    let _ = fuse.kill();
-    let _ = fuse.wait();
 }
 
 /// Processes whose command line mentions `needle`.
