@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::Config;
-use vetting_core::dispatcher::{ManualPower, run_reconcilers};
+use vetting_core::dispatcher::{Dispatcher, run_reconcilers};
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
 use vetting_core::state_machine::RunState;
@@ -98,14 +98,11 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
     let orchestrator = Orchestrator::open(config, Arc::new(SystemClock))
         .await
         .context("opening the orchestrator")?;
-    let app = vetting_http::router(vetting_http::AppState {
-        orchestrator: orchestrator.clone(),
-    });
+    let app = vetting_http::service(vetting_http::AppState::new(orchestrator.clone()));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let reconcilers = tokio::spawn(run_reconcilers(
-        orchestrator.clone(),
-        Arc::new(ManualPower),
+        Dispatcher::with_stored_power(orchestrator.clone()),
         stop,
     ));
 

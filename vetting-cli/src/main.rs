@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::Config;
-use vetting_core::dispatcher::{ManualPower, run_reconcilers};
+use vetting_core::dispatcher::{Dispatcher, run_reconcilers};
 use vetting_core::orchestrator::Orchestrator;
 use vetting_core::store::Store;
 
@@ -157,6 +157,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
+    let pxe_settings = config
+        .pxe_settings()
+        .map_err(|message| anyhow::anyhow!("config: {message}"))?;
     let orchestrator = Orchestrator::open(config, Arc::new(SystemClock))
         .await
         .context("opening the orchestrator")?;
@@ -166,15 +169,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("reading the listen address")?;
-    println!("vetting listening on http://{local}");
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let mut state = vetting_http::AppState::new(orchestrator.clone());
+    let mut pxe = None;
+    if let Some(settings) = pxe_settings {
+        let hosts = vetting_core::boot::host_entries(&orchestrator.list_hosts(false).await?);
+        let interface = settings.interface.clone();
+        let supervisor = Arc::new(
+            vetting_core::pxe::PxeSupervisor::start(settings, hosts)
+                .await
+                .with_context(|| format!("starting DHCP/TFTP (dnsmasq) on {interface}"))?,
+        );
+        println!("vetting serving PXE (dnsmasq) on {interface}");
+        tokio::spawn(vetting_core::boot::sync_allowlist(
+            orchestrator.clone(),
+            Arc::clone(&supervisor),
+            std::time::Duration::from_secs(60),
+            stop.clone(),
+        ));
+        state = state.with_leases(supervisor.clone());
+        pxe = Some(supervisor);
+    }
+    println!("vetting listening on http://{local}");
     let reconcilers = tokio::spawn(run_reconcilers(
-        orchestrator.clone(),
-        Arc::new(ManualPower),
+        Dispatcher::with_stored_power(orchestrator.clone()),
         stop.clone(),
     ));
-    let app = vetting_http::router(vetting_http::AppState { orchestrator });
-    axum::serve(listener, app)
+    axum::serve(listener, vetting_http::service(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -182,5 +203,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     let _ = stop_sender.send(true);
     reconcilers.abort();
+    if let Some(supervisor) = pxe.and_then(|supervisor| Arc::try_unwrap(supervisor).ok()) {
+        supervisor.shutdown().await;
+    }
+    orchestrator.iperf().stop().await;
     Ok(())
 }

@@ -49,6 +49,12 @@ pub struct Config {
     pub thresholds: Thresholds,
     /// The iperf3 server for the Network stage.
     pub iperf: crate::iperf::IperfConfig,
+    /// dnsmasq (DHCP + TFTP) for the vetting LAN. Off unless enabled.
+    pub pxe: PxeConfig,
+    /// The live image's kernel and initrd, and how iPXE boots them.
+    pub boot: BootConfig,
+    /// Power actions (Wake-on-LAN, IPMI, Redfish, manual).
+    pub power: PowerConfig,
 }
 
 impl Default for Config {
@@ -65,6 +71,112 @@ impl Default for Config {
             stages: vetting_probes::protocol::StageParams::default(),
             thresholds: Thresholds::default(),
             iperf: crate::iperf::IperfConfig::default(),
+            pxe: PxeConfig::default(),
+            boot: BootConfig::default(),
+            power: PowerConfig::default(),
+        }
+    }
+}
+
+/// dnsmasq for the vetting LAN. Exactly one orchestrator per LAN enables it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PxeConfig {
+    /// DHCP is never served unless this is true.
+    pub enabled: bool,
+    /// The vetting LAN's interface (required when enabled).
+    pub interface: Option<String>,
+    /// `{mode: full, range_start, range_end, netmask, lease_seconds,
+    /// router_advertisement}` or `{mode: proxy, subnet}` (required when
+    /// enabled).
+    pub dhcp: Option<crate::pxe::DhcpMode>,
+    /// The URL iPXE clients get. Default: `{public_url}/ipxe/${mac}?platform=${platform}`.
+    pub boot_url: Option<String>,
+    /// dnsmasq's folder (config, hostsfile, leases, TFTP root). Default:
+    /// `{data_dir}/pxe`.
+    pub state_dir: Option<PathBuf>,
+    /// Where the iPXE binaries come from (Debian's `ipxe` package).
+    pub ipxe_dir: PathBuf,
+    /// The binary UEFI PXE ROMs get: `snp_only` or `full`.
+    pub uefi_binary: crate::pxe::UefiIpxeBinary,
+    /// The dnsmasq program.
+    pub dnsmasq_program: PathBuf,
+    /// Log every DHCP exchange.
+    pub log_dhcp: bool,
+    /// How long full-DHCP mode listens for another DHCP server first.
+    pub other_server_probe_seconds: u64,
+}
+
+impl Default for PxeConfig {
+    fn default() -> Self {
+        let settings = crate::pxe::PxeSettings::new(
+            "",
+            crate::pxe::DhcpMode::Proxy {
+                subnet: std::net::Ipv4Addr::UNSPECIFIED,
+            },
+            "",
+            "",
+        );
+        PxeConfig {
+            enabled: false,
+            interface: None,
+            dhcp: None,
+            boot_url: None,
+            state_dir: None,
+            ipxe_dir: settings.ipxe_dir,
+            uefi_binary: settings.uefi_binary,
+            dnsmasq_program: settings.dnsmasq_program,
+            log_dhcp: false,
+            other_server_probe_seconds: settings.other_server_probe_seconds,
+        }
+    }
+}
+
+/// The live image iPXE boots, served by the orchestrator under `/boot/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BootConfig {
+    /// The folder holding the kernel and initrd. Default: `{data_dir}/boot`.
+    pub dir: Option<PathBuf>,
+    /// The kernel's file name in `dir`.
+    pub kernel: String,
+    /// The initrd's file name in `dir`.
+    pub initrd: String,
+    /// More kernel parameters, one word each (`quiet`, `vetting.debug=1`).
+    pub extra_cmdline: Vec<String>,
+    /// How often iPXE tries each download before it reboots.
+    pub download_attempts: u32,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            dir: None,
+            kernel: "vmlinuz".into(),
+            initrd: "initrd.img".into(),
+            extra_cmdline: Vec::new(),
+            download_attempts: crate::pxe::ipxe::DEFAULT_DOWNLOAD_ATTEMPTS,
+        }
+    }
+}
+
+/// How power actions are tried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PowerConfig {
+    /// Failed power actions in a row (a BMC error, an unreachable BMC)
+    /// after which the run fails with the last error's message. The power
+    /// deadline (`deadlines.power_on_secs`) bounds the retries as well.
+    pub attempts: u32,
+    /// Pause between attempts.
+    pub retry_secs: u64,
+}
+
+impl Default for PowerConfig {
+    fn default() -> Self {
+        PowerConfig {
+            attempts: 3,
+            retry_secs: 10,
         }
     }
 }
@@ -255,6 +367,27 @@ impl Config {
         {
             return Err("key `public_url`: must start with http:// or https://".into());
         }
+        self.pxe_settings()?;
+        for word in &self.boot.extra_cmdline {
+            if word.is_empty() || word.chars().any(|c| !c.is_ascii_graphic() || c == '$') {
+                return Err(format!(
+                    "key `boot.extra_cmdline`: `{word}` must be one printable word without `$`"
+                ));
+            }
+        }
+        for (key, name) in [
+            ("boot.kernel", &self.boot.kernel),
+            ("boot.initrd", &self.boot.initrd),
+        ] {
+            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                return Err(format!(
+                    "key `{key}`: `{name}` must be a file name in boot.dir, without `/`"
+                ));
+            }
+        }
+        if self.power.attempts == 0 {
+            return Err("key `power.attempts`: must be at least 1".into());
+        }
         let share = self.stages.storage.ssd_verify_share;
         if !(0.0..=1.0).contains(&share) {
             return Err("key `stages.storage.ssd_verify_share`: must be between 0 and 1".into());
@@ -271,6 +404,49 @@ impl Config {
                 self.data_dir.join("vetting.db").display()
             ),
         }
+    }
+
+    /// dnsmasq's settings when PXE is enabled; an error names the missing
+    /// or wrong key.
+    pub fn pxe_settings(&self) -> Result<Option<crate::pxe::PxeSettings>, String> {
+        let pxe = &self.pxe;
+        if !pxe.enabled {
+            return Ok(None);
+        }
+        let interface = pxe
+            .interface
+            .clone()
+            .ok_or("key `pxe.interface`: required when `pxe.enabled` is true")?;
+        let dhcp = pxe
+            .dhcp
+            .clone()
+            .ok_or("key `pxe.dhcp`: required when `pxe.enabled` is true ({mode: full, ...} or {mode: proxy, subnet})")?;
+        let boot_url = pxe
+            .boot_url
+            .clone()
+            .unwrap_or_else(|| crate::pxe::dhcp_boot_url(&self.public_url()));
+        let state_dir = pxe
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("pxe"));
+        let mut settings = crate::pxe::PxeSettings::new(interface, dhcp, boot_url, state_dir);
+        settings.ipxe_dir = pxe.ipxe_dir.clone();
+        settings.uefi_binary = pxe.uefi_binary;
+        settings.dnsmasq_program = pxe.dnsmasq_program.clone();
+        settings.log_dhcp = pxe.log_dhcp;
+        settings.other_server_probe_seconds = pxe.other_server_probe_seconds;
+        settings
+            .validate()
+            .map_err(|message| format!("key `pxe`: {message}"))?;
+        Ok(Some(settings))
+    }
+
+    /// The folder the live image's kernel and initrd are served from.
+    pub fn boot_dir(&self) -> PathBuf {
+        self.boot
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("boot"))
     }
 
     /// The URL agents and browsers use.

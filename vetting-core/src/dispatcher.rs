@@ -1,118 +1,359 @@
 //! The background reconcilers: dispatch queued runs into free slots, send
-//! the power action of dispatched runs, and fire deadlines. Each pass is
-//! idempotent and compare-and-set, so any number of orchestrator processes
-//! may run them against one database; they run on a timer and when poked.
+//! the power action of dispatched runs, fire deadlines, resolve the
+//! orchestrator-owned states a restart left behind, and keep the iperf3
+//! server up while runs are in flight. Each pass is idempotent and
+//! compare-and-set, so any number of orchestrator processes may run them
+//! against one database; they run on a timer and when poked.
+//!
+//! Power actions run in tasks of their own (a BMC may take minutes to
+//! answer; deadlines must not wait for it). Each action and its outcome goes
+//! to the run's log ([`crate::oplog`]). A failed action is tried again
+//! after `power.retry_secs`, up to `power.attempts` times, then the run fails
+//! with the last error's message (`PowerFailed`); an error that a retry
+//! cannot fix (settings that cannot work, a BMC that refuses the request)
+//! fails the run at once. The power deadline bounds all of it.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use async_trait::async_trait;
 
 use crate::model::{Actor, Host, Run};
 use crate::orchestrator::{EventContext, Orchestrator, OrchestratorError};
+use crate::power::{
+    self, ManualDriver, ManualSettings, PowerDriver, PowerError, PowerLog, PowerLogLevel,
+    PowerOutcome, PowerSettings,
+};
 use crate::state_machine::{Event, RunState};
 
-/// Sends a host's power action for a run. The PXE/power layer provides
-/// the real drivers (Wake-on-LAN, IPMI, Redfish, manual).
-#[async_trait]
-pub trait PowerOn: Send + Sync + std::fmt::Debug {
-    /// Returns a line for the run's log saying what was done.
-    async fn power_on(&self, host: &Host, run: &Run) -> Result<String, String>;
+/// Picks the power driver of a host. The default reads the host's stored
+/// [`PowerSettings`]; an embedding program can give its own (and so add
+/// drivers of its own: [`PowerDriver`] is an open trait).
+pub trait PowerDrivers: Send + Sync + std::fmt::Debug {
+    /// The driver for `host`. An error fails the run with its message.
+    fn driver_for(&self, host: &Host) -> Result<Box<dyn PowerDriver>, PowerError>;
 }
 
-/// No power control: the operator powers the host on by hand.
-#[derive(Debug, Default)]
-pub struct ManualPower;
+/// The drivers of [`crate::power`], chosen by each host's stored settings;
+/// a host without settings is powered on by hand (`manual`).
+#[derive(Clone)]
+pub struct StoredPowerSettings {
+    key: [u8; 32],
+}
 
-#[async_trait]
-impl PowerOn for ManualPower {
-    async fn power_on(&self, host: &Host, _run: &Run) -> Result<String, String> {
-        Ok(format!(
-            "manual power: power on host `{}` by hand so it PXE-boots",
-            host.name
-        ))
+impl std::fmt::Debug for StoredPowerSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("StoredPowerSettings")
     }
 }
 
-/// One pass of every reconciler. Returns how many transitions it made.
-pub async fn reconcile_once(
-    orchestrator: &Orchestrator,
-    power: &dyn PowerOn,
-    powered: &mut HashSet<(String, i64)>,
-) -> Result<usize, OrchestratorError> {
-    let mut moved = 0;
-    moved += orchestrator.fire_deadlines().await?.len();
-    moved += orchestrator.dispatch().await?.len();
-    let runs = orchestrator.list_runs(None).await?;
-    // orchestrator-owned states left behind by a restart
-    for run in &runs {
-        if matches!(run.state, RunState::SpecValidate | RunState::Reporting) {
-            orchestrator.resolve_owned_states(&run.id).await?;
-            moved += 1;
-        }
+impl StoredPowerSettings {
+    /// `key` decrypts the stored BMC passwords (the orchestrator's secret key).
+    pub fn new(key: [u8; 32]) -> Self {
+        StoredPowerSettings { key }
     }
-    // the iperf3 server runs only while some run is in flight
-    if runs.iter().any(|run| run.state.holds_slot()) {
-        let config = orchestrator.config();
-        let bind = config.iperf.bind.unwrap_or_else(|| config.listen.ip());
-        orchestrator.iperf().ensure(&config.iperf, bind).await;
-    } else {
-        orchestrator.iperf().stop().await;
+
+    /// The settings of the orchestrator's own secret key.
+    pub fn of(orchestrator: &Orchestrator) -> Self {
+        Self::new(*orchestrator.key().bytes())
     }
-    for run in runs {
-        if run.state != RunState::WaitingWoL || !powered.insert((run.id.clone(), run.version)) {
-            continue;
-        }
-        let host = orchestrator.get_host(run.host_id).await?;
-        match power.power_on(&host, &run).await {
-            Ok(line) => {
-                tracing::info!(run = %run.id, host = %host.name, "{line}");
-                match orchestrator
-                    .apply(
-                        &run.id,
-                        Event::PowerOnSent,
-                        EventContext {
-                            actor: Some(Actor("power".into())),
-                            expected_state: Some(RunState::WaitingWoL),
-                            reason: Some(line),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                {
-                    Ok(_) => moved += 1,
-                    Err(OrchestratorError::InvalidTransition { .. })
-                    | Err(OrchestratorError::Conflict { .. }) => {}
-                    Err(error) => return Err(error),
-                }
+}
+
+impl PowerDrivers for StoredPowerSettings {
+    fn driver_for(&self, host: &Host) -> Result<Box<dyn PowerDriver>, PowerError> {
+        match &host.power {
+            None | Some(serde_json::Value::Null) => {
+                Ok(Box::new(ManualDriver::new(ManualSettings::default())))
             }
-            Err(message) => {
-                tracing::warn!(run = %run.id, host = %host.name, "power action failed: {message}");
-                // the power deadline fails the run if it never succeeds;
-                // forget it so the next pass tries again
-                powered.remove(&(run.id.clone(), run.version));
+            Some(value) => {
+                let settings: PowerSettings =
+                    serde_json::from_value(value.clone()).map_err(|error| {
+                        PowerError::InvalidSettings(format!(
+                            "host `{}`: stored power settings: {error}",
+                            host.name
+                        ))
+                    })?;
+                power::driver(&settings, &self.key)
             }
         }
     }
-    Ok(moved)
 }
 
-/// Runs the reconcilers until `shutdown` resolves.
-pub async fn run_reconcilers(
+/// Whether trying again may help.
+fn retryable(error: &PowerError) -> bool {
+    match error {
+        PowerError::InvalidSettings(_)
+        | PowerError::Secret(_)
+        | PowerError::ResetTypeNotAllowed { .. }
+        | PowerError::AmbiguousSystem { .. } => false,
+        PowerError::Bmc { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+        _ => true,
+    }
+}
+
+/// The state of one run's power action.
+#[derive(Debug, Clone, Default)]
+struct PowerAttempt {
+    version: i64,
+    failures: u32,
+    in_flight: bool,
+    next_try_ms: i64,
+}
+
+/// The run's log as a [`PowerLog`].
+struct RunPowerLog {
     orchestrator: Orchestrator,
-    power: Arc<dyn PowerOn>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+    run_id: String,
+    host: String,
+}
+
+impl PowerLog for RunPowerLog {
+    fn record(&self, level: PowerLogLevel, message: &str) {
+        match level {
+            PowerLogLevel::Info => {
+                tracing::info!(run = %self.run_id, host = %self.host, "{message}");
+            }
+            PowerLogLevel::Warn => {
+                tracing::warn!(run = %self.run_id, host = %self.host, "{message}");
+            }
+            PowerLogLevel::Error => {
+                tracing::error!(run = %self.run_id, host = %self.host, "{message}");
+            }
+        }
+        crate::oplog::append(
+            &self.orchestrator.config().data_dir,
+            self.orchestrator.hub(),
+            &self.run_id,
+            self.orchestrator.now_ms(),
+            &level.to_string(),
+            message,
+        );
+    }
+}
+
+/// The reconcilers of one orchestrator process.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    orchestrator: Orchestrator,
+    drivers: Arc<dyn PowerDrivers>,
+    power: Arc<Mutex<HashMap<String, PowerAttempt>>>,
+}
+
+impl Dispatcher {
+    pub fn new(orchestrator: Orchestrator, drivers: Arc<dyn PowerDrivers>) -> Self {
+        Dispatcher {
+            orchestrator,
+            drivers,
+            power: Arc::default(),
+        }
+    }
+
+    /// With the drivers of each host's stored settings.
+    pub fn with_stored_power(orchestrator: Orchestrator) -> Self {
+        let drivers = Arc::new(StoredPowerSettings::of(&orchestrator));
+        Self::new(orchestrator, drivers)
+    }
+
+    /// One pass of every reconciler. Returns how many transitions it made
+    /// (power actions it started finish later, in their own tasks).
+    pub async fn reconcile_once(&self) -> Result<usize, OrchestratorError> {
+        let orchestrator = &self.orchestrator;
+        let mut moved = 0;
+        moved += orchestrator.fire_deadlines().await?.len();
+        moved += orchestrator.dispatch().await?.len();
+        let runs = orchestrator.list_runs(None).await?;
+        // orchestrator-owned states left behind by a restart
+        for run in &runs {
+            if matches!(run.state, RunState::SpecValidate | RunState::Reporting) {
+                orchestrator.resolve_owned_states(&run.id).await?;
+                moved += 1;
+            }
+        }
+        // the iperf3 server runs only while some run is in flight
+        if runs.iter().any(|run| run.state.holds_slot()) {
+            let config = orchestrator.config();
+            let bind = config.iperf.bind.unwrap_or_else(|| config.listen.ip());
+            orchestrator.iperf().ensure(&config.iperf, bind).await;
+        } else {
+            orchestrator.iperf().stop().await;
+        }
+        let now = orchestrator.now_ms();
+        let mut to_start = Vec::new();
+        {
+            let mut power = self.lock_power();
+            power.retain(|run_id, _| {
+                runs.iter()
+                    .any(|run| &run.id == run_id && run.state == RunState::WaitingWoL)
+            });
+            for run in runs.iter().filter(|run| run.state == RunState::WaitingWoL) {
+                let attempt = power.entry(run.id.clone()).or_default();
+                if attempt.version != run.version {
+                    *attempt = PowerAttempt {
+                        version: run.version,
+                        ..Default::default()
+                    };
+                }
+                if attempt.in_flight || now < attempt.next_try_ms {
+                    continue;
+                }
+                attempt.in_flight = true;
+                to_start.push(run.clone());
+            }
+        }
+        for run in to_start {
+            let dispatcher = self.clone();
+            tokio::spawn(async move {
+                dispatcher.power_on(run).await;
+            });
+        }
+        Ok(moved)
+    }
+
+    fn lock_power(&self) -> std::sync::MutexGuard<'_, HashMap<String, PowerAttempt>> {
+        self.power
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs one power action for a run in `WaitingWoL` and applies its
+    /// outcome.
+    async fn power_on(&self, run: Run) {
+        let outcome = self.try_power_on(&run).await;
+        let config = self.orchestrator.config();
+        let (event, reason) = match outcome {
+            Ok(outcome) => (Event::PowerOnSent, outcome.to_string()),
+            Err((error, message)) => {
+                let failures = {
+                    let mut power = self.lock_power();
+                    let attempt = power.entry(run.id.clone()).or_default();
+                    attempt.failures += 1;
+                    attempt.in_flight = false;
+                    attempt.next_try_ms =
+                        self.orchestrator.now_ms() + config.power.retry_secs as i64 * 1000;
+                    attempt.failures
+                };
+                if retryable(&error) && failures < config.power.attempts {
+                    let line = format!(
+                        "power action failed (attempt {failures} of {}); trying again in {} s",
+                        config.power.attempts, config.power.retry_secs
+                    );
+                    self.power_log(&run).record(PowerLogLevel::Warn, &line);
+                    return;
+                }
+                (Event::PowerFailed, message)
+            }
+        };
+        match self
+            .orchestrator
+            .apply(
+                &run.id,
+                event,
+                EventContext {
+                    actor: Some(Actor("power".into())),
+                    expected_state: Some(RunState::WaitingWoL),
+                    reason: Some(reason),
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Ok(_)
+            | Err(OrchestratorError::InvalidTransition { .. })
+            | Err(OrchestratorError::Conflict { .. }) => {}
+            Err(error) => {
+                tracing::error!(run = %run.id, "cannot record the power outcome: {error:#}");
+            }
+        }
+        if let Some(attempt) = self.lock_power().get_mut(&run.id) {
+            attempt.in_flight = false;
+        }
+        self.orchestrator.poke();
+    }
+
+    fn power_log(&self, run: &Run) -> RunPowerLog {
+        RunPowerLog {
+            orchestrator: self.orchestrator.clone(),
+            run_id: run.id.clone(),
+            host: run.host_id.to_string(),
+        }
+    }
+
+    /// The driver's outcome, or the error with the message for the run.
+    async fn try_power_on(&self, run: &Run) -> Result<PowerOutcome, (PowerError, String)> {
+        let host = match self.orchestrator.get_host(run.host_id).await {
+            Ok(host) => host,
+            Err(error) => {
+                let message = format!("cannot read the host: {error}");
+                return Err((PowerError::InvalidSettings(message.clone()), message));
+            }
+        };
+        let log = RunPowerLog {
+            orchestrator: self.orchestrator.clone(),
+            run_id: run.id.clone(),
+            host: host.name.clone(),
+        };
+        let driver = match self.drivers.driver_for(&host) {
+            Ok(driver) => driver,
+            Err(error) => {
+                let message = format!("power: {error}");
+                log.record(PowerLogLevel::Error, &message);
+                return Err((error, message));
+            }
+        };
+        power::power_on_for_pxe_logged(driver.as_ref(), &log)
+            .await
+            .map_err(|error| {
+                let message = error_chain(driver.name(), &error);
+                (error, message)
+            })
+    }
+}
+
+/// `power (driver): error: cause: cause`, as the run's failure reason.
+fn error_chain(driver: &str, error: &PowerError) -> String {
+    let mut message = format!("power ({driver}): {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
+}
+
+/// Runs the reconcilers until `shutdown` is set.
+pub async fn run_reconcilers(dispatcher: Dispatcher, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let orchestrator = dispatcher.orchestrator.clone();
     let interval = Duration::from_millis(orchestrator.config().dispatcher.interval_ms.max(10));
-    let mut powered = HashSet::new();
     loop {
         if *shutdown.borrow() {
             return;
         }
-        if let Err(error) = reconcile_once(&orchestrator, power.as_ref(), &mut powered).await {
+        if let Err(error) = dispatcher.reconcile_once().await {
             tracing::error!("reconciler pass failed: {error:#}");
         }
         orchestrator.wait_for_poke(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_final_and_unreachable_bmcs_are_retried() {
+        assert!(!retryable(&PowerError::Bmc {
+            request: "POST /redfish/v1/Systems/1/Actions/ComputerSystem.Reset".into(),
+            status: 400,
+            message: "ResetType Foo is not supported".into(),
+        }));
+        assert!(retryable(&PowerError::Bmc {
+            request: "GET /redfish/v1/Systems".into(),
+            status: 503,
+            message: "busy".into(),
+        }));
+        assert!(!retryable(&PowerError::InvalidSettings("x".into())));
+        assert!(retryable(&PowerError::Timeout {
+            what: "ipmitool".into(),
+            seconds: 30
+        }));
     }
 }

@@ -24,6 +24,16 @@ pub enum HubEvent {
     Log { run_id: String, lines: Vec<String> },
     /// New sensor samples were stored for a run.
     Sensor { run_id: String, count: usize },
+    /// A host was registered or removed: the DHCP allowlist follows.
+    HostsChanged,
+    /// The orchestrator wrote a line of its own to a run's log (a power
+    /// action, a boot script handed out).
+    OrchestratorLog {
+        run_id: String,
+        level: String,
+        text: String,
+        at_ms: i64,
+    },
 }
 
 /// Fan-out to every subscriber; slow subscribers lose the oldest events

@@ -6,12 +6,14 @@
 //! this crate and renders the answer.
 
 pub mod agent_api;
+pub mod boot;
 pub mod clock;
 pub mod config;
 pub mod dispatcher;
 pub mod events;
 pub mod iperf;
 pub mod model;
+pub mod oplog;
 pub mod orchestrator;
 pub mod power;
 pub mod pxe;

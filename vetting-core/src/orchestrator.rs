@@ -336,6 +336,9 @@ impl Orchestrator {
         )
         .await?;
         txn.commit().await.map_err(db("registering a host"))?;
+        self.inner
+            .hub
+            .publish(crate::events::HubEvent::HostsChanged);
         Ok(Host::from_entity(inserted, macs))
     }
 
@@ -387,6 +390,9 @@ impl Orchestrator {
         )
         .await?;
         txn.commit().await.map_err(db("removing a host"))?;
+        self.inner
+            .hub
+            .publish(crate::events::HubEvent::HostsChanged);
         Ok(())
     }
 
@@ -554,7 +560,8 @@ impl Orchestrator {
             .collect()
     }
 
-    async fn active_run_of_host(&self, host_id: i64) -> Result<Option<Run>> {
+    /// The host's run that has not ended, if any (a host has at most one).
+    pub async fn active_run_of_host(&self, host_id: i64) -> Result<Option<Run>> {
         for run in self.list_runs(Some(host_id)).await? {
             if !run.state.is_terminal() {
                 return Ok(Some(run));

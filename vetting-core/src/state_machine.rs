@@ -217,6 +217,9 @@ pub enum Event {
     ReportWritten,
     /// The power action did not complete in time.
     PowerTimeout,
+    /// The power action failed for good (the BMC refused it, or every
+    /// attempt failed); the reason carries the BMC's or tool's message.
+    PowerFailed,
     /// The agent did not say hello within the boot deadline.
     BootTimeout,
     /// The current stage ran past its deadline.
@@ -234,7 +237,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 20] = [
+    pub const ALL: [Event; 21] = [
         Event::Enqueue,
         Event::Dispatch,
         Event::PowerOnSent,
@@ -248,6 +251,7 @@ impl Event {
         Event::SpecFailed,
         Event::ReportWritten,
         Event::PowerTimeout,
+        Event::PowerFailed,
         Event::BootTimeout,
         Event::StageTimeout,
         Event::HeartbeatTimeout,
@@ -272,6 +276,7 @@ impl Event {
             Event::SpecFailed => "spec_failed",
             Event::ReportWritten => "report_written",
             Event::PowerTimeout => "power_timeout",
+            Event::PowerFailed => "power_failed",
             Event::BootTimeout => "boot_timeout",
             Event::StageTimeout => "stage_timeout",
             Event::HeartbeatTimeout => "heartbeat_timeout",
@@ -374,6 +379,7 @@ const FIXED_ROWS: &[Transition] = &[
     row(S::Queued, E::Cancel, S::Cancelled, A::CancelRun),
     row(S::WaitingWoL, E::PowerOnSent, S::Booting, A::AwaitHello),
     row(S::WaitingWoL, E::PowerTimeout, S::Failed, A::Fail),
+    row(S::WaitingWoL, E::PowerFailed, S::Failed, A::Fail),
     row(S::WaitingWoL, E::Cancel, S::Cancelled, A::CancelRun),
     row(S::Booting, E::Hello, S::Booting, A::AwaitClaim),
     row(S::Booting, E::Claim, S::InventoryCheck, A::StartStage),
@@ -468,6 +474,7 @@ mod tests {
         (S::Queued, E::Cancel, S::Cancelled),
         (S::WaitingWoL, E::PowerOnSent, S::Booting),
         (S::WaitingWoL, E::PowerTimeout, S::Failed),
+        (S::WaitingWoL, E::PowerFailed, S::Failed),
         (S::WaitingWoL, E::Cancel, S::Cancelled),
         (S::Booting, E::Hello, S::Booting),
         (S::Booting, E::Claim, S::InventoryCheck),

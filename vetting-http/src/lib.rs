@@ -3,24 +3,57 @@
 //! codes; a handler parses, calls `vetting-core`, renders.
 
 pub mod agent;
+pub mod boot;
 pub mod error;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
+use vetting_core::boot::LeaseLookup;
 use vetting_core::orchestrator::Orchestrator;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub orchestrator: Orchestrator,
+    /// dnsmasq's leases, where this orchestrator runs DHCP: in full-DHCP
+    /// mode `/ipxe/{mac}` hands a token only to the MAC's leased address.
+    pub leases: Option<Arc<dyn LeaseLookup>>,
 }
 
-/// The whole HTTP surface over an orchestrator.
+impl AppState {
+    pub fn new(orchestrator: Orchestrator) -> Self {
+        AppState {
+            orchestrator,
+            leases: None,
+        }
+    }
+
+    pub fn with_leases(mut self, leases: Arc<dyn LeaseLookup>) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+}
+
+/// The whole HTTP surface over an orchestrator. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: `/ipxe/{mac}`
+/// needs the client's address.
 pub fn router(state: AppState) -> Router {
+    let boot_dir = state.orchestrator.config().boot_dir();
     Router::new()
         .route("/healthz", get(healthz))
         .merge(agent::routes())
+        .merge(boot::routes(boot_dir))
         .with_state(state)
+}
+
+/// [`router`] as a service that records each client's address, the way
+/// `axum::serve` must be given it.
+pub fn service(
+    state: AppState,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, std::net::SocketAddr> {
+    router(state).into_make_service_with_connect_info::<std::net::SocketAddr>()
 }
 
 async fn healthz() -> &'static str {

@@ -34,9 +34,7 @@ async fn harness() -> Harness {
         .with_bcrypt_cost(4);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = vetting_http::router(vetting_http::AppState {
-        orchestrator: orchestrator.clone(),
-    });
+    let app = vetting_http::service(vetting_http::AppState::new(orchestrator.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await });
     Harness {
         url,

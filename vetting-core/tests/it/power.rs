@@ -603,5 +603,109 @@ fn redfish_sets_the_boot_override_and_resets_in_the_emulator() {
             (request.as_str(), *status),
             ("POST /redfish/v1/SessionService/Sessions", 401)
         );
+
+        // The dispatcher drives it: each host's stored settings pick the
+        // driver, the action and its outcome go to the run's log, a BMC
+        // that refuses fails the run with the BMC's own message.
+        dispatcher_powers_hosts_through_their_stored_settings(settings).await;
     });
+}
+
+async fn dispatcher_powers_hosts_through_their_stored_settings(settings: RedfishSettings) {
+    use vetting_core::dispatcher::Dispatcher;
+    use vetting_core::model::NewHost;
+    use vetting_core::state_machine::RunState;
+
+    let db = crate::support::sqlite_db();
+    let mut config = crate::support::config_for(&db);
+    config.secret_key = Some(vetting_core::config::Secret(hex::encode(SECRET_KEY)));
+    config.iperf.enabled = false;
+    config.power.retry_secs = 0;
+    let clock = vetting_core::clock::ManualClock::new(crate::support::T0);
+    let orchestrator = crate::support::open(config, &clock).await;
+    let dispatcher = Dispatcher::with_stored_power(orchestrator.clone());
+    let mut unknown_system = settings.clone();
+    unknown_system.system_id = Some("no-such-node".to_owned());
+    let mut run_ids = Vec::new();
+    for (index, power) in [
+        PowerSettings::Redfish(settings),
+        PowerSettings::Redfish(unknown_system),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let host = orchestrator
+            .register_host(
+                NewHost {
+                    name: format!("bmc-host-{index}"),
+                    macs: vec![format!("52:54:00:77:00:0{index}")],
+                    power: Some(serde_json::to_value(&power).unwrap()),
+                    ..Default::default()
+                },
+                &crate::support::operator(),
+            )
+            .await
+            .unwrap();
+        let run = orchestrator
+            .start_run(host.id, &crate::support::operator())
+            .await
+            .unwrap();
+        run_ids.push(run.id);
+    }
+    let states = || async {
+        let mut states = Vec::new();
+        for run_id in &run_ids {
+            states.push(orchestrator.get_run(run_id).await.unwrap());
+        }
+        states
+    };
+    wait_until(
+        "both power actions to end",
+        Duration::from_secs(60),
+        || async {
+            dispatcher.reconcile_once().await.unwrap();
+            let runs = states().await;
+            runs[0].state == RunState::Booting && runs[1].state == RunState::FailedHolding
+        },
+    )
+    .await;
+    let runs = states().await;
+    let data_dir = &orchestrator.config().data_dir;
+    let log = |run_id: &str| {
+        vetting_core::oplog::read(data_dir, run_id)
+            .unwrap()
+            .into_iter()
+            .map(|line| format!("{} {}", line.level, line.text))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let booted = log(&run_ids[0]);
+    assert!(
+        booted.contains("info power (redfish): starting") && booted.contains("with PXE boot once"),
+        "{booted}"
+    );
+    let reason = runs[1].failure_reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("Fake system no-such-node was not found"),
+        "the run fails with the BMC's message: {reason}"
+    );
+    let refused = log(&run_ids[1]);
+    assert!(
+        refused.contains("error power (redfish): failed")
+            && refused.contains("Fake system no-such-node was not found"),
+        "{refused}"
+    );
+    // a 404 from the BMC is final: one attempt, not three
+    assert_eq!(
+        refused.matches("power (redfish): starting").count(),
+        1,
+        "{refused}"
+    );
+    let transitions = orchestrator.transitions(Some(&run_ids[1])).await.unwrap();
+    assert!(
+        transitions
+            .iter()
+            .any(|record| record.event == "power_failed"),
+        "{transitions:?}"
+    );
 }
