@@ -8,6 +8,7 @@ mod concurrency;
 mod runs;
 mod tokens_restart;
 
+mod netns;
 mod power;
 mod pxe;
 mod spec_reports;

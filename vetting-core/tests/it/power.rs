@@ -16,7 +16,7 @@ use vetting_core::power::{
 };
 use vetting_core::pxe::MacAddress;
 
-use crate::pxe::netns::{Namespace, block_on_in_netns, in_netns, netns_available, run, wait_until};
+use crate::netns::{Namespace, block_on_in_netns, in_netns, netns_available, run, wait_until};
 
 const SECRET_KEY: [u8; 32] = [0x5a; 32];
 

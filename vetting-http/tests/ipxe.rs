@@ -1,0 +1,399 @@
+//! The boot chain's HTTP side over real sockets: `/ipxe/{mac}` hands the
+//! boot script with the run's token only while the host's run waits to
+//! boot, the exit script after the agent's hello or for an unknown MAC, 400
+//! for a malformed MAC, and in full-DHCP mode (real dnsmasq and a real DHCP
+//! client, in network namespaces this test creates) the token only to the
+//! address leased to that MAC. `/boot/` serves the live image with ranges.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../vetting-core/tests/it/netns.rs"]
+mod netns;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vetting_core::clock::SystemClock;
+use vetting_core::config::{Config, Secret};
+use vetting_core::dispatcher::Dispatcher;
+use vetting_core::model::{Actor, NewHost};
+use vetting_core::orchestrator::Orchestrator;
+use vetting_core::pxe::{DhcpMode, PxeSettings, PxeSupervisor};
+use vetting_core::state_machine::RunState;
+
+use self::netns::{Lan, block_on_in_netns, netns_available, wait_until};
+
+const HOST_MAC: &str = "52:54:00:aa:00:01";
+
+fn config(dir: &std::path::Path, public_url: &str) -> Config {
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        secret_key: Some(Secret("33".repeat(32))),
+        public_url: Some(public_url.to_string()),
+        ..Config::default()
+    };
+    config.iperf.enabled = false;
+    config
+}
+
+/// A registered host with a run dispatched and powered on (manual power):
+/// it waits in `Booting` for the agent's hello.
+async fn booting_run(orchestrator: &Orchestrator) -> String {
+    let actor = Actor::operator("alice");
+    let host = orchestrator
+        .register_host(
+            NewHost {
+                name: "node-1".into(),
+                macs: vec![HOST_MAC.into()],
+                ..Default::default()
+            },
+            &actor,
+        )
+        .await
+        .unwrap();
+    let run = orchestrator.start_run(host.id, &actor).await.unwrap();
+    let dispatcher = Dispatcher::with_stored_power(orchestrator.clone());
+    wait_until("the run to boot", Duration::from_secs(20), || async {
+        dispatcher.reconcile_once().await.unwrap();
+        orchestrator.get_run(&run.id).await.unwrap().state == RunState::Booting
+    })
+    .await;
+    run.id
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+fn orchestrator_log(orchestrator: &Orchestrator, run_id: &str) -> String {
+    vetting_core::oplog::read(&orchestrator.config().data_dir, run_id)
+        .unwrap()
+        .into_iter()
+        .map(|line| format!("{} {}\n", line.level, line.text))
+        .collect()
+}
+
+#[tokio::test]
+async fn boot_script_until_hello_then_exit_script_and_malformed_macs_are_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let orchestrator = Orchestrator::open(config(dir.path(), &url), Arc::new(SystemClock))
+        .await
+        .unwrap()
+        .with_bcrypt_cost(4);
+    let app = vetting_http::service(vetting_http::AppState::new(orchestrator.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let run_id = booting_run(&orchestrator).await;
+
+    // iPXE URL-encodes the colons of ${mac}
+    let (status, script) = get(
+        &client,
+        &format!("{url}/ipxe/52%3A54%3A00%3AAA%3A00%3A01?platform=efi"),
+    )
+    .await;
+    assert_eq!(status, 200, "{script}");
+    let token = orchestrator.token_for(&run_id).await.unwrap();
+    assert!(script.starts_with("#!ipxe"), "{script}");
+    assert!(
+        script.contains(&format!(
+            "kernel --name vmlinuz {url}/boot/vmlinuz initrd=initrd vetting.url={url} vetting.run={run_id} vetting.token={token}"
+        )),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!("initrd --name initrd {url}/boot/initrd.img")),
+        "{script}"
+    );
+    // the token in the script is one the agent API accepts
+    orchestrator
+        .authenticate(&run_id, &token, false)
+        .await
+        .unwrap();
+    let log = orchestrator_log(&orchestrator, &run_id);
+    assert!(
+        log.contains("manual"),
+        "the power action is in the run's log: {log}"
+    );
+    assert!(
+        log.contains("iPXE boot script for the live image handed to 127.0.0.1 (MAC 52:54:00:aa:00:01, firmware uefi)"),
+        "{log}"
+    );
+    // the other notations of the same MAC get the same run
+    for notation in ["52-54-00-aa-00-01", "5254.00aa.0001", "525400AA0001"] {
+        let (status, again) = get(&client, &format!("{url}/ipxe/{notation}")).await;
+        assert_eq!(status, 200);
+        assert!(again.contains(&format!("vetting.run={run_id}")), "{again}");
+    }
+
+    // an unknown MAC exits to the local disk, fitted to the firmware
+    let (status, unknown) = get(
+        &client,
+        &format!("{url}/ipxe/52:54:00:ff:ff:ff?platform=pcbios"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        unknown.contains("sanboot --no-describe --drive 0x80") && !unknown.contains("vetting."),
+        "{unknown}"
+    );
+
+    // malformed MACs: 400 with a JSON error naming the value; nothing moves
+    let before = orchestrator.get_run(&run_id).await.unwrap();
+    for bad in [
+        "52:54:00:aa:00",
+        "52:54:00:aa:00:01:02",
+        "zz:54:00:aa:00:01",
+        "not-a-mac",
+        "52%3G54%3A00%3Aaa%3A00%3A01",
+        "52:54:00:aa:00:01;reboot",
+    ] {
+        let response = client
+            .get(format!("{url}/ipxe/{bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{bad}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap_or_default().contains("MAC"),
+            "{bad}: {body}"
+        );
+    }
+    let after = orchestrator.get_run(&run_id).await.unwrap();
+    assert_eq!(before.version, after.version);
+
+    // after the agent's hello: boot once, the same MAC now exits
+    let run = orchestrator.get_run(&run_id).await.unwrap();
+    orchestrator.hello(&run).await.unwrap();
+    let (status, exit) = get(&client, &format!("{url}/ipxe/{HOST_MAC}?platform=efi")).await;
+    assert_eq!(status, 200);
+    assert!(
+        exit.contains("\nexit\n") && !exit.contains("vetting.token") && !exit.contains("sanboot"),
+        "{exit}"
+    );
+    let (_, exit_any) = get(&client, &format!("{url}/ipxe/{HOST_MAC}")).await;
+    assert!(
+        exit_any.contains("iseq ${platform} efi && exit ||") && !exit_any.contains("vetting.token"),
+        "{exit_any}"
+    );
+}
+
+#[tokio::test]
+async fn boot_files_are_served_with_range_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    let kernel: Vec<u8> = (0..102_400u32).map(|index| (index % 251) as u8).collect();
+    std::fs::write(boot.join("vmlinuz"), &kernel).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let orchestrator = Orchestrator::open(config(dir.path(), &url), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let app = vetting_http::service(vetting_http::AppState::new(orchestrator.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+
+    let whole = client
+        .get(format!("{url}/boot/vmlinuz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status().as_u16(), 200);
+    assert_eq!(whole.content_length(), Some(102_400));
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), kernel.as_slice());
+
+    let part = client
+        .get(format!("{url}/boot/vmlinuz"))
+        .header("Range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(
+        part.headers()["content-range"].to_str().unwrap(),
+        "bytes 1000-1999/102400"
+    );
+    assert_eq!(part.content_length(), Some(1000));
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &kernel[1000..2000]);
+
+    let tail = client
+        .get(format!("{url}/boot/vmlinuz"))
+        .header("Range", "bytes=102000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status().as_u16(), 206);
+    assert_eq!(tail.bytes().await.unwrap().as_ref(), &kernel[102_000..]);
+
+    let beyond = client
+        .get(format!("{url}/boot/vmlinuz"))
+        .header("Range", "bytes=200000-300000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status().as_u16(), 416);
+
+    let missing = client
+        .get(format!("{url}/boot/initrd.img"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    // nothing outside the boot folder (the secret key is one level up)
+    for escape in [
+        "/boot/../secret.key",
+        "/boot/%2e%2e/secret.key",
+        "/boot/..%2fsecret.key",
+    ] {
+        let response = client.get(format!("{url}{escape}")).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap();
+        assert!(
+            status == 404 || status == 400,
+            "{escape}: {status} {}",
+            body.len()
+        );
+    }
+}
+
+#[test]
+fn full_dhcp_mode_hands_the_token_only_to_the_leased_address() {
+    if !netns_available() {
+        return;
+    }
+    let mut lan = Lan::new();
+    let host = lan.add_member("host", Some(HOST_MAC), None);
+    let other = lan.add_member("other", None, Some("10.66.0.50/24"));
+    let host_ns = lan.members[host].name.clone();
+    let other_ns = lan.members[other].name.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_path_buf();
+
+    block_on_in_netns(&lan.orchestrator.name.clone(), move || async move {
+        let url = "http://10.66.0.1:8080";
+        let orchestrator = Orchestrator::open(config(&data_dir, url), Arc::new(SystemClock))
+            .await
+            .unwrap()
+            .with_bcrypt_cost(4);
+        let run_id = booting_run(&orchestrator).await;
+        let mut settings = PxeSettings::new(
+            "br0",
+            DhcpMode::Full {
+                range_start: Ipv4Addr::new(10, 66, 0, 100),
+                range_end: Ipv4Addr::new(10, 66, 0, 150),
+                netmask: Ipv4Addr::new(255, 255, 255, 0),
+                lease_seconds: 600,
+                router_advertisement: false,
+            },
+            vetting_core::pxe::dhcp_boot_url(url),
+            data_dir.join("pxe"),
+        );
+        settings.other_server_probe_seconds = 4;
+        let hosts =
+            vetting_core::boot::host_entries(&orchestrator.list_hosts(false).await.unwrap());
+        let supervisor = Arc::new(PxeSupervisor::start(settings, hosts).await.unwrap());
+        let listener = tokio::net::TcpListener::bind("10.66.0.1:8080")
+            .await
+            .unwrap();
+        let app = vetting_http::service(
+            vetting_http::AppState::new(orchestrator.clone()).with_leases(supervisor.clone()),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        // the host gets its lease from dnsmasq and takes the address
+        let output = tokio::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host_ns,
+                "busybox",
+                "udhcpc",
+                "-i",
+                "lan0",
+                "-f",
+                "-n",
+                "-q",
+                "-T",
+                "1",
+                "-t",
+                "8",
+                "-s",
+                "/bin/true",
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "no lease: {output:?}");
+        let leased = supervisor
+            .leased_address(HOST_MAC.parse().unwrap())
+            .await
+            .expect("dnsmasq recorded the lease");
+        netns::run(
+            "ip",
+            &[
+                "-n",
+                &host_ns,
+                "addr",
+                "add",
+                &format!("{leased}/24"),
+                "dev",
+                "lan0",
+            ],
+        );
+
+        let curl = |namespace: String| async move {
+            let output = tokio::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &namespace,
+                    "curl",
+                    "-s",
+                    "--max-time",
+                    "10",
+                    "-w",
+                    "\n%{http_code}",
+                    &format!("{url}/ipxe/{HOST_MAC}?platform=pcbios"),
+                ])
+                .output()
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            let (body, status) = text.rsplit_once('\n').unwrap();
+            (status.to_owned(), body.to_owned())
+        };
+
+        // another address on the LAN asks for the host's script: no token
+        let (status, body) = curl(other_ns).await;
+        assert_eq!(status, "403", "{body}");
+        assert!(
+            !body.contains("vetting.token") && body.contains("sanboot"),
+            "{body}"
+        );
+        let log = orchestrator_log(&orchestrator, &run_id);
+        assert!(
+            log.contains(&format!(
+                "refused to 10.66.0.50: MAC {HOST_MAC} leased {leased}"
+            )),
+            "{log}"
+        );
+
+        // the leased address gets the boot script with the token
+        let (status, body) = curl(host_ns).await;
+        assert_eq!(status, "200", "{body}");
+        let token = orchestrator.token_for(&run_id).await.unwrap();
+        assert!(body.contains(&format!("vetting.token={token}")), "{body}");
+        assert!(orchestrator_log(&orchestrator, &run_id).contains(&format!(
+            "handed to {leased} (MAC {HOST_MAC}, firmware bios)"
+        )),);
+        drop(orchestrator);
+        if let Ok(supervisor) = Arc::try_unwrap(supervisor) {
+            supervisor.shutdown().await;
+        }
+    });
+}
