@@ -508,7 +508,19 @@ fn check_against(
 fn describe_type_error(value: &serde_json::Value, message: &str) -> String {
     let mut leaves = Vec::new();
     collect_leaves(value, String::new(), &mut leaves);
+    // each leaf, then the sections above it (a tagged section such as
+    // `pxe.dhcp` is wrong as a whole when its tag is)
+    let mut candidates: Vec<String> = leaves.iter().map(|(path, _)| path.clone()).collect();
     for (path, _) in &leaves {
+        let mut ancestor = path.as_str();
+        while let Some((parent, _)) = ancestor.rsplit_once('.') {
+            if !candidates.iter().any(|known| known == parent) {
+                candidates.push(parent.to_string());
+            }
+            ancestor = parent;
+        }
+    }
+    for path in &candidates {
         let mut without = value.clone();
         remove_path(&mut without, path);
         let defaults = match serde_json::to_value(Config::default()) {

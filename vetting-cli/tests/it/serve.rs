@@ -74,6 +74,12 @@ fn a_bad_config_key_or_value_fails_naming_it() {
         ),
         ("deadlines:\n  boot_secs: soon\n", "deadlines.boot_secs"),
         ("listen: not-an-address\n", "listen"),
+        ("pxe:\n  enabled: true\n", "pxe.interface"),
+        (
+            "pxe:\n  enabled: true\n  interface: br0\n  dhcp:\n    mode: sideways\n",
+            "pxe",
+        ),
+        ("boot:\n  kernel: ../../etc/passwd\n", "boot.kernel"),
     ] {
         std::fs::write(&file, text).unwrap();
         for args in [
@@ -116,4 +122,172 @@ fn db_migrate_creates_the_schema() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("schema version"));
     assert!(dir.path().join("data/vetting.db").exists());
+}
+
+/// A network namespace with bridge `br0` at 10.66.0.1/24, deleted on drop.
+struct LanNamespace(String);
+
+impl LanNamespace {
+    fn new() -> Option<Self> {
+        let name = format!("vtserve{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|status| status.success());
+        if !ok {
+            eprintln!("skipped: network namespaces need root and iproute2");
+            return None;
+        }
+        let namespace = LanNamespace(name);
+        for arguments in [
+            vec!["link", "set", "lo", "up"],
+            vec!["link", "add", "br0", "type", "bridge"],
+            vec!["addr", "add", "10.66.0.1/24", "dev", "br0"],
+            vec!["link", "set", "br0", "up"],
+        ] {
+            let status = Command::new("ip")
+                .args(["-n", &namespace.0])
+                .args(&arguments)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip {arguments:?}");
+        }
+        Some(namespace)
+    }
+}
+
+impl Drop for LanNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The children of `pid` named `name`.
+fn children_named(pid: u32, name: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let comm = head.split_once(" (").map(|(_, comm)| comm).unwrap_or("");
+        let parent = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if comm == name && parent == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+fn process_is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // a zombie waiting for its (dead) parent's reaper is gone too
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+#[test]
+fn serve_with_pxe_enabled_runs_dnsmasq_serves_ipxe_and_dies_with_it() {
+    if !nix_is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let Some(namespace) = LanNamespace::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vetting.yaml");
+    std::fs::write(
+        &file,
+        "listen: 10.66.0.1:8080\n\
+         public_url: http://10.66.0.1:8080\n\
+         iperf:\n  enabled: false\n\
+         pxe:\n  enabled: true\n  interface: br0\n  dhcp:\n    mode: proxy\n    subnet: 10.66.0.0\n",
+    )
+    .unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &namespace.0, VETTING, "--config"])
+        .arg(&file)
+        .arg("serve")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        printed.push(line.clone());
+        if line.contains("http://") {
+            break;
+        }
+    }
+    let mut server = Server(child);
+    assert!(
+        printed
+            .iter()
+            .any(|line| line.contains("serving PXE (dnsmasq) on br0")),
+        "{printed:?}"
+    );
+    // `ip netns exec` execs vetting: the child's pid is the orchestrator's
+    let orchestrator = server.0.id();
+    let dnsmasq = children_named(orchestrator, "dnsmasq");
+    assert_eq!(dnsmasq.len(), 1, "one dnsmasq under the orchestrator");
+    let config = std::fs::read_to_string(dir.path().join("data/pxe/dnsmasq.conf")).unwrap();
+    assert!(
+        config.contains("interface=br0") && config.contains("proxy"),
+        "{config}"
+    );
+
+    // /ipxe is served with the client's address: an unknown MAC exits
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &namespace.0,
+            "curl",
+            "-s",
+            "--max-time",
+            "10",
+            "http://10.66.0.1:8080/ipxe/52:54:00:12:34:56?platform=efi",
+        ])
+        .output()
+        .unwrap();
+    let script = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        script.starts_with("#!ipxe") && script.contains("\nexit\n"),
+        "{script}"
+    );
+
+    // SIGKILL the orchestrator: dnsmasq goes with it
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dnsmasq.iter().all(|pid| process_is_gone(*pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "dnsmasq {dnsmasq:?} outlived the orchestrator"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"))
 }

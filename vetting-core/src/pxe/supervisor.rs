@@ -182,8 +182,16 @@ impl PxeSupervisor {
     /// dnsmasq; returns once dnsmasq is serving, or with the reason it is not.
     ///
     /// dnsmasq runs in the network namespace of the calling thread.
-    pub async fn start(settings: PxeSettings, hosts: Vec<HostEntry>) -> Result<Self, PxeError> {
+    pub async fn start(mut settings: PxeSettings, hosts: Vec<HostEntry>) -> Result<Self, PxeError> {
         settings.validate().map_err(PxeError::InvalidSettings)?;
+        // dnsmasq runs from `/`: relative folders (the default `./data/pxe`)
+        // are made absolute first
+        for folder in [&mut settings.state_dir, &mut settings.ipxe_dir] {
+            *folder = std::path::absolute(&*folder).map_err(|source| PxeError::Files {
+                path: folder.clone(),
+                source,
+            })?;
+        }
         check_setpriv_supports_pdeathsig()
             .await
             .map_err(PxeError::MissingTool)?;
