@@ -416,10 +416,10 @@ const CHILD_NAMESPACE_VARIABLE: &str = "VETTING_TEST_PXE_CHILD_NAMESPACE";
 const CHILD_STATE_VARIABLE: &str = "VETTING_TEST_PXE_CHILD_STATE";
 
 /// Not a test of its own: the orchestrator stand-in that
-/// `killing_the_orchestrator_with_sigkill_leaves_no_dnsmasq` runs in a child
+/// `killing_the_orchestrator_with_sigkill_leaves_no_dnsmasq_or_iperf3` runs in a child
 /// process (this test binary, re-invoked) and kills.
 #[test]
-#[ignore = "helper process for killing_the_orchestrator_with_sigkill_leaves_no_dnsmasq"]
+#[ignore = "helper process for killing_the_orchestrator_with_sigkill_leaves_no_dnsmasq_or_iperf3"]
 fn child_process_running_a_pxe_supervisor() {
     let (Ok(namespace), Ok(state)) = (
         std::env::var(CHILD_NAMESPACE_VARIABLE),
@@ -433,6 +433,18 @@ fn child_process_running_a_pxe_supervisor() {
             .await
             .unwrap();
         println!("DNSMASQ_PID={}", supervisor.dnsmasq_pid().unwrap());
+        // and the iperf3 server of the Network stage
+        let iperf = vetting_core::iperf::IperfSupervisor::default();
+        let config = vetting_core::iperf::IperfConfig {
+            enabled: true,
+            port: 0,
+            bind: None,
+        };
+        iperf
+            .ensure(&config, std::net::IpAddr::V4(Ipv4Addr::new(10, 66, 0, 1)))
+            .await
+            .expect("iperf3 starts");
+        println!("IPERF3_PID={}", iperf.pid().await.unwrap());
         use std::io::Write as _;
         std::io::stdout().flush().unwrap();
         // Wait to be killed.
@@ -441,7 +453,7 @@ fn child_process_running_a_pxe_supervisor() {
 }
 
 #[test]
-fn killing_the_orchestrator_with_sigkill_leaves_no_dnsmasq() {
+fn killing_the_orchestrator_with_sigkill_leaves_no_dnsmasq_or_iperf3() {
     if !netns_available() {
         return;
     }
@@ -466,27 +478,38 @@ fn killing_the_orchestrator_with_sigkill_leaves_no_dnsmasq() {
     let (pid_sender, pid_receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
-            if let Some((_, pid)) = line.split_once("DNSMASQ_PID=") {
-                let _ = pid_sender.send(pid.trim().parse::<u32>().unwrap());
+            for marker in ["DNSMASQ_PID=", "IPERF3_PID="] {
+                if let Some((_, pid)) = line.split_once(marker) {
+                    let _ = pid_sender.send(pid.trim().parse::<u32>().unwrap());
+                }
             }
         }
     });
-    let Ok(dnsmasq_pid) = pid_receiver.recv_timeout(Duration::from_secs(60)) else {
+    let (Ok(dnsmasq_pid), Ok(iperf_pid)) = (
+        pid_receiver.recv_timeout(Duration::from_secs(60)),
+        pid_receiver.recv_timeout(Duration::from_secs(30)),
+    ) else {
         let _ = child.kill();
-        panic!("the child never reported dnsmasq's pid: {:?}", child.wait());
+        panic!(
+            "the child never reported its daemons' pids: {:?}",
+            child.wait()
+        );
     };
     assert_eq!(process_name(dnsmasq_pid), "dnsmasq");
+    assert_eq!(process_name(iperf_pid), "iperf3");
 
     child.kill().unwrap(); // SIGKILL: no destructor, no cleanup code runs
     child.wait().unwrap();
 
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !process_is_gone(dnsmasq_pid) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dnsmasq {dnsmasq_pid} outlived its orchestrator"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    for (name, pid) in [("dnsmasq", dnsmasq_pid), ("iperf3", iperf_pid)] {
+        while !process_is_gone(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} {pid} outlived its orchestrator"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
