@@ -6,10 +6,19 @@
 //! loopback: no share check). Error counters of that interface that grew
 //! during the test fail, drops warn. NICs without link are reported, not
 //! tested. No iperf3 server in the claim: skipped.
+//!
+//! A measurement that ends because the server went away is not a
+//! hardware failure: the server is busy with another run's test, or the
+//! orchestrator restarted and its iperf3 server (which dies with it) is
+//! being started again. Then the orchestrator's end answered (refused,
+//! reset, closed), so the path works; the measurement is tried again,
+//! logged, with exponential backoff, within a bounded time. A path that
+//! does not answer (no route, unreachable, timed out, or a client that
+//! hangs until its timeout) fails at once, as does any other error.
 
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vetting_probes::parsers::iperf3;
 use vetting_probes::runner::{RunError, ToolCommand};
@@ -17,10 +26,68 @@ use vetting_probes::{Status, Tool, Verdict};
 
 use super::{Artifact, Cancelled, StageContext, StageReport, measurement, stop_if_cancelled};
 
-/// How often a busy or unreachable iperf3 server is tried again (another
-/// run's test, or the orchestrator restarting).
-const BUSY_RETRIES: u32 = 10;
-const BUSY_WAIT: Duration = Duration::from_secs(3);
+/// The first wait before a measurement is tried again; it doubles each
+/// time, up to [`RETRY_WAIT_MAX`].
+const RETRY_WAIT_FIRST: Duration = Duration::from_secs(1);
+const RETRY_WAIT_MAX: Duration = Duration::from_secs(15);
+
+/// How long a direction's measurement may keep being tried again: long
+/// enough for an orchestrator restart, or for another run's two
+/// measurements of `duration_secs` each to end.
+pub fn retry_budget(duration_secs: u64) -> Duration {
+    Duration::from_secs(120 + 4 * duration_secs.max(1))
+}
+
+/// The wait before try number `retry` (1-based) of a measurement.
+pub fn retry_wait(retry: u32) -> Duration {
+    RETRY_WAIT_FIRST
+        .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
+        .min(RETRY_WAIT_MAX)
+}
+
+/// Why an iperf3 measurement ended without a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IperfInterruption {
+    /// The server is running another run's test.
+    Busy,
+    /// The server's end answered but the server is gone or went away
+    /// mid-test (refused, reset, closed, broken pipe): the orchestrator is
+    /// restarting it. Not the network's fault.
+    ServerGone,
+}
+
+/// Classifies iperf3's error message: `Some` when the measurement is worth
+/// trying again, `None` for errors that may be the link's (no route,
+/// unreachable, timed out) and anything not known to be transient.
+pub fn classify_iperf_error(error: &str) -> Option<IperfInterruption> {
+    let error = error.to_ascii_lowercase();
+    // the path did not answer: possibly the link; never retried
+    const PATH: [&str; 5] = [
+        "no route to host",
+        "network is unreachable",
+        "timed out",
+        "host is down",
+        "host is unreachable",
+    ];
+    if PATH.iter().any(|marker| error.contains(marker)) {
+        return None;
+    }
+    if error.contains("busy") {
+        return Some(IperfInterruption::Busy);
+    }
+    const SERVER_GONE: [&str; 6] = [
+        "connection refused",
+        "reset by peer",
+        "broken pipe",
+        "closed unexpectedly",
+        "server has terminated",
+        "end of file",
+    ];
+    SERVER_GONE
+        .iter()
+        .any(|marker| error.contains(marker))
+        .then_some(IperfInterruption::ServerGone)
+}
 
 /// Runs the stage.
 pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
@@ -141,44 +208,57 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         .with_measurements(measurements))
 }
 
-/// Runs iperf3, trying again while the server is busy with another test.
+/// Runs iperf3, trying again (with backoff, within [`retry_budget`])
+/// while the server is busy or went away ([`classify_iperf_error`]). The
+/// last output is returned when the budget is spent.
 fn run_iperf(
     context: &StageContext,
     command: &ToolCommand,
 ) -> Result<Result<vetting_probes::runner::ToolOutput, RunError>, Cancelled> {
-    let mut tries = 0;
+    let budget = retry_budget(context.params.network.duration_secs);
+    let started = Instant::now();
+    let mut retries = 0u32;
     loop {
-        match context.run_tool(command) {
-            Ok(output) => {
-                let busy = iperf3::parse(&output.stdout)
-                    .ok()
-                    .and_then(|data| data.error)
-                    .is_some_and(|error| {
-                        [
-                            "busy",
-                            "Connection refused",
-                            "reset by peer",
-                            "unable to connect",
-                            "closed unexpectedly",
-                        ]
-                        .iter()
-                        .any(|transient| error.contains(transient))
-                    });
-                if busy && tries < BUSY_RETRIES {
-                    tries += 1;
-                    context
-                        .log
-                        .agent("the iperf3 server is busy or unreachable: trying again shortly");
-                    context.sleep(BUSY_WAIT)?;
-                    continue;
-                }
-                return Ok(Ok(output));
-            }
+        let output = match context.run_tool(command) {
+            Ok(output) => output,
             Err(error) => {
                 stop_if_cancelled(context, &error)?;
                 return Ok(Err(error));
             }
+        };
+        let error = match iperf3::parse(&output.stdout) {
+            Ok(data) => data.error,
+            // no JSON: what iperf3 said on stderr, if anything
+            Err(_) => Some(String::from_utf8_lossy(&output.stderr).trim().to_string())
+                .filter(|text| !text.is_empty()),
+        };
+        let Some(error) = error else {
+            return Ok(Ok(output));
+        };
+        let Some(interruption) = classify_iperf_error(&error) else {
+            return Ok(Ok(output));
+        };
+        retries += 1;
+        let wait = retry_wait(retries);
+        if started.elapsed() + wait > budget {
+            context.log.agent(format!(
+                "iperf3: {error}: still failing after {} tries in {} s: giving up",
+                retries,
+                started.elapsed().as_secs()
+            ));
+            return Ok(Ok(output));
         }
+        let why = match interruption {
+            IperfInterruption::Busy => "the server is busy with another test",
+            IperfInterruption::ServerGone => {
+                "the server went away (the orchestrator restarting?), not a network failure"
+            }
+        };
+        context.log.agent(format!(
+            "iperf3: {error}: {why}; trying again in {} s (retry {retries})",
+            wait.as_secs()
+        ));
+        context.sleep(wait)?;
     }
 }
 
@@ -300,6 +380,56 @@ mod tests {
     fn loopback_is_found_and_has_no_speed() {
         assert_eq!(interface_towards("127.0.0.1", 5201).as_deref(), Some("lo"));
         assert_eq!(link_speed_mbps(Path::new("/sys/class/net"), "lo"), None);
+    }
+
+    #[test]
+    fn a_server_that_went_away_is_retried_and_a_silent_path_is_not() {
+        use IperfInterruption::{Busy, ServerGone};
+        for (error, expected) in [
+            (
+                "the server is busy running a test. try again later",
+                Some(Busy),
+            ),
+            (
+                "unable to connect to server: Connection refused",
+                Some(ServerGone),
+            ),
+            (
+                "unable to write to stream socket: Broken pipe",
+                Some(ServerGone),
+            ),
+            (
+                "unable to write to stream socket: Connection reset by peer",
+                Some(ServerGone),
+            ),
+            (
+                "unable to receive control message: Connection reset by peer",
+                Some(ServerGone),
+            ),
+            ("control socket has closed unexpectedly", Some(ServerGone)),
+            ("the server has terminated", Some(ServerGone)),
+            ("unable to connect to server: No route to host", None),
+            ("unable to connect to server: Network is unreachable", None),
+            ("unable to connect to server: Connection timed out", None),
+            ("unable to send control message: Connection timed out", None),
+            (
+                "unable to set TCP_CONGESTION: Supplied congestion control algorithm not supported on this host",
+                None,
+            ),
+        ] {
+            assert_eq!(classify_iperf_error(error), expected, "{error}");
+        }
+    }
+
+    #[test]
+    fn retries_back_off_to_a_cap_within_a_budget() {
+        assert_eq!(retry_wait(1), Duration::from_secs(1));
+        assert_eq!(retry_wait(2), Duration::from_secs(2));
+        assert_eq!(retry_wait(4), Duration::from_secs(8));
+        assert_eq!(retry_wait(5), RETRY_WAIT_MAX);
+        assert_eq!(retry_wait(100), RETRY_WAIT_MAX);
+        assert!(retry_budget(1) >= Duration::from_secs(120));
+        assert!(retry_budget(60) > Duration::from_secs(4 * 60));
     }
 
     #[test]
