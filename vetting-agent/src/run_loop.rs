@@ -107,6 +107,21 @@ fn decide(position: &RunPosition, cmd: Command, override_flags: &[String]) -> Ne
     }
 }
 
+/// Whether `next` runs a stage attempt that is over: refused for good, or
+/// one of `finished` (results taken). Attempts are never reused (a retry
+/// is a new attempt), so such an instruction can only come from a stale
+/// answer.
+fn runs_an_attempt_that_is_over(
+    next: &Next,
+    refused: Option<StageRef>,
+    finished: &[StageRef],
+) -> bool {
+    match next {
+        Next::Run { stage, .. } => refused == Some(*stage) || finished.contains(stage),
+        _ => false,
+    }
+}
+
 /// The addresses of this host, for the operator (no loopback).
 fn host_addresses() -> Vec<String> {
     let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
@@ -174,6 +189,11 @@ struct Agent {
     /// A stage attempt whose result the orchestrator refused for good: not
     /// run again on a stale instruction.
     refused: Option<StageRef>,
+    /// The stage attempts whose results the orchestrator took. The
+    /// orchestrator never names one of them again (a retry is a new
+    /// attempt), so an instruction naming one is stale: a heartbeat answered
+    /// before the result was taken but seen after it.
+    finished: Vec<StageRef>,
 }
 
 /// Runs the agent until the orchestrator says `shutdown`.
@@ -263,6 +283,7 @@ pub async fn run(config: AgentConfig) -> Result<RunEnd, AgentError> {
         commands,
         inventory: None,
         refused: None,
+        finished: Vec::new(),
         claim,
     };
     let position = agent.claim.position.clone();
@@ -347,6 +368,12 @@ impl Agent {
         });
     }
 
+    /// Whether `next` runs a stage attempt that is over (its result was
+    /// taken, or refused for good): an instruction from a stale answer.
+    fn is_stale(&self, next: &Next) -> bool {
+        runs_an_attempt_that_is_over(next, self.refused, &self.finished)
+    }
+
     /// The latest heartbeat answer, if a new one came since the last look.
     fn new_command(&mut self) -> Option<HeartbeatResponse> {
         if self.commands.has_changed().unwrap_or(false) {
@@ -412,7 +439,9 @@ impl Agent {
                     let next = decide(&answer.position, answer.cmd, &answer.override_flags);
                     let stop = match &next {
                         Next::Shutdown | Next::Idle { held: true } => true,
-                        Next::Run { stage: other, .. } => *other != stage,
+                        Next::Run { stage: other, .. } => {
+                            *other != stage && !self.is_stale(&next)
+                        }
                         Next::Idle { held: false } => false,
                     };
                     if stop && interrupted.is_none() {
@@ -520,6 +549,9 @@ impl Agent {
                     stage.stage,
                     answer.verdict.status
                 );
+                if !self.finished.contains(&stage) {
+                    self.finished.push(stage);
+                }
                 let next = decide(&answer.position, answer.cmd, &[]);
                 self.note_next(&next, stage);
                 next
@@ -625,7 +657,14 @@ impl Agent {
                         self.set_heartbeat(None, if held { "held" } else { "waiting" }, held);
                     }
                 }
-                Next::Run { stage, .. } if self.refused == Some(stage) => {}
+                next @ Next::Run { stage, .. } if self.is_stale(&next) => {
+                    tracing::info!(
+                        "ignoring a stale {:?} for {} attempt {}: its result was already taken or refused",
+                        answer.cmd,
+                        stage.stage,
+                        stage.attempt
+                    );
+                }
                 next => {
                     if let Next::Run {
                         stage,
@@ -740,6 +779,47 @@ mod tests {
             state: state.to_string(),
             current: current.map(|(stage, attempt)| StageRef { stage, attempt }),
         }
+    }
+
+    #[test]
+    fn an_instruction_for_an_attempt_that_is_over_is_stale() {
+        let psu = StageRef {
+            stage: Stage::Psu,
+            attempt: 1,
+        };
+        let storage = |attempt| StageRef {
+            stage: Stage::Storage,
+            attempt,
+        };
+        // a heartbeat answered while PSU was current, seen after its result
+        let stale = decide(
+            &position("PSU", Some((Stage::Psu, 1))),
+            Command::Continue,
+            &[],
+        );
+        assert!(runs_an_attempt_that_is_over(
+            &stale,
+            None,
+            &[storage(1), psu]
+        ));
+        assert!(!runs_an_attempt_that_is_over(&stale, None, &[storage(1)]));
+        assert!(runs_an_attempt_that_is_over(&stale, Some(psu), &[]));
+        // an override's retry is a new attempt: never stale
+        let retry = decide(
+            &position("Storage", Some((Stage::Storage, 2))),
+            Command::RetryStage,
+            &["override_wipe".into()],
+        );
+        assert!(!runs_an_attempt_that_is_over(
+            &retry,
+            None,
+            &[storage(1), psu]
+        ));
+        assert!(!runs_an_attempt_that_is_over(
+            &Next::Shutdown,
+            None,
+            &[storage(1)]
+        ));
     }
 
     #[test]

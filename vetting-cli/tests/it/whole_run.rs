@@ -933,8 +933,14 @@ async fn a_sigkilled_orchestrator_loses_and_duplicates_nothing() {
     );
     let (emitted_lines, emitted_samples) =
         agent_emitted(&agent_log).expect("the agent's summary line");
-    assert_eq!(emitted_lines, run.next_log_seq as u64);
-    assert_eq!(emitted_samples, run.next_sensor_seq as u64);
+    let tail: Vec<&str> = agent_log.lines().rev().take(40).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    let tail = tail.join("\n");
+    assert_eq!(
+        (emitted_lines, emitted_samples),
+        (run.next_log_seq as u64, run.next_sensor_seq as u64),
+        "(log lines, readings) the agent emitted vs those stored; agent log tail:\n{tail}"
+    );
     assert!(emitted_lines > 0);
 }
 
