@@ -4,6 +4,7 @@
 //! `vetting-probes` to the uploaded tool outputs; its verdict decides the
 //! transition, and a disagreement with the agent is logged.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -12,8 +13,8 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 use vetting_probes::protocol::{
-    ArtifactRef, BatchAck, ClaimResponse, HeartbeatRequest, HeartbeatResponse, LogBatch, Outcome,
-    ResultResponse, SensorBatch, Stage, StageParams, StageRef, StageResult,
+    ArtifactRef, BatchAck, ClaimResponse, HeartbeatRequest, HeartbeatResponse, LogBatch, LogLine,
+    Outcome, ResultResponse, SensorBatch, SensorSample, Stage, StageParams, StageRef, StageResult,
 };
 use vetting_probes::{Status, Tool, Verdict};
 
@@ -26,6 +27,7 @@ use crate::runlogs;
 use crate::state_machine::{Event, HoldReason, RunState, state_of};
 use crate::store::StoreError;
 use crate::store::entities::{artifact, component, inventory, log_file, measurement, run, stage};
+use crate::tokens::{self, TokenError};
 
 type Result<T, E = OrchestratorError> = std::result::Result<T, E>;
 
@@ -46,12 +48,298 @@ pub struct ArtifactUpload {
     pub attempt: Option<u32>,
 }
 
+/// An artifact's file, written and synced, whose row is not recorded yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactFile {
+    pub run_id: String,
+    pub upload: ArtifactUpload,
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
 /// A stored artifact.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StoredArtifact {
     pub name: String,
     pub size_bytes: u64,
     pub sha256: String,
+}
+
+/// One write of agent data, for [`Orchestrator::write_agent_data`].
+#[derive(Debug, Clone)]
+pub enum AgentWrite {
+    Log {
+        run: Run,
+        lines: Vec<LogLine>,
+    },
+    Sensor {
+        run: Run,
+        samples: Vec<SensorSample>,
+    },
+    Heartbeat {
+        run: Run,
+        current: Option<StageRef>,
+    },
+}
+
+/// The answer to an [`AgentWrite`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentWritten {
+    Batch(BatchAck),
+    Heartbeat(HeartbeatResponse),
+}
+
+/// A run's next sequence numbers as read, and as they become.
+#[derive(Debug, Clone, Copy)]
+struct Sequences {
+    log_before: i64,
+    sensor_before: i64,
+    log_next: u64,
+    sensor_next: u64,
+}
+
+/// Why a group of writes failed as a whole; each write gets it again.
+#[derive(Debug, Clone)]
+enum GroupFailure {
+    Db {
+        doing: &'static str,
+        message: String,
+    },
+    Io(String),
+    Conflict(String),
+    Internal(String),
+}
+
+impl GroupFailure {
+    fn db(doing: &'static str, error: sea_orm::DbErr) -> Self {
+        GroupFailure::Db {
+            doing,
+            message: error.to_string(),
+        }
+    }
+
+    fn again(&self) -> OrchestratorError {
+        match self {
+            GroupFailure::Db { doing, message } => OrchestratorError::Store(StoreError::Db {
+                doing,
+                source: sea_orm::DbErr::Custom(message.clone()),
+            }),
+            GroupFailure::Io(message) => OrchestratorError::Io {
+                doing: "appending to run logs".to_string(),
+                source: std::io::Error::other(message.clone()),
+            },
+            GroupFailure::Conflict(run_id) => OrchestratorError::Conflict {
+                run_id: run_id.clone(),
+            },
+            GroupFailure::Internal(message) => OrchestratorError::Internal(message.clone()),
+        }
+    }
+}
+
+/// The one writer of an HTTP front's agent requests. Log lines, sensor
+/// readings and heartbeats queue (a bounded queue: a flood waits instead
+/// of growing memory) and one task writes whatever has queued in one
+/// transaction, so each commit and file sync is shared by many requests.
+/// On SQLite the database half of artifacts and results runs in the same
+/// task, one at a time between those groups: SQLite has one write lock,
+/// and writers that fight over it sleep in its busy handler. Dropping
+/// every handle stops the task.
+#[derive(Debug, Clone)]
+pub struct AgentWriter {
+    orchestrator: Orchestrator,
+    queue: tokio::sync::mpsc::Sender<Queued>,
+}
+
+type ExclusiveTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+enum Queued {
+    Write {
+        write: Box<AgentWrite>,
+        answer: tokio::sync::oneshot::Sender<Result<AgentWritten>>,
+    },
+    Exclusive(ExclusiveTask),
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Queued::Write { write, .. } => f.debug_tuple("Write").field(write).finish(),
+            Queued::Exclusive(_) => f.write_str("Exclusive"),
+        }
+    }
+}
+
+/// How many requests may wait for the writer.
+pub const AGENT_WRITE_QUEUE: usize = 4096;
+/// The most writes one transaction takes.
+const AGENT_WRITE_GROUP: usize = 512;
+
+impl AgentWriter {
+    /// Starts the writer task of `orchestrator` (on the current runtime).
+    pub fn start(orchestrator: Orchestrator) -> AgentWriter {
+        let (queue, mut queued) = tokio::sync::mpsc::channel::<Queued>(AGENT_WRITE_QUEUE);
+        let writer = orchestrator.clone();
+        tokio::spawn(async move {
+            let mut received = Vec::with_capacity(AGENT_WRITE_GROUP);
+            let mut writes = Vec::new();
+            let mut answers = Vec::new();
+            while queued.recv_many(&mut received, AGENT_WRITE_GROUP).await > 0 {
+                // let the requests that are ready queue theirs too: one
+                // transaction for all of them
+                tokio::task::yield_now().await;
+                while received.len() < AGENT_WRITE_GROUP {
+                    match queued.try_recv() {
+                        Ok(item) => received.push(item),
+                        Err(_) => break,
+                    }
+                }
+                for item in received.drain(..) {
+                    match item {
+                        Queued::Write { write, answer } => {
+                            writes.push(*write);
+                            answers.push(answer);
+                        }
+                        Queued::Exclusive(task) => {
+                            // in order: what queued before it is written first
+                            flush(&writer, &mut writes, &mut answers).await;
+                            task.await;
+                        }
+                    }
+                }
+                flush(&writer, &mut writes, &mut answers).await;
+            }
+        });
+        AgentWriter {
+            orchestrator,
+            queue,
+        }
+    }
+
+    async fn write(&self, write: AgentWrite) -> Result<AgentWritten> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Queued::Write {
+                write: Box::new(write),
+                answer,
+            })
+            .await
+            .map_err(|_| internal("the agent writer has stopped"))?;
+        answered
+            .await
+            .map_err(|_| internal("the agent writer has stopped"))?
+    }
+
+    /// Runs `task` in the writer task where the store is SQLite (alone,
+    /// between groups of writes); directly on PostgreSQL.
+    async fn exclusive<T, F>(&self, task: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        if self.orchestrator.store().is_postgres() {
+            return task.await;
+        }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let task: ExclusiveTask = Box::pin(async move {
+            let _ = answer.send(task.await);
+        });
+        self.queue
+            .send(Queued::Exclusive(task))
+            .await
+            .map_err(|_| internal("the agent writer has stopped"))?;
+        answered
+            .await
+            .map_err(|_| internal("the agent writer has stopped"))?
+    }
+
+    /// An artifact (see [`Orchestrator::agent_artifact`]): the file is
+    /// written here, its row by the writer.
+    pub async fn artifact(
+        &self,
+        run: &Run,
+        upload: ArtifactUpload,
+        body: &[u8],
+    ) -> Result<StoredArtifact> {
+        let file = self
+            .orchestrator
+            .write_artifact_file(run, upload, body)
+            .await?;
+        let orchestrator = self.orchestrator.clone();
+        self.exclusive(async move { orchestrator.record_artifact(file).await })
+            .await
+    }
+
+    /// A stage result (see [`Orchestrator::agent_result`]).
+    pub async fn result(&self, run: &Run, result: StageResult) -> Result<ResultResponse> {
+        let orchestrator = self.orchestrator.clone();
+        let run = run.clone();
+        self.exclusive(async move { orchestrator.agent_result(&run, result).await })
+            .await
+    }
+
+    /// A log batch (see [`Orchestrator::agent_log`]).
+    pub async fn log(&self, run: &Run, batch: LogBatch) -> Result<BatchAck> {
+        match self
+            .write(AgentWrite::Log {
+                run: run.clone(),
+                lines: batch.lines,
+            })
+            .await?
+        {
+            AgentWritten::Batch(ack) => Ok(ack),
+            AgentWritten::Heartbeat(_) => Err(internal("a log batch was answered as a heartbeat")),
+        }
+    }
+
+    /// A sensor batch (see [`Orchestrator::agent_sensor`]).
+    pub async fn sensor(&self, run: &Run, batch: SensorBatch) -> Result<BatchAck> {
+        match self
+            .write(AgentWrite::Sensor {
+                run: run.clone(),
+                samples: batch.samples,
+            })
+            .await?
+        {
+            AgentWritten::Batch(ack) => Ok(ack),
+            AgentWritten::Heartbeat(_) => {
+                Err(internal("a sensor batch was answered as a heartbeat"))
+            }
+        }
+    }
+
+    /// A heartbeat (see [`Orchestrator::agent_heartbeat`]).
+    pub async fn heartbeat(
+        &self,
+        run: &Run,
+        request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse> {
+        match self
+            .write(AgentWrite::Heartbeat {
+                run: run.clone(),
+                current: request.current,
+            })
+            .await?
+        {
+            AgentWritten::Heartbeat(response) => Ok(response),
+            AgentWritten::Batch(_) => Err(internal("a heartbeat was answered as a batch")),
+        }
+    }
+}
+
+/// Writes the queued writes as one group and answers each.
+async fn flush(
+    orchestrator: &Orchestrator,
+    writes: &mut Vec<AgentWrite>,
+    answers: &mut Vec<tokio::sync::oneshot::Sender<Result<AgentWritten>>>,
+) {
+    if writes.is_empty() {
+        return;
+    }
+    let results = orchestrator.write_agent_data(std::mem::take(writes)).await;
+    for (answer, result) in answers.drain(..).zip(results) {
+        let _ = answer.send(result);
+    }
 }
 
 /// Artifact names are file names: letters, digits, `.`, `_`, `-`.
@@ -155,81 +443,320 @@ impl Orchestrator {
         run: &Run,
         request: &HeartbeatRequest,
     ) -> Result<HeartbeatResponse> {
-        let cmd = self.heartbeat(run, request.current).await?;
-        Ok(HeartbeatResponse {
-            cmd,
-            position: position_of(run),
-            override_flags: run.override_flags.clone(),
-        })
+        match self
+            .write_agent_data(vec![AgentWrite::Heartbeat {
+                run: run.clone(),
+                current: request.current,
+            }])
+            .await
+            .pop()
+        {
+            Some(Ok(AgentWritten::Heartbeat(response))) => Ok(response),
+            Some(Err(error)) => Err(error),
+            _ => Err(internal("a heartbeat got no answer")),
+        }
     }
 
     /// `log`: stores each line exactly once, in its stage's flat file.
     pub async fn agent_log(&self, run: &Run, batch: LogBatch) -> Result<BatchAck> {
         let lock = self.run_lock(&run.id);
         let _guard = lock.lock().await;
-        let current = self.get_run(&run.id).await?;
-        let (fresh, next) = take_fresh(batch.lines, current.next_log_seq.max(0) as u64, |line| {
-            line.seq
-        });
-        if fresh.is_empty() {
-            return Ok(BatchAck {
-                next_seq: next,
-                stored: 0,
-            });
+        self.write_one_batch(AgentWrite::Log {
+            run: run.clone(),
+            lines: batch.lines,
+        })
+        .await
+    }
+
+    /// `sensor`: stores each sample exactly once as a measurement.
+    pub async fn agent_sensor(&self, run: &Run, batch: SensorBatch) -> Result<BatchAck> {
+        let lock = self.run_lock(&run.id);
+        let _guard = lock.lock().await;
+        self.write_one_batch(AgentWrite::Sensor {
+            run: run.clone(),
+            samples: batch.samples,
+        })
+        .await
+    }
+
+    async fn write_one_batch(&self, write: AgentWrite) -> Result<BatchAck> {
+        match self.write_agent_data(vec![write]).await.pop() {
+            Some(Ok(AgentWritten::Batch(ack))) => Ok(ack),
+            Some(Err(error)) => Err(error),
+            _ => Err(internal("a batch got no answer")),
         }
-        let dir = runlogs::run_log_dir(&self.config().data_dir, &run.id);
-        let mut by_file: std::collections::BTreeMap<String, String> = Default::default();
-        for line in &fresh {
-            by_file
-                .entry(runlogs::file_for(line))
-                .or_default()
-                .push_str(&runlogs::format_line(line));
-        }
-        let committed: Vec<log_file::Model> = log_file::Entity::find()
-            .filter(log_file::Column::RunId.eq(run.id.as_str()))
-            .all(self.store().db())
+    }
+
+    /// The check every agent request makes, in one read of the run row:
+    /// HMAC and a constant-time comparison against its nonce (no bcrypt).
+    /// `for_heartbeat` allows an ended run during the token grace period,
+    /// so the agent hears `shutdown`.
+    pub async fn authenticate_agent(
+        &self,
+        run_id: &str,
+        token: &str,
+        for_heartbeat: bool,
+    ) -> Result<Run> {
+        let model = run::Entity::find_by_id(run_id.to_string())
+            .one(self.store().db())
             .await
-            .map_err(db("reading log file lengths"))?;
-        let mut lengths = Vec::new();
-        for (file, text) in &by_file {
-            let committed_len = committed
-                .iter()
-                .find(|row| &row.file == file)
-                .map_or(0, |row| row.committed_len.max(0) as u64);
-            let path = dir.join(file);
-            let text = text.clone();
-            let new_len = tokio::task::spawn_blocking(move || {
-                runlogs::append_committed(&path, committed_len, &text)
+            .map_err(db("reading a run"))?
+            .ok_or(OrchestratorError::Unauthorized(TokenError::WrongRun))?;
+        tokens::verify(self.key(), run_id, &model.token_nonce, token)
+            .map_err(OrchestratorError::Unauthorized)?;
+        let run = Run::from_entity(model)?;
+        if run.state.is_terminal() {
+            let grace_ms = self.config().deadlines.token_grace_secs as i64 * 1000;
+            let ended = run.ended_at_ms.unwrap_or(run.updated_at_ms);
+            if !for_heartbeat || self.now_ms() > ended + grace_ms {
+                return Err(OrchestratorError::RunEnded {
+                    run_id: run_id.to_string(),
+                });
+            }
+        }
+        Ok(run)
+    }
+
+    /// Writes agent data of any number of runs in one transaction: log
+    /// lines (appended to their files, synced, then the committed lengths),
+    /// sensor readings and heartbeats. Each item of a batch is kept exactly
+    /// once: the run's next sequence numbers are compare-and-set. Answers
+    /// in the order of `writes`; when the transaction fails, every write
+    /// gets the error (the agents retry).
+    pub async fn write_agent_data(&self, writes: Vec<AgentWrite>) -> Vec<Result<AgentWritten>> {
+        let count = writes.len();
+        let mut answers: Vec<Option<Result<AgentWritten>>> = (0..count).map(|_| None).collect();
+        for (index, write) in writes.iter().enumerate() {
+            if let AgentWrite::Sensor { samples, .. } = write
+                && let Some(bad) = samples.iter().find(|sample| !sample.value.is_finite())
+            {
+                answers[index] = Some(Err(OrchestratorError::BadRequest(format!(
+                    "sensor sample {} ({}) is not a finite number",
+                    bad.seq, bad.name
+                ))));
+            }
+        }
+        match self.write_agent_data_checked(writes, &mut answers).await {
+            Ok(()) => {}
+            Err(failure) => {
+                for answer in answers
+                    .iter_mut()
+                    .filter(|answer| !matches!(answer, Some(Err(OrchestratorError::BadRequest(_)))))
+                {
+                    *answer = Some(Err(failure.again()));
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Err(internal("a write got no answer"))))
+            .collect()
+    }
+
+    async fn write_agent_data_checked(
+        &self,
+        writes: Vec<AgentWrite>,
+        answers: &mut [Option<Result<AgentWritten>>],
+    ) -> Result<(), GroupFailure> {
+        let database = self.store().db();
+        // the runs' next sequence numbers and committed log lengths
+        let mut batch_runs: Vec<String> = writes
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| answers[*index].is_none())
+            .filter_map(|(_, write)| match write {
+                AgentWrite::Log { run, .. } | AgentWrite::Sensor { run, .. } => {
+                    Some(run.id.clone())
+                }
+                AgentWrite::Heartbeat { .. } => None,
             })
-            .await
-            .map_err(internal)?
-            .map_err(|source| OrchestratorError::Io {
-                doing: format!("appending to log {file} of run {}", run.id),
-                source,
-            })?;
-            lengths.push((file.clone(), new_len));
+            .collect();
+        batch_runs.sort_unstable();
+        batch_runs.dedup();
+        let mut sequences: BTreeMap<String, Sequences> = BTreeMap::new();
+        let mut lengths: BTreeMap<(String, String), u64> = BTreeMap::new();
+        if !batch_runs.is_empty() {
+            // the id list padded to a power of two (repeating the last),
+            // so few distinct statements reach the statement cache
+            let width = batch_runs.len().next_power_of_two();
+            if let Some(last) = batch_runs.last().cloned() {
+                batch_runs.resize(width, last);
+            }
+            let rows = run::Entity::find()
+                .filter(run::Column::Id.is_in(batch_runs.iter().map(String::as_str)))
+                .all(database)
+                .await
+                .map_err(|error| GroupFailure::db("reading runs' sequence numbers", error))?;
+            for row in rows {
+                sequences.insert(
+                    row.id.clone(),
+                    Sequences {
+                        log_before: row.next_log_seq,
+                        sensor_before: row.next_sensor_seq,
+                        log_next: row.next_log_seq.max(0) as u64,
+                        sensor_next: row.next_sensor_seq.max(0) as u64,
+                    },
+                );
+            }
+            let files = log_file::Entity::find()
+                .filter(log_file::Column::RunId.is_in(batch_runs.iter().map(String::as_str)))
+                .all(database)
+                .await
+                .map_err(|error| GroupFailure::db("reading log file lengths", error))?;
+            for row in files {
+                lengths.insert((row.run_id, row.file), row.committed_len.max(0) as u64);
+            }
         }
-        let txn = self
-            .store()
-            .db()
+
+        // what each write adds
+        let now = self.now_ms();
+        let mut appends: BTreeMap<(String, String), (u64, String)> = BTreeMap::new();
+        let mut measurements = Vec::new();
+        let mut heartbeats = Vec::new();
+        let mut announced = Vec::new();
+        let mut pending: Vec<(usize, AgentWritten)> = Vec::new();
+        for (index, write) in writes.into_iter().enumerate() {
+            if answers[index].is_some() {
+                continue;
+            }
+            match write {
+                AgentWrite::Log { run, lines } => {
+                    let Some(sequence) = sequences.get_mut(&run.id) else {
+                        answers[index] = Some(Err(OrchestratorError::RunNotFound(run.id)));
+                        continue;
+                    };
+                    let (fresh, next) = take_fresh(lines, sequence.log_next, |line| line.seq);
+                    sequence.log_next = next;
+                    for line in &fresh {
+                        let file = runlogs::file_for(line);
+                        let key = (run.id.clone(), file);
+                        let committed = lengths.get(&key).copied().unwrap_or(0);
+                        appends
+                            .entry(key)
+                            .or_insert_with(|| (committed, String::new()))
+                            .1
+                            .push_str(&runlogs::format_line(line));
+                    }
+                    let stored = fresh.len() as u64;
+                    if stored > 0 {
+                        announced.push(HubEvent::Log {
+                            run_id: run.id.clone(),
+                            lines: fresh.into_iter().map(|line| line.text).collect(),
+                        });
+                    }
+                    pending.push((
+                        index,
+                        AgentWritten::Batch(BatchAck {
+                            next_seq: next,
+                            stored,
+                        }),
+                    ));
+                }
+                AgentWrite::Sensor { run, samples } => {
+                    let Some(sequence) = sequences.get_mut(&run.id) else {
+                        answers[index] = Some(Err(OrchestratorError::RunNotFound(run.id)));
+                        continue;
+                    };
+                    let (fresh, next) =
+                        take_fresh(samples, sequence.sensor_next, |sample| sample.seq);
+                    sequence.sensor_next = next;
+                    let stored = fresh.len() as u64;
+                    for sample in fresh {
+                        measurements.push(measurement::ActiveModel {
+                            run_id: Set(run.id.clone()),
+                            stage: Set(sample.stage.map(|s| s.stage.as_str().to_string())),
+                            attempt: Set(sample.stage.map(|s| s.attempt as i32)),
+                            seq: Set(Some(sample.seq as i64)),
+                            name: Set(sample.name),
+                            value: Set(sample.value),
+                            unit: Set(sample.unit),
+                            at_ms: Set(sample.at_ms),
+                            ..Default::default()
+                        });
+                    }
+                    if stored > 0 {
+                        announced.push(HubEvent::Sensor {
+                            run_id: run.id.clone(),
+                            count: stored as usize,
+                        });
+                    }
+                    pending.push((
+                        index,
+                        AgentWritten::Batch(BatchAck {
+                            next_seq: next,
+                            stored,
+                        }),
+                    ));
+                }
+                AgentWrite::Heartbeat { run, current } => {
+                    pending.push((
+                        index,
+                        AgentWritten::Heartbeat(HeartbeatResponse {
+                            cmd: command_for(&run, current),
+                            position: position_of(&run),
+                            override_flags: run.override_flags.clone(),
+                        }),
+                    ));
+                    heartbeats.push(run);
+                }
+            }
+        }
+
+        // the log files first: appended past the committed length and
+        // synced; a failure before the commit below is undone by the next
+        // append, which truncates back to the committed length
+        let mut new_lengths = Vec::with_capacity(appends.len());
+        if !appends.is_empty() {
+            let data_dir = self.config().data_dir.clone();
+            let jobs: Vec<runlogs::Append> = appends
+                .iter()
+                .map(|((run_id, file), (committed, text))| runlogs::Append {
+                    path: runlogs::run_log_dir(&data_dir, run_id).join(file),
+                    committed_len: *committed,
+                    text: text.clone(),
+                })
+                .collect();
+            let lengths_now = tokio::task::spawn_blocking(move || runlogs::append_all(&jobs))
+                .await
+                .map_err(|error| GroupFailure::Internal(error.to_string()))?
+                .map_err(|error| GroupFailure::Io(error.to_string()))?;
+            for (((run_id, file), _), new_len) in appends.into_iter().zip(lengths_now) {
+                new_lengths.push((run_id, file, new_len));
+            }
+        }
+
+        let txn = database
             .begin()
             .await
-            .map_err(db("storing log lines"))?;
-        let updated = run::Entity::update_many()
-            .col_expr(run::Column::NextLogSeq, Expr::value(next as i64))
-            .filter(run::Column::Id.eq(run.id.as_str()))
-            .filter(run::Column::NextLogSeq.eq(current.next_log_seq))
-            .exec(&txn)
-            .await
-            .map_err(db("storing log lines"))?;
-        if updated.rows_affected != 1 {
-            return Err(OrchestratorError::Conflict {
-                run_id: run.id.clone(),
-            });
+            .map_err(|error| GroupFailure::db("storing agent data", error))?;
+        for (run_id, sequence) in &sequences {
+            if sequence.log_next as i64 == sequence.log_before
+                && sequence.sensor_next as i64 == sequence.sensor_before
+            {
+                continue;
+            }
+            let updated = run::Entity::update_many()
+                .col_expr(
+                    run::Column::NextLogSeq,
+                    Expr::value(sequence.log_next as i64),
+                )
+                .col_expr(
+                    run::Column::NextSensorSeq,
+                    Expr::value(sequence.sensor_next as i64),
+                )
+                .filter(run::Column::Id.eq(run_id.as_str()))
+                .filter(run::Column::NextLogSeq.eq(sequence.log_before))
+                .filter(run::Column::NextSensorSeq.eq(sequence.sensor_before))
+                .exec(&txn)
+                .await
+                .map_err(|error| GroupFailure::db("storing sequence numbers", error))?;
+            if updated.rows_affected != 1 {
+                return Err(GroupFailure::Conflict(run_id.clone()));
+            }
         }
-        for (file, new_len) in lengths {
+        for (run_id, file, new_len) in new_lengths {
             log_file::Entity::insert(log_file::ActiveModel {
-                run_id: Set(run.id.clone()),
+                run_id: Set(run_id),
                 file: Set(file),
                 committed_len: Set(new_len as i64),
             })
@@ -240,90 +767,53 @@ impl Orchestrator {
             )
             .exec(&txn)
             .await
-            .map_err(db("storing log file lengths"))?;
+            .map_err(|error| GroupFailure::db("storing log file lengths", error))?;
         }
-        txn.commit().await.map_err(db("storing log lines"))?;
-        let stored = fresh.len() as u64;
-        self.hub().publish(HubEvent::Log {
-            run_id: run.id.clone(),
-            lines: fresh.into_iter().map(|line| line.text).collect(),
-        });
-        Ok(BatchAck {
-            next_seq: next,
-            stored,
-        })
-    }
-
-    /// `sensor`: stores each sample exactly once as a measurement.
-    pub async fn agent_sensor(&self, run: &Run, batch: SensorBatch) -> Result<BatchAck> {
-        let lock = self.run_lock(&run.id);
-        let _guard = lock.lock().await;
-        let current = self.get_run(&run.id).await?;
-        let (fresh, next) = take_fresh(
-            batch.samples,
-            current.next_sensor_seq.max(0) as u64,
-            |sample| sample.seq,
-        );
-        let mut rows = Vec::new();
-        for sample in fresh {
-            if !sample.value.is_finite() {
-                return Err(OrchestratorError::BadRequest(format!(
-                    "sensor sample {} ({}) is not a finite number",
-                    sample.seq, sample.name
-                )));
-            }
-            rows.push(measurement::ActiveModel {
-                run_id: Set(run.id.clone()),
-                stage: Set(sample.stage.map(|s| s.stage.as_str().to_string())),
-                attempt: Set(sample.stage.map(|s| s.attempt as i32)),
-                seq: Set(Some(sample.seq as i64)),
-                name: Set(sample.name),
-                value: Set(sample.value),
-                unit: Set(sample.unit),
-                at_ms: Set(sample.at_ms),
-                ..Default::default()
-            });
-        }
-        let stored = rows.len() as u64;
-        if rows.is_empty() {
-            return Ok(BatchAck {
-                next_seq: next,
-                stored: 0,
-            });
-        }
-        let txn = self
-            .store()
-            .db()
-            .begin()
-            .await
-            .map_err(db("storing sensor samples"))?;
-        let updated = run::Entity::update_many()
-            .col_expr(run::Column::NextSensorSeq, Expr::value(next as i64))
-            .filter(run::Column::Id.eq(run.id.as_str()))
-            .filter(run::Column::NextSensorSeq.eq(current.next_sensor_seq))
-            .exec(&txn)
-            .await
-            .map_err(db("storing sensor samples"))?;
-        if updated.rows_affected != 1 {
-            return Err(OrchestratorError::Conflict {
-                run_id: run.id.clone(),
-            });
-        }
-        for chunk in rows.chunks(500) {
+        // in chunks of 100, then 10, then 1 rows: three distinct statements
+        // for the statement cache, whatever the count
+        let mut rest = measurements.as_slice();
+        while !rest.is_empty() {
+            let size = [100, 10, 1]
+                .into_iter()
+                .find(|size| rest.len() >= *size)
+                .unwrap_or(1);
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
             measurement::Entity::insert_many(chunk.to_vec())
                 .exec(&txn)
                 .await
-                .map_err(db("storing sensor samples"))?;
+                .map_err(|error| GroupFailure::db("storing sensor samples", error))?;
         }
-        txn.commit().await.map_err(db("storing sensor samples"))?;
-        self.hub().publish(HubEvent::Sensor {
-            run_id: run.id.clone(),
-            count: stored as usize,
-        });
-        Ok(BatchAck {
-            next_seq: next,
-            stored,
-        })
+        let silence_ms = self.config().deadlines.heartbeat_silence_secs as i64 * 1000;
+        for run in heartbeats {
+            let update = run::Entity::update_many()
+                .col_expr(run::Column::LastHeartbeatMs, Expr::value(now))
+                .filter(run::Column::Id.eq(run.id.as_str()));
+            let update = if run.state.agent_is_active() || run.state == RunState::Booting {
+                update
+                    .col_expr(
+                        run::Column::HeartbeatDeadlineMs,
+                        Expr::value(now + silence_ms),
+                    )
+                    .filter(run::Column::State.eq(run.state.as_str()))
+            } else {
+                update
+            };
+            update
+                .exec(&txn)
+                .await
+                .map_err(|error| GroupFailure::db("recording a heartbeat", error))?;
+        }
+        txn.commit()
+            .await
+            .map_err(|error| GroupFailure::db("storing agent data", error))?;
+        for event in announced {
+            self.hub().publish(event);
+        }
+        for (index, written) in pending {
+            answers[index] = Some(Ok(written));
+        }
+        Ok(())
     }
 
     /// `artifact`: a raw tool output, stored as a file with a row. A second
@@ -334,6 +824,18 @@ impl Orchestrator {
         upload: ArtifactUpload,
         body: &[u8],
     ) -> Result<StoredArtifact> {
+        let file = self.write_artifact_file(run, upload, body).await?;
+        self.record_artifact(file).await
+    }
+
+    /// The file half of [`Orchestrator::agent_artifact`]: checks the
+    /// upload and writes (and syncs) the file under its final name.
+    pub async fn write_artifact_file(
+        &self,
+        run: &Run,
+        upload: ArtifactUpload,
+        body: &[u8],
+    ) -> Result<ArtifactFile> {
         if !valid_artifact_name(&upload.name) {
             return Err(OrchestratorError::BadRequest(format!(
                 "artifact name `{}` must be 1-128 letters, digits, '.', '_' or '-'",
@@ -355,6 +857,7 @@ impl Orchestrator {
         let path = dir.join(&upload.name);
         let sha256 = hex::encode(Sha256::digest(body));
         let size = body.len() as u64;
+        let run_id = run.id.clone();
         {
             let path = path.clone();
             let body = body.to_vec();
@@ -372,6 +875,25 @@ impl Orchestrator {
                 source,
             })?;
         }
+        Ok(ArtifactFile {
+            run_id,
+            upload,
+            path,
+            size,
+            sha256,
+        })
+    }
+
+    /// The database half of [`Orchestrator::agent_artifact`]: the row of a
+    /// written file (replacing one of the same name and stage attempt).
+    pub async fn record_artifact(&self, file: ArtifactFile) -> Result<StoredArtifact> {
+        let ArtifactFile {
+            run_id,
+            upload,
+            path,
+            size,
+            sha256,
+        } = file;
         let txn = self
             .store()
             .db()
@@ -379,7 +901,7 @@ impl Orchestrator {
             .await
             .map_err(db("storing an artifact"))?;
         let mut delete = artifact::Entity::delete_many()
-            .filter(artifact::Column::RunId.eq(run.id.as_str()))
+            .filter(artifact::Column::RunId.eq(run_id.as_str()))
             .filter(artifact::Column::Name.eq(upload.name.as_str()));
         delete = match upload.stage {
             Some(stage) => delete.filter(artifact::Column::Stage.eq(stage.as_str())),
@@ -394,7 +916,7 @@ impl Orchestrator {
             .await
             .map_err(db("replacing an artifact"))?;
         artifact::ActiveModel {
-            run_id: Set(run.id.clone()),
+            run_id: Set(run_id.clone()),
             stage: Set(upload.stage.map(|s| s.as_str().to_string())),
             attempt: Set(upload.attempt.map(|a| a as i32)),
             name: Set(upload.name.clone()),
@@ -603,9 +1125,21 @@ impl Orchestrator {
                 },
             )
             .await?;
-        // orchestrator-owned stages resolve inside this request
-        self.resolve_owned_states(&run.id).await?;
+        // SpecValidate resolves inside this request; the reports are
+        // written off the request path (the reconcilers pick up a run left
+        // in Reporting by a restart)
+        self.resolve_spec_validate(&run.id).await?;
         let _ = applied;
+        let after = self.get_run(&run.id).await?;
+        if after.state == RunState::Reporting || after.state.is_terminal() {
+            let orchestrator = self.clone();
+            let run_id = run.id.clone();
+            tokio::spawn(async move {
+                if let Err(error) = orchestrator.resolve_owned_states(&run_id).await {
+                    tracing::warn!(run = %run_id, "cannot resolve the run's reports: {error}");
+                }
+            });
+        }
         let run = self.get_run(&run.id).await?;
         let response = ResultResponse {
             position: position_of(&run),
@@ -627,9 +1161,15 @@ impl Orchestrator {
         Ok(response)
     }
 
-    /// Runs `SpecValidate` and `Reporting` when a run is in them (inside
+    /// Runs `SpecValidate` and `Reporting` when a run is in them (after
     /// the result that led there, and again after a restart).
     pub async fn resolve_owned_states(&self, run_id: &str) -> Result<()> {
+        self.resolve_spec_validate(run_id).await?;
+        self.resolve_reporting(run_id).await
+    }
+
+    /// Runs `SpecValidate` when the run is in it.
+    async fn resolve_spec_validate(&self, run_id: &str) -> Result<()> {
         let run = self.get_run(run_id).await?;
         if run.state == RunState::SpecValidate {
             let outcome = self.validate_spec(run_id).await.map_err(internal)?;
@@ -655,6 +1195,12 @@ impl Orchestrator {
                 Err(error) => return Err(error),
             }
         }
+        Ok(())
+    }
+
+    /// Writes the reports when the run is in `Reporting` (and completes
+    /// it), or has ended.
+    async fn resolve_reporting(&self, run_id: &str) -> Result<()> {
         let run = self.get_run(run_id).await?;
         if run.state == RunState::Reporting {
             crate::reports::write_reports(self, run_id)

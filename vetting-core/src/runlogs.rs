@@ -93,6 +93,53 @@ pub fn append_committed(path: &Path, committed_len: u64, text: &str) -> std::io:
     Ok(committed_len + text.len() as u64)
 }
 
+/// One append of [`append_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    pub path: PathBuf,
+    pub committed_len: u64,
+    pub text: String,
+}
+
+/// How many threads [`append_all`] syncs files on at once: concurrent
+/// syncs share the file system's journal commits.
+const SYNC_THREADS: usize = 16;
+
+/// [`append_committed`] for many files (each at most once), the syncs
+/// running side by side. Returns the new lengths in order.
+pub fn append_all(appends: &[Append]) -> std::io::Result<Vec<u64>> {
+    if appends.len() <= 1 {
+        return appends
+            .iter()
+            .map(|append| append_committed(&append.path, append.committed_len, &append.text))
+            .collect();
+    }
+    let per_thread = appends.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = appends
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|append| {
+                            append_committed(&append.path, append.committed_len, &append.text)
+                        })
+                        .collect::<std::io::Result<Vec<u64>>>()
+                })
+            })
+            .collect();
+        let mut lengths = Vec::with_capacity(appends.len());
+        for worker in workers {
+            let chunk = worker
+                .join()
+                .map_err(|_| std::io::Error::other("a log append thread panicked"))??;
+            lengths.extend(chunk);
+        }
+        Ok(lengths)
+    })
+}
+
 /// Every stored line of a run, from all its files, in sequence order.
 pub fn read_run(data_dir: &Path, run_id: &str) -> std::io::Result<Vec<StoredLine>> {
     let dir = run_log_dir(data_dir, run_id);
@@ -145,5 +192,23 @@ mod tests {
         let again = append_committed(&path, committed, "b\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
         assert_eq!(again, 4);
+    }
+
+    #[test]
+    fn many_files_are_appended_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let appends: Vec<Append> = (0..40)
+            .map(|i| Append {
+                path: dir.path().join(format!("run-{i}")).join("x.log"),
+                committed_len: 0,
+                text: format!("line {i}\n"),
+            })
+            .collect();
+        let lengths = append_all(&appends).unwrap();
+        assert_eq!(lengths.len(), 40);
+        for (i, append) in appends.iter().enumerate() {
+            assert_eq!(lengths[i], append.text.len() as u64);
+            assert_eq!(std::fs::read_to_string(&append.path).unwrap(), append.text);
+        }
     }
 }

@@ -2,16 +2,18 @@
 //! the core's run tokens, a body limit fitted to each endpoint, JSON errors
 //! that say what was wrong. Handlers parse, call core, render.
 
+use std::sync::{Arc, OnceLock};
+
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Path, Query, Request, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use vetting_core::agent_api::{ArtifactUpload, StoredArtifact};
+use vetting_core::agent_api::{AgentWriter, ArtifactUpload, StoredArtifact};
 use vetting_core::model::Run;
 use vetting_core::orchestrator::position_of;
 use vetting_probes::protocol::{
@@ -28,6 +30,31 @@ pub const LOG_LIMIT: usize = 4 * 1024 * 1024;
 pub const SENSOR_LIMIT: usize = 2 * 1024 * 1024;
 pub const RESULT_LIMIT: usize = 8 * 1024 * 1024;
 pub const ARTIFACT_LIMIT: usize = 64 * 1024 * 1024;
+/// How many artifact bodies are read at once: the others wait unread in
+/// their sockets, so a wave of uploads does not grow memory.
+pub const ARTIFACT_CONCURRENCY: usize = 8;
+
+/// The one writer of agent data (log, sensor, heartbeat) behind these
+/// routes, started by the first request that needs it, and the permits
+/// of artifact uploads.
+#[derive(Debug, Clone)]
+struct Writer(Arc<OnceLock<AgentWriter>>, Arc<tokio::sync::Semaphore>);
+
+impl Default for Writer {
+    fn default() -> Self {
+        Writer(
+            Arc::default(),
+            Arc::new(tokio::sync::Semaphore::new(ARTIFACT_CONCURRENCY)),
+        )
+    }
+}
+
+impl Writer {
+    fn of(&self, state: &AppState) -> &AgentWriter {
+        self.0
+            .get_or_init(|| AgentWriter::start(state.orchestrator.clone()))
+    }
+}
 
 /// The agent API routes.
 pub fn routes() -> Router<AppState> {
@@ -60,6 +87,7 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/runs/{run_id}/artifact",
             post(artifact).layer(DefaultBodyLimit::max(ARTIFACT_LIMIT)),
         )
+        .layer(Extension(Writer::default()))
 }
 
 /// JSON whose rejection is an [`ApiError`] saying what was wrong.
@@ -115,7 +143,7 @@ async fn authenticate(
     let token = bearer(headers)?;
     Ok(state
         .orchestrator
-        .authenticate(run_id, token, for_heartbeat)
+        .authenticate_agent(run_id, token, for_heartbeat)
         .await?)
 }
 
@@ -155,44 +183,46 @@ async fn claim(
 
 async fn heartbeat(
     State(state): State<AppState>,
+    Extension(writer): Extension<Writer>,
     Path(run_id): Path<String>,
     headers: HeaderMap,
     AppJson(request): AppJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let run = authenticate(&state, &run_id, &headers, true).await?;
-    Ok(Json(
-        state.orchestrator.agent_heartbeat(&run, &request).await?,
-    ))
+    Ok(Json(writer.of(&state).heartbeat(&run, &request).await?))
 }
 
 async fn log(
     State(state): State<AppState>,
+    Extension(writer): Extension<Writer>,
     Path(run_id): Path<String>,
     headers: HeaderMap,
     AppJson(batch): AppJson<LogBatch>,
 ) -> Result<Json<BatchAck>, ApiError> {
     let run = authenticate(&state, &run_id, &headers, false).await?;
-    Ok(Json(state.orchestrator.agent_log(&run, batch).await?))
+    Ok(Json(writer.of(&state).log(&run, batch).await?))
 }
 
 async fn sensor(
     State(state): State<AppState>,
+    Extension(writer): Extension<Writer>,
     Path(run_id): Path<String>,
     headers: HeaderMap,
     AppJson(batch): AppJson<SensorBatch>,
 ) -> Result<Json<BatchAck>, ApiError> {
     let run = authenticate(&state, &run_id, &headers, false).await?;
-    Ok(Json(state.orchestrator.agent_sensor(&run, batch).await?))
+    Ok(Json(writer.of(&state).sensor(&run, batch).await?))
 }
 
 async fn result(
     State(state): State<AppState>,
+    Extension(writer): Extension<Writer>,
     Path(run_id): Path<String>,
     headers: HeaderMap,
     AppJson(result): AppJson<StageResult>,
 ) -> Result<Json<ResultResponse>, ApiError> {
     let run = authenticate(&state, &run_id, &headers, false).await?;
-    Ok(Json(state.orchestrator.agent_result(&run, result).await?))
+    Ok(Json(writer.of(&state).result(&run, result).await?))
 }
 
 /// The query of an artifact upload.
@@ -212,10 +242,11 @@ pub struct ArtifactQuery {
 
 async fn artifact(
     State(state): State<AppState>,
+    Extension(writer): Extension<Writer>,
     Path(run_id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<ArtifactQuery>, axum::extract::rejection::QueryRejection>,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<StoredArtifact>, ApiError> {
     let run = authenticate(&state, &run_id, &headers, false).await?;
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
@@ -232,10 +263,12 @@ async fn artifact(
         stage,
         attempt: query.attempt,
     };
-    Ok(Json(
-        state
-            .orchestrator
-            .agent_artifact(&run, upload, &body)
-            .await?,
-    ))
+    let _permit =
+        writer.1.acquire().await.map_err(|_| {
+            ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        })?;
+    let body = Bytes::from_request(request, &state)
+        .await
+        .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    Ok(Json(writer.of(&state).artifact(&run, upload, &body).await?))
 }

@@ -63,7 +63,7 @@ enum Scenario {
         hosts: usize,
         #[arg(long, default_value_t = 60)]
         duration_secs: u64,
-        /// Seconds per agent stage (default: the window over 7 stages).
+        /// Seconds per agent stage (default: an eighth of the window).
         #[arg(long)]
         stage_secs: Option<f64>,
     },
@@ -131,8 +131,8 @@ fn main() -> std::process::ExitCode {
 
 fn traffic_for(duration: Duration, stage_secs: Option<f64>) -> Traffic {
     Traffic {
-        // 7 agent stages across the window
-        stage_secs: stage_secs.unwrap_or(duration.as_secs_f64() / 7.0),
+        // 7 agent stages, so each run ends inside the window
+        stage_secs: stage_secs.unwrap_or(duration.as_secs_f64() / 8.0),
         ..Traffic::default()
     }
 }

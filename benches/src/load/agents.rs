@@ -35,7 +35,8 @@ pub struct Traffic {
     pub heartbeat_every: Duration,
     pub log_lines_per_sec: usize,
     pub readings_per_sec: usize,
-    /// Seconds per agent stage (each agent's are jittered by ±10 %).
+    /// Seconds per agent stage, on average (each stage of each agent takes
+    /// between half and one and a half of it).
     pub stage_secs: f64,
     pub artifact_bytes: usize,
     pub inventory_artifact_bytes: usize,
@@ -275,7 +276,8 @@ pub async fn run_agent(
         .filter(|current| position.state == current.stage.as_str())
     {
         current_sender.send_replace(Some(stage));
-        let length = Duration::from_secs_f64(traffic.stage_secs * (0.9 + 0.2 * jitter.next_unit()));
+        // stages take different times on different machines
+        let length = Duration::from_secs_f64(traffic.stage_secs * (0.5 + jitter.next_unit()));
         let stage_end = Instant::now() + length;
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

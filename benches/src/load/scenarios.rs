@@ -623,7 +623,10 @@ pub fn print_hosts(harness: &Harness, run: &HostsRun) {
         run.rss_before_kib as f64 / 1024.0,
         run.peak_rss_kib as f64 / 1024.0
     );
-    println!("  runs completed in the window: {}", run.completed_runs);
+    println!(
+        "  runs through all their stages in the window: {}",
+        run.completed_runs
+    );
     for (failure, count) in &run.failures {
         println!("  failures: {count} × {failure}");
     }
