@@ -30,6 +30,15 @@ pub const LOG_LIMIT: usize = 4 * 1024 * 1024;
 pub const SENSOR_LIMIT: usize = 2 * 1024 * 1024;
 pub const RESULT_LIMIT: usize = 8 * 1024 * 1024;
 pub const ARTIFACT_LIMIT: usize = 64 * 1024 * 1024;
+/// How many claims check their token's bcrypt hash at once. A wave of
+/// agents claiming together would otherwise share the CPU so thinly that
+/// every claim outlasts its client's timeout, and the retries redo the
+/// work: they queue instead, and past [`CLAIM_WAIT`] get 503 (retryable)
+/// before any bcrypt is spent on them.
+pub const CLAIM_CONCURRENCY: usize = 1;
+/// How long a claim waits for its turn.
+pub const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How many artifact bodies are read at once: the others wait unread in
 /// their sockets, so a wave of uploads does not grow memory.
 pub const ARTIFACT_CONCURRENCY: usize = 8;
@@ -38,13 +47,18 @@ pub const ARTIFACT_CONCURRENCY: usize = 8;
 /// routes, started by the first request that needs it, and the permits
 /// of artifact uploads.
 #[derive(Debug, Clone)]
-struct Writer(Arc<OnceLock<AgentWriter>>, Arc<tokio::sync::Semaphore>);
+struct Writer(
+    Arc<OnceLock<AgentWriter>>,
+    Arc<tokio::sync::Semaphore>,
+    Arc<tokio::sync::Semaphore>,
+);
 
 impl Default for Writer {
     fn default() -> Self {
         Writer(
             Arc::default(),
             Arc::new(tokio::sync::Semaphore::new(ARTIFACT_CONCURRENCY)),
+            Arc::new(tokio::sync::Semaphore::new(CLAIM_CONCURRENCY)),
         )
     }
 }
@@ -171,6 +185,7 @@ async fn hello(
 
 async fn claim(
     State(state): State<AppState>,
+    Extension(writer): Extension<Writer>,
     Path(run_id): Path<String>,
     headers: HeaderMap,
     AppJson(request): AppJson<ClaimRequest>,
@@ -178,6 +193,16 @@ async fn claim(
     check_version(request.protocol_version)?;
     let token = bearer(&headers)?.to_string();
     let run = authenticate(&state, &run_id, &headers, false).await?;
+    let busy = || {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many claims at once; retry",
+        )
+    };
+    let _turn = tokio::time::timeout(CLAIM_WAIT, writer.2.acquire())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
     Ok(Json(state.orchestrator.agent_claim(&run, &token).await?))
 }
 
