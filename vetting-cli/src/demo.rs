@@ -201,16 +201,15 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
     drop(loop_device);
     let _ = std::fs::remove_file(&scratch);
     ended?;
-    let reports = data_dir.join("reports");
+    // the orchestrator writes the reports of an ended run off the request
+    // path; written here too so that they are on disk before the process
+    // exits, whatever the run's outcome (each file is replaced atomically)
+    let reports = vetting_core::reports::write_reports(&orchestrator, &run.id)
+        .await
+        .context("writing the reports")?;
     println!("final state: {final_state}");
-    println!(
-        "report (HTML): {}",
-        reports.join(format!("{}.html", run.id)).display()
-    );
-    println!(
-        "report (JSON): {}",
-        reports.join(format!("{}.json", run.id)).display()
-    );
+    println!("report (HTML): {}", reports.html.display());
+    println!("report (JSON): {}", reports.json.display());
     Ok(final_state == RunState::Completed)
 }
 

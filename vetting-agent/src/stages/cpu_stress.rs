@@ -29,7 +29,8 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
     let params = &context.params.cpu_stress;
     let duration = params.duration_secs.max(1);
     let available = read_mem_available(Path::new("/proc/meminfo")).unwrap_or(0);
-    let vm_bytes = vm_bytes(available, params.memory_share);
+    let wanted = vm_bytes(available, params.memory_share);
+    let vm_bytes = wanted.min(vm_bytes_for(duration));
     let yaml = context.scratch_file("stress-ng.yaml");
     let _ = std::fs::remove_file(&yaml);
     let edac_root = context.local.sys_root.join("devices/system/edac/mc");
@@ -51,6 +52,14 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         (params.memory_share * 100.0).round(),
         available >> 20
     ));
+    if vm_bytes < wanted {
+        context.log.agent(format!(
+            "memory held to {} MiB of the {} MiB share: a {duration} s stress cannot fault in \
+             and verify more, and a vm stressor that never finishes a pass reports no work",
+            vm_bytes >> 20,
+            wanted >> 20
+        ));
+    }
     let sidecar = Sidecar::start(
         context.local.sys_root.join("class/hwmon"),
         Duration::from_secs(1),
@@ -194,6 +203,21 @@ pub fn vm_bytes(available: u64, share: f64) -> u64 {
     ((available as f64 * share) as u64).max(16 * 1024 * 1024)
 }
 
+/// Memory the vm stressor may take per second of stress.
+pub const VM_BYTES_PER_SECOND: u64 = 32 * 1024 * 1024;
+
+/// The most memory a stress of `duration_secs` can use: the vm stressor
+/// faults its whole buffer in before its first verified pass, and a pass
+/// that does not finish in time leaves it with 0 bogo-ops, which is judged
+/// a failure. Measured on a 2-core VM under load: 1157 MiB for 3 s gave 0
+/// bogo-ops, 96 MiB gave 121,924. An hour of stress may use 112.5 GiB.
+pub fn vm_bytes_for(duration_secs: u64) -> u64 {
+    duration_secs
+        .max(1)
+        .saturating_mul(VM_BYTES_PER_SECOND)
+        .max(16 * 1024 * 1024)
+}
+
 /// `MemAvailable` from /proc/meminfo, in bytes.
 pub fn read_mem_available(path: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -329,6 +353,14 @@ mod tests {
         assert_eq!(vm_bytes(1 << 30, 0.5), 1 << 29);
         assert_eq!(vm_bytes(1 << 30, 0.0), 16 << 20);
         assert!(vm_bytes(1 << 30, 2.0) < 1 << 30);
+    }
+
+    #[test]
+    fn short_stresses_take_less_memory() {
+        assert_eq!(vm_bytes_for(3), 96 << 20);
+        assert_eq!(vm_bytes_for(0), 32 << 20);
+        assert_eq!(vm_bytes_for(3600), 115_200 << 20);
+        assert_eq!(vm_bytes_for(u64::MAX), u64::MAX);
     }
 
     #[test]
