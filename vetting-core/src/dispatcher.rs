@@ -160,16 +160,26 @@ impl Dispatcher {
         let mut moved = 0;
         moved += orchestrator.fire_deadlines().await?.len();
         moved += orchestrator.dispatch().await?.len();
-        let runs = orchestrator.list_runs(None).await?;
+        // only the runs a reconciler acts on: a pass costs the same with a
+        // history of ten runs or of ten thousand
+        let runs = orchestrator
+            .runs_in_states(&[
+                RunState::SpecValidate,
+                RunState::Reporting,
+                RunState::WaitingWoL,
+            ])
+            .await?;
         // orchestrator-owned states left behind by a restart
         for run in &runs {
-            if matches!(run.state, RunState::SpecValidate | RunState::Reporting) {
+            if matches!(run.state, RunState::SpecValidate | RunState::Reporting)
+                && !orchestrator.resolution_pending(&run.id)
+            {
                 orchestrator.resolve_owned_states(&run.id).await?;
                 moved += 1;
             }
         }
         // the iperf3 server runs only while some run is in flight
-        if runs.iter().any(|run| run.state.holds_slot()) {
+        if orchestrator.any_run_holds_a_slot().await? {
             let config = orchestrator.config();
             let bind = config.iperf.bind.unwrap_or_else(|| config.listen.ip());
             orchestrator.iperf().ensure(&config.iperf, bind).await;

@@ -110,11 +110,11 @@ impl Orchestrator {
             .begin()
             .await
             .map_err(db("storing a spec profile"))?;
-        let existed = spec_profile::Entity::find_by_id(name.to_string())
-            .one(&txn)
-            .await
-            .map_err(db("storing a spec profile"))?
-            .is_some();
+        let existed =
+            crate::store::by_key(spec_profile::Entity::find_by_id(name.to_string()), &txn)
+                .await
+                .map_err(db("storing a spec profile"))?
+                .is_some();
         spec_profile::Entity::insert(spec_profile::ActiveModel {
             name: Set(name.to_string()),
             spec: Set(text.to_string()),
@@ -147,15 +147,17 @@ impl Orchestrator {
 
     /// A spec profile as stored, if it exists.
     pub async fn get_spec_profile(&self, name: &str) -> Result<Option<SpecProfile>> {
-        Ok(spec_profile::Entity::find_by_id(name.to_string())
-            .one(self.store().db())
-            .await
-            .map_err(db("reading a spec profile"))?
-            .map(|model| SpecProfile {
-                name: model.name,
-                text: model.spec,
-                updated_at_ms: model.updated_at_ms,
-            }))
+        Ok(crate::store::by_key(
+            spec_profile::Entity::find_by_id(name.to_string()),
+            self.store().db(),
+        )
+        .await
+        .map_err(db("reading a spec profile"))?
+        .map(|model| SpecProfile {
+            name: model.name,
+            text: model.spec,
+            updated_at_ms: model.updated_at_ms,
+        }))
     }
 
     /// Every spec profile, by name.

@@ -163,6 +163,14 @@ pub const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (run_id, file)
         )"],
     },
+    Migration {
+        version: 3,
+        name: "indexes for the reconcilers' deadline scan",
+        statements: &[
+            "CREATE INDEX runs_state_deadline ON runs(state_deadline_ms)",
+            "CREATE INDEX runs_heartbeat_deadline ON runs(heartbeat_deadline_ms)",
+        ],
+    },
 ];
 
 /// The newest schema version this binary knows.
