@@ -81,6 +81,8 @@ pub enum AgentWrite {
         run: Run,
         current: Option<StageRef>,
     },
+    /// The row of an artifact whose file is written and synced.
+    Artifact(ArtifactFile),
 }
 
 /// The answer to an [`AgentWrite`].
@@ -88,6 +90,7 @@ pub enum AgentWrite {
 pub enum AgentWritten {
     Batch(BatchAck),
     Heartbeat(HeartbeatResponse),
+    Artifact(StoredArtifact),
 }
 
 /// A run's next sequence numbers as read, and as they become.
@@ -108,7 +111,6 @@ enum GroupFailure {
     },
     Io(String),
     Conflict(String),
-    Internal(String),
 }
 
 impl GroupFailure {
@@ -132,7 +134,6 @@ impl GroupFailure {
             GroupFailure::Conflict(run_id) => OrchestratorError::Conflict {
                 run_id: run_id.clone(),
             },
-            GroupFailure::Internal(message) => OrchestratorError::Internal(message.clone()),
         }
     }
 }
@@ -265,9 +266,16 @@ impl AgentWriter {
             .orchestrator
             .write_artifact_file(run, upload, body)
             .await?;
-        let orchestrator = self.orchestrator.clone();
-        self.exclusive(async move { orchestrator.record_artifact(file).await })
-            .await
+        self.artifact_row(file).await
+    }
+
+    /// The row of an artifact whose file is written: in the next group of
+    /// writes, with the log lines and readings queued beside it.
+    pub async fn artifact_row(&self, file: ArtifactFile) -> Result<StoredArtifact> {
+        match self.write(AgentWrite::Artifact(file)).await? {
+            AgentWritten::Artifact(stored) => Ok(stored),
+            _ => Err(internal("an artifact was answered as something else")),
+        }
     }
 
     /// A stage result (see [`Orchestrator::agent_result`]).
@@ -288,7 +296,7 @@ impl AgentWriter {
             .await?
         {
             AgentWritten::Batch(ack) => Ok(ack),
-            AgentWritten::Heartbeat(_) => Err(internal("a log batch was answered as a heartbeat")),
+            _ => Err(internal("a log batch was answered as something else")),
         }
     }
 
@@ -302,9 +310,7 @@ impl AgentWriter {
             .await?
         {
             AgentWritten::Batch(ack) => Ok(ack),
-            AgentWritten::Heartbeat(_) => {
-                Err(internal("a sensor batch was answered as a heartbeat"))
-            }
+            _ => Err(internal("a sensor batch was answered as something else")),
         }
     }
 
@@ -322,7 +328,7 @@ impl AgentWriter {
             .await?
         {
             AgentWritten::Heartbeat(response) => Ok(response),
-            AgentWritten::Batch(_) => Err(internal("a heartbeat was answered as a batch")),
+            _ => Err(internal("a heartbeat was answered as something else")),
         }
     }
 }
@@ -340,6 +346,49 @@ async fn flush(
     for (answer, result) in answers.drain(..).zip(results) {
         let _ = answer.send(result);
     }
+}
+
+/// Records the row of an artifact's written file, replacing the row of
+/// the same name and stage attempt.
+async fn artifact_row<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    file: ArtifactFile,
+    now_ms: i64,
+) -> std::result::Result<(), sea_orm::DbErr> {
+    let ArtifactFile {
+        run_id,
+        upload,
+        path,
+        size,
+        sha256,
+    } = file;
+    let mut delete = artifact::Entity::delete_many()
+        .filter(artifact::Column::RunId.eq(run_id.as_str()))
+        .filter(artifact::Column::Name.eq(upload.name.as_str()));
+    delete = match upload.stage {
+        Some(stage) => delete.filter(artifact::Column::Stage.eq(stage.as_str())),
+        None => delete.filter(artifact::Column::Stage.is_null()),
+    };
+    delete = match upload.attempt {
+        Some(attempt) => delete.filter(artifact::Column::Attempt.eq(attempt as i32)),
+        None => delete.filter(artifact::Column::Attempt.is_null()),
+    };
+    delete.exec(txn).await?;
+    artifact::ActiveModel {
+        run_id: Set(run_id),
+        stage: Set(upload.stage.map(|s| s.as_str().to_string())),
+        attempt: Set(upload.attempt.map(|a| a as i32)),
+        name: Set(upload.name),
+        tool: Set(upload.tool),
+        path: Set(path.display().to_string()),
+        size_bytes: Set(size as i64),
+        sha256: Set(sha256),
+        created_at_ms: Set(now_ms),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
 }
 
 /// Artifact names are file names: letters, digits, `.`, `_`, `-`.
@@ -497,11 +546,13 @@ impl Orchestrator {
         token: &str,
         for_heartbeat: bool,
     ) -> Result<Run> {
-        let model = run::Entity::find_by_id(run_id.to_string())
-            .one(self.store().db())
-            .await
-            .map_err(db("reading a run"))?
-            .ok_or(OrchestratorError::Unauthorized(TokenError::WrongRun))?;
+        let model = crate::store::by_key(
+            run::Entity::find_by_id(run_id.to_string()),
+            self.store().db(),
+        )
+        .await
+        .map_err(db("reading a run"))?
+        .ok_or(OrchestratorError::Unauthorized(TokenError::WrongRun))?;
         tokens::verify(self.key(), run_id, &model.token_nonce, token)
             .map_err(OrchestratorError::Unauthorized)?;
         let run = Run::from_entity(model)?;
@@ -568,7 +619,7 @@ impl Orchestrator {
                 AgentWrite::Log { run, .. } | AgentWrite::Sensor { run, .. } => {
                     Some(run.id.clone())
                 }
-                AgentWrite::Heartbeat { .. } => None,
+                AgentWrite::Heartbeat { .. } | AgentWrite::Artifact(_) => None,
             })
             .collect();
         batch_runs.sort_unstable();
@@ -613,6 +664,7 @@ impl Orchestrator {
         let mut appends: BTreeMap<(String, String), (u64, String)> = BTreeMap::new();
         let mut measurements = Vec::new();
         let mut heartbeats = Vec::new();
+        let mut artifacts = Vec::new();
         let mut announced = Vec::new();
         let mut pending: Vec<(usize, AgentWritten)> = Vec::new();
         for (index, write) in writes.into_iter().enumerate() {
@@ -699,6 +751,17 @@ impl Orchestrator {
                     ));
                     heartbeats.push(run);
                 }
+                AgentWrite::Artifact(file) => {
+                    pending.push((
+                        index,
+                        AgentWritten::Artifact(StoredArtifact {
+                            name: file.upload.name.clone(),
+                            size_bytes: file.size,
+                            sha256: file.sha256.clone(),
+                        }),
+                    ));
+                    artifacts.push(file);
+                }
             }
         }
 
@@ -716,9 +779,8 @@ impl Orchestrator {
                     text: text.clone(),
                 })
                 .collect();
-            let lengths_now = tokio::task::spawn_blocking(move || runlogs::append_all(&jobs))
+            let lengths_now = runlogs::append_all(jobs)
                 .await
-                .map_err(|error| GroupFailure::Internal(error.to_string()))?
                 .map_err(|error| GroupFailure::Io(error.to_string()))?;
             for (((run_id, file), _), new_len) in appends.into_iter().zip(lengths_now) {
                 new_lengths.push((run_id, file, new_len));
@@ -783,6 +845,11 @@ impl Orchestrator {
                 .exec(&txn)
                 .await
                 .map_err(|error| GroupFailure::db("storing sensor samples", error))?;
+        }
+        for file in artifacts {
+            artifact_row(&txn, file, now)
+                .await
+                .map_err(|error| GroupFailure::db("storing an artifact", error))?;
         }
         let silence_ms = self.config().deadlines.heartbeat_silence_secs as i64 * 1000;
         for run in heartbeats {
@@ -900,42 +967,26 @@ impl Orchestrator {
             .begin()
             .await
             .map_err(db("storing an artifact"))?;
-        let mut delete = artifact::Entity::delete_many()
-            .filter(artifact::Column::RunId.eq(run_id.as_str()))
-            .filter(artifact::Column::Name.eq(upload.name.as_str()));
-        delete = match upload.stage {
-            Some(stage) => delete.filter(artifact::Column::Stage.eq(stage.as_str())),
-            None => delete.filter(artifact::Column::Stage.is_null()),
+        let stored = StoredArtifact {
+            name: upload.name.clone(),
+            size_bytes: size,
+            sha256: sha256.clone(),
         };
-        delete = match upload.attempt {
-            Some(attempt) => delete.filter(artifact::Column::Attempt.eq(attempt as i32)),
-            None => delete.filter(artifact::Column::Attempt.is_null()),
-        };
-        delete
-            .exec(&txn)
-            .await
-            .map_err(db("replacing an artifact"))?;
-        artifact::ActiveModel {
-            run_id: Set(run_id.clone()),
-            stage: Set(upload.stage.map(|s| s.as_str().to_string())),
-            attempt: Set(upload.attempt.map(|a| a as i32)),
-            name: Set(upload.name.clone()),
-            tool: Set(upload.tool.clone()),
-            path: Set(path.display().to_string()),
-            size_bytes: Set(size as i64),
-            sha256: Set(sha256.clone()),
-            created_at_ms: Set(self.now_ms()),
-            ..Default::default()
-        }
-        .insert(&txn)
+        artifact_row(
+            &txn,
+            ArtifactFile {
+                run_id,
+                upload,
+                path,
+                size,
+                sha256,
+            },
+            self.now_ms(),
+        )
         .await
         .map_err(db("storing an artifact"))?;
         txn.commit().await.map_err(db("storing an artifact"))?;
-        Ok(StoredArtifact {
-            name: upload.name,
-            size_bytes: size,
-            sha256,
-        })
+        Ok(stored)
     }
 
     /// Re-judges the uploaded tool outputs a result names.
@@ -989,12 +1040,14 @@ impl Orchestrator {
         };
         if run.current != Some(reference) {
             // a repeat of a result already taken?
-            if let Some(row) = stage::Entity::find_by_id((
-                run.id.clone(),
-                result.stage.as_str().to_string(),
-                result.attempt as i32,
-            ))
-            .one(self.store().db())
+            if let Some(row) = crate::store::by_key(
+                stage::Entity::find_by_id((
+                    run.id.clone(),
+                    result.stage.as_str().to_string(),
+                    result.attempt as i32,
+                )),
+                self.store().db(),
+            )
             .await
             .map_err(db("reading a stage"))?
                 && row.finished_at_ms.is_some()
@@ -1132,13 +1185,7 @@ impl Orchestrator {
         let _ = applied;
         let after = self.get_run(&run.id).await?;
         if after.state == RunState::Reporting || after.state.is_terminal() {
-            let orchestrator = self.clone();
-            let run_id = run.id.clone();
-            tokio::spawn(async move {
-                if let Err(error) = orchestrator.resolve_owned_states(&run_id).await {
-                    tracing::warn!(run = %run_id, "cannot resolve the run's reports: {error}");
-                }
-            });
+            self.queue_resolution(&run.id);
         }
         let run = self.get_run(&run.id).await?;
         let response = ResultResponse {

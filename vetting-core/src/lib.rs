@@ -17,6 +17,7 @@ pub mod oplog;
 pub mod orchestrator;
 pub mod power;
 pub mod pxe;
+pub(crate) mod report_queue;
 pub mod reports;
 pub mod runlogs;
 pub mod spec;

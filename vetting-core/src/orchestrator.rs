@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use vetting_probes::protocol::{Command, RunPosition, StageRef};
 
@@ -129,6 +129,18 @@ struct Inner {
     poke: tokio::sync::Notify,
     iperf: crate::iperf::IperfSupervisor,
     run_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    reports: Arc<crate::report_queue::ReportQueue>,
+}
+
+/// A handle that does not keep the orchestrator alive.
+#[derive(Debug, Clone)]
+pub struct WeakOrchestrator(std::sync::Weak<Inner>);
+
+impl WeakOrchestrator {
+    /// The orchestrator, while some handle still holds it.
+    pub fn upgrade(&self) -> Option<Orchestrator> {
+        self.0.upgrade().map(|inner| Orchestrator { inner })
+    }
 }
 
 impl Orchestrator {
@@ -165,6 +177,7 @@ impl Orchestrator {
                 poke: tokio::sync::Notify::new(),
                 iperf: crate::iperf::IperfSupervisor::default(),
                 run_locks: Default::default(),
+                reports: Default::default(),
             }),
         };
         orchestrator.size_slots().await?;
@@ -188,6 +201,7 @@ impl Orchestrator {
                 poke: tokio::sync::Notify::new(),
                 iperf: crate::iperf::IperfSupervisor::default(),
                 run_locks: Default::default(),
+                reports: Default::default(),
             },
         };
         Orchestrator {
@@ -232,6 +246,34 @@ impl Orchestrator {
             .entry(run_id.to_string())
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
             .clone()
+    }
+
+    /// A handle that does not keep this orchestrator alive.
+    pub fn downgrade(&self) -> WeakOrchestrator {
+        WeakOrchestrator(Arc::downgrade(&self.inner))
+    }
+
+    /// Queues the run for its orchestrator-owned states (`SpecValidate`,
+    /// `Reporting`) to be resolved by the one report worker, off the
+    /// request path. Must be called inside the runtime.
+    pub fn queue_resolution(&self, run_id: &str) {
+        if self.inner.reports.push(run_id) {
+            tokio::spawn(crate::report_queue::work(
+                self.inner.reports.clone(),
+                self.downgrade(),
+            ));
+        }
+    }
+
+    /// Whether the run waits in (or is being resolved by) the report
+    /// worker.
+    pub fn resolution_pending(&self, run_id: &str) -> bool {
+        self.inner.reports.is_pending(run_id)
+    }
+
+    /// How many runs wait for the report worker.
+    pub fn resolutions_pending(&self) -> usize {
+        self.inner.reports.len()
     }
 
     /// Wakes the reconcilers (dispatcher, deadlines) now.
@@ -284,13 +326,12 @@ impl Orchestrator {
             return Err(invalid("a host with this name exists".into()));
         }
         for mac in &macs {
-            if let Some(taken) = host_mac::Entity::find_by_id(mac.as_str().to_string())
-                .one(&txn)
-                .await
-                .map_err(db("registering a host"))?
+            if let Some(taken) =
+                crate::store::by_key(host_mac::Entity::find_by_id(mac.as_str().to_string()), &txn)
+                    .await
+                    .map_err(db("registering a host"))?
             {
-                let owner = host::Entity::find_by_id(taken.host_id)
-                    .one(&txn)
+                let owner = crate::store::by_key(host::Entity::find_by_id(taken.host_id), &txn)
                     .await
                     .map_err(db("registering a host"))?
                     .map_or_else(|| taken.host_id.to_string(), |owner| owner.name);
@@ -347,8 +388,7 @@ impl Orchestrator {
     pub async fn remove_host(&self, host_id: i64, actor: &Actor) -> Result<()> {
         let now = self.now_ms();
         let txn = self.conn().begin().await.map_err(db("removing a host"))?;
-        let found = host::Entity::find_by_id(host_id)
-            .one(&txn)
+        let found = crate::store::by_key(host::Entity::find_by_id(host_id), &txn)
             .await
             .map_err(db("removing a host"))?
             .ok_or_else(|| OrchestratorError::HostNotFound(host_id.to_string()))?;
@@ -422,8 +462,7 @@ impl Orchestrator {
     }
 
     pub async fn get_host(&self, host_id: i64) -> Result<Host> {
-        let model = host::Entity::find_by_id(host_id)
-            .one(self.conn())
+        let model = crate::store::by_key(host::Entity::find_by_id(host_id), self.conn())
             .await
             .map_err(db("reading a host"))?
             .ok_or_else(|| OrchestratorError::HostNotFound(host_id.to_string()))?;
@@ -440,10 +479,12 @@ impl Orchestrator {
 
     /// The host that owns `mac`, if it is registered.
     pub async fn host_by_mac(&self, mac: &Mac) -> Result<Option<Host>> {
-        let Some(entry) = host_mac::Entity::find_by_id(mac.as_str().to_string())
-            .one(self.conn())
-            .await
-            .map_err(db("looking up a MAC"))?
+        let Some(entry) = crate::store::by_key(
+            host_mac::Entity::find_by_id(mac.as_str().to_string()),
+            self.conn(),
+        )
+        .await
+        .map_err(db("looking up a MAC"))?
         else {
             return Ok(None);
         };
@@ -535,12 +576,43 @@ impl Orchestrator {
     }
 
     pub async fn get_run(&self, run_id: &str) -> Result<Run> {
-        let model = run::Entity::find_by_id(run_id.to_string())
-            .one(self.conn())
+        let model = crate::store::by_key(run::Entity::find_by_id(run_id.to_string()), self.conn())
             .await
             .map_err(db("reading a run"))?
             .ok_or_else(|| OrchestratorError::RunNotFound(run_id.to_string()))?;
         Ok(Run::from_entity(model)?)
+    }
+
+    /// Runs in any of `states`, oldest first (the reconcilers' view: the
+    /// few runs that need them, not the whole history).
+    pub async fn runs_in_states(&self, states: &[RunState]) -> Result<Vec<Run>> {
+        run::Entity::find()
+            .filter(run::Column::State.is_in(states.iter().map(|state| state.as_str())))
+            .order_by_asc(run::Column::CreatedAtMs)
+            .order_by_asc(run::Column::Id)
+            .all(self.conn())
+            .await
+            .map_err(db("listing runs by state"))?
+            .into_iter()
+            .map(|model| Run::from_entity(model).map_err(OrchestratorError::from))
+            .collect()
+    }
+
+    /// Whether some run holds a dispatcher slot.
+    pub async fn any_run_holds_a_slot(&self) -> Result<bool> {
+        let slot_states = RunState::ALL
+            .iter()
+            .filter(|state| state.holds_slot())
+            .map(|state| state.as_str());
+        let found = run::Entity::find()
+            .select_only()
+            .column(run::Column::Id)
+            .filter(run::Column::State.is_in(slot_states))
+            .into_tuple::<String>()
+            .one(self.conn())
+            .await
+            .map_err(db("looking for runs in flight"))?;
+        Ok(found.is_some())
     }
 
     /// Runs, newest first.
@@ -572,8 +644,7 @@ impl Orchestrator {
 
     /// The run token, derived from the stored nonce and the secret key.
     pub async fn token_for(&self, run_id: &str) -> Result<String> {
-        let model = run::Entity::find_by_id(run_id.to_string())
-            .one(self.conn())
+        let model = crate::store::by_key(run::Entity::find_by_id(run_id.to_string()), self.conn())
             .await
             .map_err(db("reading a run"))?
             .ok_or_else(|| OrchestratorError::RunNotFound(run_id.to_string()))?;
@@ -598,12 +669,12 @@ impl Orchestrator {
             .get_run(run_id)
             .await
             .map_err(|_| OrchestratorError::Unauthorized(TokenError::WrongRun))?;
-        let model_nonce = run::Entity::find_by_id(run_id.to_string())
-            .one(self.conn())
-            .await
-            .map_err(db("reading a run"))?
-            .map(|model| model.token_nonce)
-            .unwrap_or_default();
+        let model_nonce =
+            crate::store::by_key(run::Entity::find_by_id(run_id.to_string()), self.conn())
+                .await
+                .map_err(db("reading a run"))?
+                .map(|model| model.token_nonce)
+                .unwrap_or_default();
         tokens::verify(&self.inner.key, run_id, &model_nonce, token)
             .map_err(OrchestratorError::Unauthorized)?;
         if run.state.is_terminal() {
@@ -1249,8 +1320,7 @@ impl Orchestrator {
     /// The agent claims the run: bcrypt is checked here, once per run.
     pub async fn claim(&self, run: &Run, token: &str) -> Result<Run> {
         if run.claimed_at_ms.is_none() {
-            let model = run::Entity::find_by_id(run.id.clone())
-                .one(self.conn())
+            let model = crate::store::by_key(run::Entity::find_by_id(run.id.clone()), self.conn())
                 .await
                 .map_err(db("reading a run"))?
                 .ok_or_else(|| OrchestratorError::RunNotFound(run.id.clone()))?;

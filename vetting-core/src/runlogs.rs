@@ -75,18 +75,32 @@ pub fn parse_lines(text: &str) -> Vec<StoredLine> {
 }
 
 /// Truncates `path` to `committed_len` and appends `text`, then syncs.
-/// Returns the new length.
+/// Returns the new length. The folder is made when the file is new; the
+/// file is only truncated when something past `committed_len` is there
+/// (an append whose commit never happened): a truncation to the same
+/// length still costs the file system a journal entry.
 pub fn append_committed(path: &Path, committed_len: u64, text: &str) -> std::io::Result<u64> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+    };
+    let mut file = match open() {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            open()?
+        }
+        Err(error) => return Err(error),
+    };
+    if file.metadata()?.len() != committed_len {
+        file.set_len(committed_len)?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)?;
-    file.set_len(committed_len)?;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(committed_len))?;
     file.write_all(text.as_bytes())?;
     file.sync_data()?;
@@ -101,43 +115,37 @@ pub struct Append {
     pub text: String,
 }
 
-/// How many threads [`append_all`] syncs files on at once: concurrent
-/// syncs share the file system's journal commits.
+/// How many files [`append_all`] syncs at once: concurrent syncs share
+/// the file system's journal commits.
 const SYNC_THREADS: usize = 16;
 
 /// [`append_committed`] for many files (each at most once), the syncs
-/// running side by side. Returns the new lengths in order.
-pub fn append_all(appends: &[Append]) -> std::io::Result<Vec<u64>> {
-    if appends.len() <= 1 {
-        return appends
-            .iter()
-            .map(|append| append_committed(&append.path, append.committed_len, &append.text))
-            .collect();
-    }
-    let per_thread = appends.len().div_ceil(SYNC_THREADS);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = appends
-            .chunks(per_thread)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|append| {
-                            append_committed(&append.path, append.committed_len, &append.text)
-                        })
-                        .collect::<std::io::Result<Vec<u64>>>()
-                })
-            })
-            .collect();
-        let mut lengths = Vec::with_capacity(appends.len());
-        for worker in workers {
-            let chunk = worker
-                .join()
-                .map_err(|_| std::io::Error::other("a log append thread panicked"))??;
-            lengths.extend(chunk);
+/// running side by side on the runtime's blocking threads (kept between
+/// calls, not started for each). Returns the new lengths in order.
+pub async fn append_all(appends: Vec<Append>) -> std::io::Result<Vec<u64>> {
+    let per_thread = appends.len().div_ceil(SYNC_THREADS).max(1);
+    let mut workers = Vec::with_capacity(SYNC_THREADS);
+    let mut appends = appends.into_iter();
+    loop {
+        let chunk: Vec<Append> = appends.by_ref().take(per_thread).collect();
+        if chunk.is_empty() {
+            break;
         }
-        Ok(lengths)
-    })
+        workers.push(tokio::task::spawn_blocking(move || {
+            chunk
+                .iter()
+                .map(|append| append_committed(&append.path, append.committed_len, &append.text))
+                .collect::<std::io::Result<Vec<u64>>>()
+        }));
+    }
+    let mut lengths = Vec::new();
+    for worker in workers {
+        let chunk = worker
+            .await
+            .map_err(|_| std::io::Error::other("a log append task panicked"))??;
+        lengths.extend(chunk);
+    }
+    Ok(lengths)
 }
 
 /// Every stored line of a run, from all its files, in sequence order.
@@ -194,8 +202,8 @@ mod tests {
         assert_eq!(again, 4);
     }
 
-    #[test]
-    fn many_files_are_appended_at_once() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_files_are_appended_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let appends: Vec<Append> = (0..40)
             .map(|i| Append {
@@ -204,7 +212,7 @@ mod tests {
                 text: format!("line {i}\n"),
             })
             .collect();
-        let lengths = append_all(&appends).unwrap();
+        let lengths = append_all(appends.clone()).await.unwrap();
         assert_eq!(lengths.len(), 40);
         for (i, append) in appends.iter().enumerate() {
             assert_eq!(lengths[i], append.text.len() as u64);

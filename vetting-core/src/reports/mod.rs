@@ -545,15 +545,16 @@ pub async fn write_reports(orchestrator: &Orchestrator, run_id: &str) -> Result<
         return Err(ReportError::BadRunId(run_id.to_string()));
     }
     let gathered = gather(orchestrator, run_id).await?;
-    let json = serde_json::to_vec_pretty(&gathered.report).map_err(ReportError::Json)?;
-    let html = html::render(&gathered.report, &gathered.series)?;
     let folder = orchestrator.config().data_dir.join("reports");
     let paths = ReportPaths {
         json: folder.join(format!("{run_id}.json")),
         html: folder.join(format!("{run_id}.html")),
     };
     let written = paths.clone();
+    // rendering is CPU work: off the runtime's threads, beside the writes
     tokio::task::spawn_blocking(move || -> Result<()> {
+        let json = serde_json::to_vec_pretty(&gathered.report).map_err(ReportError::Json)?;
+        let html = html::render(&gathered.report, &gathered.series)?;
         std::fs::create_dir_all(&folder).map_err(|source| ReportError::Io {
             doing: "creating the reports folder",
             path: folder.clone(),

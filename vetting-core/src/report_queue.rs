@@ -1,0 +1,96 @@
+//! The queue of runs whose orchestrator-owned states (`SpecValidate`,
+//! `Reporting`) wait to be resolved off the request path. One worker task
+//! takes them one at a time: a wave of runs that end together (a bay
+//! started at once) writes its reports one after the other instead of all
+//! at once, so the agents' requests keep their share of the CPU and the
+//! database. A run is queued once however often it is asked for.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::orchestrator::WeakOrchestrator;
+
+/// Runs waiting for the worker, and whether it is running.
+#[derive(Debug, Default)]
+pub(crate) struct ReportQueue {
+    state: std::sync::Mutex<QueueState>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    order: VecDeque<String>,
+    /// Queued or being resolved now.
+    pending: HashSet<String>,
+    worker: bool,
+}
+
+impl ReportQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `run_id`; returns whether the worker must be started.
+    pub(crate) fn push(&self, run_id: &str) -> bool {
+        let mut state = self.lock();
+        if state.pending.insert(run_id.to_string()) {
+            state.order.push_back(run_id.to_string());
+        }
+        let start = !state.worker;
+        state.worker = true;
+        drop(state);
+        self.wake.notify_one();
+        start
+    }
+
+    /// Whether `run_id` is queued or being resolved.
+    pub(crate) fn is_pending(&self, run_id: &str) -> bool {
+        self.lock().pending.contains(run_id)
+    }
+
+    /// How many runs wait or are being resolved.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    fn next(&self) -> Option<String> {
+        self.lock().order.pop_front()
+    }
+
+    fn done(&self, run_id: &str) {
+        self.lock().pending.remove(run_id);
+    }
+
+    fn stop(&self) {
+        self.lock().worker = false;
+    }
+}
+
+/// The worker: resolves queued runs one at a time; ends when the
+/// orchestrator is gone (it holds no strong handle while it waits).
+pub(crate) async fn work(queue: Arc<ReportQueue>, orchestrator: WeakOrchestrator) {
+    loop {
+        match queue.next() {
+            Some(run_id) => {
+                let Some(orchestrator) = orchestrator.upgrade() else {
+                    queue.stop();
+                    return;
+                };
+                if let Err(error) = orchestrator.resolve_owned_states(&run_id).await {
+                    tracing::warn!(run = %run_id, "cannot resolve the run's reports: {error}");
+                }
+                queue.done(&run_id);
+            }
+            None => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), queue.wake.notified()).await;
+                if orchestrator.upgrade().is_none() {
+                    queue.stop();
+                    return;
+                }
+            }
+        }
+    }
+}
