@@ -98,8 +98,12 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
     let orchestrator = Orchestrator::open(config, Arc::new(SystemClock))
         .await
         .context("opening the orchestrator")?;
-    let app = vetting_http::service(vetting_http::AppState::new(orchestrator.clone()));
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let state = vetting_http::AppState::new(orchestrator.clone());
+    let server = tokio::spawn(vetting_http::serve(
+        listener,
+        state,
+        std::future::pending::<()>(),
+    ));
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let reconcilers = tokio::spawn(run_reconcilers(
         Dispatcher::with_stored_power(orchestrator.clone()),

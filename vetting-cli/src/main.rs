@@ -195,12 +195,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Dispatcher::with_stored_power(orchestrator.clone()),
         stop.clone(),
     ));
-    axum::serve(listener, vetting_http::service(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("serving HTTP")?;
+    vetting_http::serve(listener, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .context("serving HTTP")?;
     let _ = stop_sender.send(true);
     reconcilers.abort();
     if let Some(supervisor) = pxe.and_then(|supervisor| Arc::try_unwrap(supervisor).ok()) {

@@ -288,12 +288,20 @@ async fn artifact(
         stage,
         attempt: query.attempt,
     };
-    let _permit =
-        writer.1.acquire().await.map_err(|_| {
+    // the permit bounds the bodies held in memory: it is held while the
+    // body is read and written to its file, not while the row waits for
+    // the writer
+    let file = {
+        let _permit = writer.1.acquire().await.map_err(|_| {
             ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "shutting down")
         })?;
-    let body = Bytes::from_request(request, &state)
-        .await
-        .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
-    Ok(Json(writer.of(&state).artifact(&run, upload, &body).await?))
+        let body = Bytes::from_request(request, &state)
+            .await
+            .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+        state
+            .orchestrator
+            .write_artifact_file(&run, upload, &body)
+            .await?
+    };
+    Ok(Json(writer.of(&state).artifact_row(file).await?))
 }

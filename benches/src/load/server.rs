@@ -97,12 +97,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         Dispatcher::with_stored_power(orchestrator.clone()),
         stop,
     ));
-    let app = vetting_http::service(vetting_http::AppState::new(orchestrator));
     println!("READY {url}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(terminated())
-        .await
-        .context("serving HTTP")?;
+    vetting_http::serve(
+        listener,
+        vetting_http::AppState::new(orchestrator),
+        terminated(),
+    )
+    .await
+    .context("serving HTTP")?;
     let _ = stop_sender.send(true);
     reconcilers.abort();
     Ok(())
