@@ -440,6 +440,9 @@ pub struct HostsRun {
     pub integrity: Integrity,
     pub completed_runs: usize,
     pub failures: Vec<(String, u64)>,
+    /// Per second of the window: (requests started on the log endpoint,
+    /// max latency in µs of any agent endpoint).
+    pub timeline: Vec<(u64, u32)>,
 }
 
 impl HostsRun {
@@ -529,6 +532,22 @@ pub async fn hosts(
     server.stop();
 
     let all = recorder.summary(from, to);
+    let mut timeline: Vec<(u64, u32)> = recorder
+        .per_second("log", from, to)
+        .into_iter()
+        .map(|(requests, _, max)| (requests, max))
+        .collect();
+    for endpoint in ["heartbeat", "sensor", "artifact", "result"] {
+        for (second, (_, _, max)) in recorder
+            .per_second(endpoint, from, to)
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(slot) = timeline.get_mut(second) {
+                slot.1 = slot.1.max(max);
+            }
+        }
+    }
     let before = recorder.summary(claim_started, claim_end + Duration::from_millis(1));
     let endpoints: Vec<EndpointSummary> = all
         .into_iter()
@@ -559,6 +578,7 @@ pub async fn hosts(
             .filter(|r| r.final_state == "Completed")
             .count(),
         failures: recorder.failures().into_iter().collect(),
+        timeline,
     };
     Ok(run)
 }
@@ -584,6 +604,31 @@ pub fn print_hosts(harness: &Harness, run: &HostsRun) {
     stats::print_table(&before);
     println!("  steady state:");
     stats::print_table(&run.endpoints);
+    // where the tail comes from: the slowest seconds of the window
+    let mut slowest: Vec<(usize, u64, u32)> = run
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(second, (requests, max))| (second, *requests, *max))
+        .collect();
+    slowest.sort_by_key(|(_, _, max)| std::cmp::Reverse(*max));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(5)
+        .map(|(second, requests, max)| {
+            format!(
+                "{second} s: max {:.0} ms ({requests} log requests)",
+                *max as f64 / 1000.0
+            )
+        })
+        .collect();
+    println!("  slowest seconds of the window: {}", slowest.join("; "));
+    let line: Vec<String> = run
+        .timeline
+        .iter()
+        .map(|(_, max)| format!("{:.0}", *max as f64 / 1000.0))
+        .collect();
+    println!("  max latency (ms) per second: {}", line.join(" "));
     let seconds = run.window.as_secs_f64().max(1e-9);
     println!(
         "  server CPU: {:.0} µs per request ({:.0} % of its core){}",
