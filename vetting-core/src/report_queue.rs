@@ -2,14 +2,18 @@
 //! `Reporting`) wait to be resolved off the request path. One worker task
 //! takes them one at a time: a wave of runs that end together (a bay
 //! started at once) writes its reports one after the other instead of all
-//! at once, so the agents' requests keep their share of the CPU and the
-//! database. A run is queued once however often it is asked for.
+//! at once, and pauses as long as each took before the next, so the
+//! agents' requests keep at least half of a busy core. A run is queued
+//! once however often it is asked for.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::orchestrator::WeakOrchestrator;
+
+/// The longest pause between two runs.
+const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// Runs waiting for the worker, and whether it is running.
 #[derive(Debug, Default)]
@@ -79,10 +83,17 @@ pub(crate) async fn work(queue: Arc<ReportQueue>, orchestrator: WeakOrchestrator
                     queue.stop();
                     return;
                 };
+                let started = std::time::Instant::now();
                 if let Err(error) = orchestrator.resolve_owned_states(&run_id).await {
                     tracing::warn!(run = %run_id, "cannot resolve the run's reports: {error}");
                 }
                 queue.done(&run_id);
+                drop(orchestrator);
+                // at most half of the time while runs wait: the agents'
+                // requests keep the rest of a busy core
+                if queue.len() > 0 {
+                    tokio::time::sleep(started.elapsed().min(MAX_PAUSE)).await;
+                }
             }
             None => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), queue.wake.notified()).await;
