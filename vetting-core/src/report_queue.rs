@@ -105,3 +105,27 @@ pub(crate) async fn work(queue: Arc<ReportQueue>, orchestrator: WeakOrchestrator
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_queued_once_and_the_worker_started_once() {
+        let queue = ReportQueue::default();
+        assert!(queue.push("a"), "the first push starts the worker");
+        assert!(!queue.push("a"));
+        assert!(!queue.push("b"));
+        assert_eq!(queue.len(), 2);
+        assert_eq!(queue.next().as_deref(), Some("a"));
+        // being resolved: still pending, so not queued a second time
+        assert!(queue.is_pending("a"));
+        assert!(!queue.push("a"));
+        assert_eq!(queue.next().as_deref(), Some("b"));
+        queue.done("b");
+        assert!(!queue.is_pending("b"));
+        assert_eq!(queue.next(), None);
+        queue.done("a");
+        assert_eq!(queue.len(), 0);
+    }
+}
