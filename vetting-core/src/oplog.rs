@@ -27,10 +27,7 @@ pub struct OrchestratorLine {
 /// fatal: the transition records keep the outcome in the database too.
 pub fn append(data_dir: &Path, hub: &EventsHub, run_id: &str, at_ms: i64, level: &str, text: &str) {
     let file = path(data_dir, run_id);
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r");
+    let escaped = crate::runlogs::escape(text);
     let written = file
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -68,12 +65,7 @@ pub fn read(data_dir: &Path, run_id: &str) -> std::io::Result<Vec<OrchestratorLi
             let mut parts = line.splitn(3, '\t');
             let at_ms = parts.next()?.parse().ok()?;
             let level = parts.next()?.to_string();
-            let text = parts
-                .next()
-                .unwrap_or("")
-                .replace("\\n", "\n")
-                .replace("\\r", "\r")
-                .replace("\\\\", "\\");
+            let text = crate::runlogs::unescape(parts.next().unwrap_or(""));
             Some(OrchestratorLine { at_ms, level, text })
         })
         .collect())

@@ -33,12 +33,51 @@ pub fn format_line(line: &LogLine) -> String {
         LogStream::Stdout => "stdout",
         LogStream::Stderr => "stderr",
     };
-    let text = line
-        .text
-        .replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r");
-    format!("{}\t{}\t{stream}\t{text}\n", line.seq, line.at_ms)
+    format!(
+        "{}\t{}\t{stream}\t{}\n",
+        line.seq,
+        line.at_ms,
+        escape(&line.text)
+    )
+}
+
+/// A text as one line of a file: `\`, newline and carriage return
+/// escaped as `\\`, `\n` and `\r`.
+pub fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// The text [`escape`] was given, read in one pass (so that an escaped
+/// backslash followed by `n` stays a backslash and an `n`).
+pub fn unescape(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            plain.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => plain.push('\n'),
+            Some('r') => plain.push('\r'),
+            Some('\\') => plain.push('\\'),
+            Some(other) => {
+                plain.push('\\');
+                plain.push(other);
+            }
+            None => plain.push('\\'),
+        }
+    }
+    plain
 }
 
 /// A line read back from a file.
@@ -58,12 +97,7 @@ pub fn parse_lines(text: &str) -> Vec<StoredLine> {
             let seq = parts.next()?.parse().ok()?;
             let at_ms = parts.next()?.parse().ok()?;
             let stream = parts.next()?.to_string();
-            let text = parts
-                .next()
-                .unwrap_or("")
-                .replace("\\n", "\n")
-                .replace("\\r", "\r")
-                .replace("\\\\", "\\");
+            let text = unescape(parts.next().unwrap_or(""));
             Some(StoredLine {
                 seq,
                 at_ms,
@@ -181,7 +215,7 @@ mod tests {
                 attempt: 2,
             }),
             stream: LogStream::Stderr,
-            text: "two\nlines \\ and\ttab".into(),
+            text: "two\nlines \\ and\ttab, C:\\new\\root \\\\n\r".into(),
         };
         assert_eq!(file_for(&line), "Storage-2.log");
         let parsed = parse_lines(&format_line(&line));
