@@ -68,17 +68,22 @@ pub struct StoredArtifact {
 
 /// One write of agent data, for [`Orchestrator::write_agent_data`].
 #[derive(Debug, Clone)]
+///
+/// Each names its run by id: the writer reads the rows of a whole group in
+/// one query and checks there that the run has not ended (a heartbeat is
+/// let through during the token grace), so a request whose token checked
+/// out needs no read of its own.
 pub enum AgentWrite {
     Log {
-        run: Run,
+        run_id: String,
         lines: Vec<LogLine>,
     },
     Sensor {
-        run: Run,
+        run_id: String,
         samples: Vec<SensorSample>,
     },
     Heartbeat {
-        run: Run,
+        run_id: String,
         current: Option<StageRef>,
     },
     /// The row of an artifact whose file is written and synced.
@@ -286,11 +291,12 @@ impl AgentWriter {
             .await
     }
 
-    /// A log batch (see [`Orchestrator::agent_log`]).
-    pub async fn log(&self, run: &Run, batch: LogBatch) -> Result<BatchAck> {
+    /// A log batch (see [`Orchestrator::agent_log`]) of a run whose token
+    /// was checked ([`Orchestrator::check_agent_token`]).
+    pub async fn log(&self, run_id: &str, batch: LogBatch) -> Result<BatchAck> {
         match self
             .write(AgentWrite::Log {
-                run: run.clone(),
+                run_id: run_id.to_string(),
                 lines: batch.lines,
             })
             .await?
@@ -300,11 +306,12 @@ impl AgentWriter {
         }
     }
 
-    /// A sensor batch (see [`Orchestrator::agent_sensor`]).
-    pub async fn sensor(&self, run: &Run, batch: SensorBatch) -> Result<BatchAck> {
+    /// A sensor batch (see [`Orchestrator::agent_sensor`]) of a run whose
+    /// token was checked.
+    pub async fn sensor(&self, run_id: &str, batch: SensorBatch) -> Result<BatchAck> {
         match self
             .write(AgentWrite::Sensor {
-                run: run.clone(),
+                run_id: run_id.to_string(),
                 samples: batch.samples,
             })
             .await?
@@ -314,15 +321,16 @@ impl AgentWriter {
         }
     }
 
-    /// A heartbeat (see [`Orchestrator::agent_heartbeat`]).
+    /// A heartbeat (see [`Orchestrator::agent_heartbeat`]) of a run whose
+    /// token was checked.
     pub async fn heartbeat(
         &self,
-        run: &Run,
+        run_id: &str,
         request: &HeartbeatRequest,
     ) -> Result<HeartbeatResponse> {
         match self
             .write(AgentWrite::Heartbeat {
-                run: run.clone(),
+                run_id: run_id.to_string(),
                 current: request.current,
             })
             .await?
@@ -494,7 +502,7 @@ impl Orchestrator {
     ) -> Result<HeartbeatResponse> {
         match self
             .write_agent_data(vec![AgentWrite::Heartbeat {
-                run: run.clone(),
+                run_id: run.id.clone(),
                 current: request.current,
             }])
             .await
@@ -511,7 +519,7 @@ impl Orchestrator {
         let lock = self.run_lock(&run.id);
         let _guard = lock.lock().await;
         self.write_one_batch(AgentWrite::Log {
-            run: run.clone(),
+            run_id: run.id.clone(),
             lines: batch.lines,
         })
         .await
@@ -522,7 +530,7 @@ impl Orchestrator {
         let lock = self.run_lock(&run.id);
         let _guard = lock.lock().await;
         self.write_one_batch(AgentWrite::Sensor {
-            run: run.clone(),
+            run_id: run.id.clone(),
             samples: batch.samples,
         })
         .await
@@ -555,17 +563,64 @@ impl Orchestrator {
         .ok_or(OrchestratorError::Unauthorized(TokenError::WrongRun))?;
         tokens::verify(self.key(), run_id, &model.token_nonce, token)
             .map_err(OrchestratorError::Unauthorized)?;
+        self.remember_nonce(run_id, &model.token_nonce);
         let run = Run::from_entity(model)?;
+        self.refuse_if_ended(&run, for_heartbeat)?;
+        Ok(run)
+    }
+
+    /// The token check of log, sensor and heartbeat requests: HMAC and a
+    /// constant-time comparison against the run's nonce, which never
+    /// changes and is kept in memory once read. Whether the run has ended
+    /// is checked by the writer, on the row it reads for the whole group.
+    pub async fn check_agent_token(&self, run_id: &str, token: &str) -> Result<()> {
+        let nonce = match self.known_nonce(run_id) {
+            Some(nonce) => nonce,
+            None => {
+                let model = crate::store::by_key(
+                    run::Entity::find_by_id(run_id.to_string()),
+                    self.store().db(),
+                )
+                .await
+                .map_err(db("reading a run"))?
+                .ok_or(OrchestratorError::Unauthorized(TokenError::WrongRun))?;
+                tokens::verify(self.key(), run_id, &model.token_nonce, token)
+                    .map_err(OrchestratorError::Unauthorized)?;
+                self.remember_nonce(run_id, &model.token_nonce);
+                return Ok(());
+            }
+        };
+        tokens::verify(self.key(), run_id, &nonce, token).map_err(OrchestratorError::Unauthorized)
+    }
+
+    /// The run of a write, as the group read it, unless it has ended.
+    fn writable_run(
+        &self,
+        runs: &BTreeMap<String, Run>,
+        run_id: &str,
+        for_heartbeat: bool,
+    ) -> Result<Run> {
+        let run = runs
+            .get(run_id)
+            .ok_or_else(|| OrchestratorError::RunNotFound(run_id.to_string()))?;
+        self.refuse_if_ended(run, for_heartbeat)?;
+        Ok(run.clone())
+    }
+
+    /// Refuses an agent request for a run that has ended; a heartbeat
+    /// still gets through during the token grace, so the agent hears
+    /// `shutdown`.
+    fn refuse_if_ended(&self, run: &Run, for_heartbeat: bool) -> Result<()> {
         if run.state.is_terminal() {
             let grace_ms = self.config().deadlines.token_grace_secs as i64 * 1000;
             let ended = run.ended_at_ms.unwrap_or(run.updated_at_ms);
             if !for_heartbeat || self.now_ms() > ended + grace_ms {
                 return Err(OrchestratorError::RunEnded {
-                    run_id: run_id.to_string(),
+                    run_id: run.id.clone(),
                 });
             }
         }
-        Ok(run)
+        Ok(())
     }
 
     /// Writes agent data of any number of runs in one transaction: log
@@ -616,15 +671,16 @@ impl Orchestrator {
             .enumerate()
             .filter(|(index, _)| answers[*index].is_none())
             .filter_map(|(_, write)| match write {
-                AgentWrite::Log { run, .. } | AgentWrite::Sensor { run, .. } => {
-                    Some(run.id.clone())
-                }
-                AgentWrite::Heartbeat { .. } | AgentWrite::Artifact(_) => None,
+                AgentWrite::Log { run_id, .. }
+                | AgentWrite::Sensor { run_id, .. }
+                | AgentWrite::Heartbeat { run_id, .. } => Some(run_id.clone()),
+                AgentWrite::Artifact(_) => None,
             })
             .collect();
         batch_runs.sort_unstable();
         batch_runs.dedup();
         let mut sequences: BTreeMap<String, Sequences> = BTreeMap::new();
+        let mut runs: BTreeMap<String, Run> = BTreeMap::new();
         let mut lengths: BTreeMap<(String, String), u64> = BTreeMap::new();
         if !batch_runs.is_empty() {
             // the id list padded to a power of two (repeating the last),
@@ -639,18 +695,46 @@ impl Orchestrator {
                 .await
                 .map_err(|error| GroupFailure::db("reading runs' sequence numbers", error))?;
             for row in rows {
+                let id = row.id.clone();
+                let (log_seq, sensor_seq) = (row.next_log_seq, row.next_sensor_seq);
+                match Run::from_entity(row) {
+                    Ok(run) => {
+                        runs.insert(id.clone(), run);
+                    }
+                    Err(error) => {
+                        return Err(GroupFailure::Db {
+                            doing: "reading runs",
+                            message: error.to_string(),
+                        });
+                    }
+                }
                 sequences.insert(
-                    row.id.clone(),
+                    id,
                     Sequences {
-                        log_before: row.next_log_seq,
-                        sensor_before: row.next_sensor_seq,
-                        log_next: row.next_log_seq.max(0) as u64,
-                        sensor_next: row.next_sensor_seq.max(0) as u64,
+                        log_before: log_seq,
+                        sensor_before: sensor_seq,
+                        log_next: log_seq.max(0) as u64,
+                        sensor_next: sensor_seq.max(0) as u64,
                     },
                 );
             }
+        }
+        // the committed lengths of the log files the group appends to
+        let mut log_runs: Vec<&str> = writes
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| answers[*index].is_none())
+            .filter_map(|(_, write)| match write {
+                AgentWrite::Log { run_id, lines } if !lines.is_empty() => Some(run_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        log_runs.sort_unstable();
+        log_runs.dedup();
+        if let Some(last) = log_runs.last().copied() {
+            log_runs.resize(log_runs.len().next_power_of_two(), last);
             let files = log_file::Entity::find()
-                .filter(log_file::Column::RunId.is_in(batch_runs.iter().map(String::as_str)))
+                .filter(log_file::Column::RunId.is_in(log_runs))
                 .all(database)
                 .await
                 .map_err(|error| GroupFailure::db("reading log file lengths", error))?;
@@ -672,7 +756,14 @@ impl Orchestrator {
                 continue;
             }
             match write {
-                AgentWrite::Log { run, lines } => {
+                AgentWrite::Log { run_id, lines } => {
+                    let run = match self.writable_run(&runs, &run_id, false) {
+                        Ok(run) => run,
+                        Err(error) => {
+                            answers[index] = Some(Err(error));
+                            continue;
+                        }
+                    };
                     let Some(sequence) = sequences.get_mut(&run.id) else {
                         answers[index] = Some(Err(OrchestratorError::RunNotFound(run.id)));
                         continue;
@@ -704,7 +795,14 @@ impl Orchestrator {
                         }),
                     ));
                 }
-                AgentWrite::Sensor { run, samples } => {
+                AgentWrite::Sensor { run_id, samples } => {
+                    let run = match self.writable_run(&runs, &run_id, false) {
+                        Ok(run) => run,
+                        Err(error) => {
+                            answers[index] = Some(Err(error));
+                            continue;
+                        }
+                    };
                     let Some(sequence) = sequences.get_mut(&run.id) else {
                         answers[index] = Some(Err(OrchestratorError::RunNotFound(run.id)));
                         continue;
@@ -740,7 +838,14 @@ impl Orchestrator {
                         }),
                     ));
                 }
-                AgentWrite::Heartbeat { run, current } => {
+                AgentWrite::Heartbeat { run_id, current } => {
+                    let run = match self.writable_run(&runs, &run_id, true) {
+                        Ok(run) => run,
+                        Err(error) => {
+                            answers[index] = Some(Err(error));
+                            continue;
+                        }
+                    };
                     pending.push((
                         index,
                         AgentWritten::Heartbeat(HeartbeatResponse {
@@ -852,24 +957,33 @@ impl Orchestrator {
                 .map_err(|error| GroupFailure::db("storing an artifact", error))?;
         }
         let silence_ms = self.config().deadlines.heartbeat_silence_secs as i64 * 1000;
-        for run in heartbeats {
-            let update = run::Entity::update_many()
+        // every heartbeat of the group in two statements: liveness, and
+        // the silence deadline of runs whose agent is expected to talk
+        let mut beating: Vec<String> = heartbeats.into_iter().map(|run| run.id).collect();
+        beating.sort_unstable();
+        beating.dedup();
+        if let Some(last) = beating.last().cloned() {
+            beating.resize(beating.len().next_power_of_two(), last);
+            run::Entity::update_many()
                 .col_expr(run::Column::LastHeartbeatMs, Expr::value(now))
-                .filter(run::Column::Id.eq(run.id.as_str()));
-            let update = if run.state.agent_is_active() || run.state == RunState::Booting {
-                update
-                    .col_expr(
-                        run::Column::HeartbeatDeadlineMs,
-                        Expr::value(now + silence_ms),
-                    )
-                    .filter(run::Column::State.eq(run.state.as_str()))
-            } else {
-                update
-            };
-            update
+                .filter(run::Column::Id.is_in(beating.iter().map(String::as_str)))
                 .exec(&txn)
                 .await
-                .map_err(|error| GroupFailure::db("recording a heartbeat", error))?;
+                .map_err(|error| GroupFailure::db("recording heartbeats", error))?;
+            let listening = RunState::ALL
+                .into_iter()
+                .filter(|state| state.agent_is_active() || *state == RunState::Booting)
+                .map(RunState::as_str);
+            run::Entity::update_many()
+                .col_expr(
+                    run::Column::HeartbeatDeadlineMs,
+                    Expr::value(now + silence_ms),
+                )
+                .filter(run::Column::Id.is_in(beating.iter().map(String::as_str)))
+                .filter(run::Column::State.is_in(listening))
+                .exec(&txn)
+                .await
+                .map_err(|error| GroupFailure::db("recording heartbeats", error))?;
         }
         txn.commit()
             .await

@@ -130,7 +130,12 @@ struct Inner {
     iperf: crate::iperf::IperfSupervisor,
     run_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     reports: Arc<crate::report_queue::ReportQueue>,
+    /// Runs' token nonces once read (a nonce never changes).
+    nonces: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
+
+/// The most token nonces kept in memory; past it the map starts over.
+const NONCES_KEPT: usize = 65_536;
 
 /// A handle that does not keep the orchestrator alive.
 #[derive(Debug, Clone)]
@@ -178,6 +183,7 @@ impl Orchestrator {
                 iperf: crate::iperf::IperfSupervisor::default(),
                 run_locks: Default::default(),
                 reports: Default::default(),
+                nonces: Default::default(),
             }),
         };
         orchestrator.size_slots().await?;
@@ -202,6 +208,7 @@ impl Orchestrator {
                 iperf: crate::iperf::IperfSupervisor::default(),
                 run_locks: Default::default(),
                 reports: Default::default(),
+                nonces: Default::default(),
             },
         };
         Orchestrator {
@@ -246,6 +253,29 @@ impl Orchestrator {
             .entry(run_id.to_string())
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
             .clone()
+    }
+
+    /// The token nonce of a run, when it was read before.
+    pub(crate) fn known_nonce(&self, run_id: &str) -> Option<String> {
+        self.inner
+            .nonces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(run_id)
+            .cloned()
+    }
+
+    /// Keeps a run's token nonce for the next requests.
+    pub(crate) fn remember_nonce(&self, run_id: &str, nonce: &str) {
+        let mut nonces = self
+            .inner
+            .nonces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if nonces.len() >= NONCES_KEPT {
+            nonces.clear();
+        }
+        nonces.insert(run_id.to_string(), nonce.to_string());
     }
 
     /// A handle that does not keep this orchestrator alive.

@@ -154,3 +154,89 @@ async fn a_database_newer_than_the_binary_is_refused() {
         assert!(error.to_string().contains("newer than this binary"));
     }
 }
+
+/// Log, sensor and heartbeat check the token against the nonce kept in
+/// memory and leave "has the run ended" to the writer, on the row it reads
+/// for the group: the same refusals as the full check.
+#[tokio::test]
+async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
+    use vetting_probes::protocol::{HeartbeatRequest, LogBatch, LogLine, LogStream};
+
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        let run_a = booting(&orchestrator, 1).await;
+        let run_b = booting(&orchestrator, 2).await;
+        let token_a = orchestrator.token_for(&run_a).await.unwrap();
+        let token_b = orchestrator.token_for(&run_b).await.unwrap();
+        // twice: the first reads the nonce, the second uses the kept one
+        for _ in 0..2 {
+            orchestrator
+                .check_agent_token(&run_a, &token_a)
+                .await
+                .unwrap();
+            for token in ["vt1.nonsense", token_b.as_str(), ""] {
+                assert!(matches!(
+                    orchestrator.check_agent_token(&run_a, token).await,
+                    Err(OrchestratorError::Unauthorized(_))
+                ));
+            }
+        }
+        assert!(matches!(
+            orchestrator
+                .check_agent_token("no-such-run", &token_a)
+                .await,
+            Err(OrchestratorError::Unauthorized(_))
+        ));
+
+        let line = |seq| LogLine {
+            seq,
+            at_ms: T0,
+            stage: None,
+            stream: LogStream::Agent,
+            text: format!("line {seq}"),
+        };
+        let beat = HeartbeatRequest {
+            current: None,
+            status: None,
+        };
+        let run = orchestrator.get_run(&run_a).await.unwrap();
+        let ack = orchestrator
+            .agent_log(
+                &run,
+                LogBatch {
+                    lines: vec![line(0)],
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ack.next_seq, 1);
+        // the run ends: heartbeats during the grace, nothing else
+        orchestrator
+            .cancel(&run_a, &operator(), None)
+            .await
+            .unwrap();
+        orchestrator
+            .check_agent_token(&run_a, &token_a)
+            .await
+            .unwrap();
+        orchestrator.agent_heartbeat(&run, &beat).await.unwrap();
+        assert!(matches!(
+            orchestrator
+                .agent_log(
+                    &run,
+                    LogBatch {
+                        lines: vec![line(1)],
+                    },
+                )
+                .await,
+            Err(OrchestratorError::RunEnded { .. })
+        ));
+        clock.advance_secs(orchestrator.config().deadlines.token_grace_secs as i64 + 1);
+        assert!(matches!(
+            orchestrator.agent_heartbeat(&run, &beat).await,
+            Err(OrchestratorError::RunEnded { .. })
+        ));
+        assert_eq!(orchestrator.get_run(&run_a).await.unwrap().next_log_seq, 1);
+    }
+}
