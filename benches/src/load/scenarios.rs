@@ -736,6 +736,13 @@ pub async fn sweep(
 /// A burst of heartbeats at twice `rate` for `burst`, between two spells
 /// at `rate`; prints each second after the burst and how long recovery
 /// took.
+/// One client per seeded run, with the burst's 5 s timeout.
+fn heartbeat_clients(url: &str, runs: &[(String, String)]) -> anyhow::Result<Vec<Client>> {
+    runs.iter()
+        .map(|(run_id, token)| Ok(Client::new(url, run_id, token, Duration::from_secs(5))?))
+        .collect()
+}
+
 pub async fn burst(
     harness: &Harness,
     rate: Option<f64>,
@@ -773,15 +780,7 @@ pub async fn burst(
             // the connections) see no failure and a p99 under 50 ms
             let mut rate = measured.summary.per_second * 0.8;
             for _ in 0..6 {
-                let mut probe_clients = Vec::new();
-                for (run_id, token) in &runs {
-                    probe_clients.push(Client::new(
-                        &server.url,
-                        run_id,
-                        token,
-                        Duration::from_secs(5),
-                    )?);
-                }
+                let probe_clients = heartbeat_clients(&server.url, &runs)?;
                 let probe = Arc::new(Recorder::new());
                 let probe_start = Instant::now();
                 agents::open_loop_heartbeats(
@@ -807,15 +806,7 @@ pub async fn burst(
             rate
         }
     };
-    let mut clients = Vec::new();
-    for (run_id, token) in &runs {
-        clients.push(Client::new(
-            &server.url,
-            run_id,
-            token,
-            Duration::from_secs(5),
-        )?);
-    }
+    let clients = heartbeat_clients(&server.url, &runs)?;
     let recorder = Arc::new(Recorder::new());
     let before = Duration::from_secs(10);
     let after = Duration::from_secs(30);
