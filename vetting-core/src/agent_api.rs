@@ -90,6 +90,41 @@ pub enum AgentWrite {
     Artifact(ArtifactFile),
 }
 
+impl AgentWrite {
+    /// The run a log, sensor or heartbeat write goes to.
+    fn run_id(&self) -> Option<&str> {
+        match self {
+            AgentWrite::Log { run_id, .. }
+            | AgentWrite::Sensor { run_id, .. }
+            | AgentWrite::Heartbeat { run_id, .. } => Some(run_id),
+            AgentWrite::Artifact(_) => None,
+        }
+    }
+}
+
+impl ArtifactFile {
+    /// What the agent is told of the stored artifact.
+    fn stored(&self) -> StoredArtifact {
+        StoredArtifact {
+            name: self.upload.name.clone(),
+            size_bytes: self.size,
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+/// An id list for an `IN (...)`: sorted, without repeats, and padded to a
+/// power of two (repeating the last) so that few distinct statements reach
+/// the statement cache.
+fn id_list<T: Ord + Clone>(mut ids: Vec<T>) -> Vec<T> {
+    ids.sort_unstable();
+    ids.dedup();
+    if let Some(last) = ids.last().cloned() {
+        ids.resize(ids.len().next_power_of_two(), last);
+    }
+    ids
+}
+
 /// The answer to an [`AgentWrite`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentWritten {
@@ -259,23 +294,9 @@ impl AgentWriter {
             .map_err(|_| internal("the agent writer has stopped"))?
     }
 
-    /// An artifact (see [`Orchestrator::agent_artifact`]): the file is
-    /// written here, its row by the writer.
-    pub async fn artifact(
-        &self,
-        run: &Run,
-        upload: ArtifactUpload,
-        body: &[u8],
-    ) -> Result<StoredArtifact> {
-        let file = self
-            .orchestrator
-            .write_artifact_file(run, upload, body)
-            .await?;
-        self.artifact_row(file).await
-    }
-
-    /// The row of an artifact whose file is written: in the next group of
-    /// writes, with the log lines and readings queued beside it.
+    /// The row of an artifact whose file is written (see
+    /// [`Orchestrator::write_artifact_file`]): in the next group of writes,
+    /// with the log lines and readings queued beside it.
     pub async fn artifact_row(&self, file: ArtifactFile) -> Result<StoredArtifact> {
         match self.write(AgentWrite::Artifact(file)).await? {
             AgentWritten::Artifact(stored) => Ok(stored),
@@ -554,6 +575,14 @@ impl Orchestrator {
         token: &str,
         for_heartbeat: bool,
     ) -> Result<Run> {
+        let run = Run::from_entity(self.read_verified(run_id, token).await?)?;
+        self.refuse_if_ended(&run, for_heartbeat)?;
+        Ok(run)
+    }
+
+    /// The run's row, once its token is checked against the row's nonce
+    /// (which is then kept in memory).
+    async fn read_verified(&self, run_id: &str, token: &str) -> Result<run::Model> {
         let model = crate::store::by_key(
             run::Entity::find_by_id(run_id.to_string()),
             self.store().db(),
@@ -564,9 +593,7 @@ impl Orchestrator {
         tokens::verify(self.key(), run_id, &model.token_nonce, token)
             .map_err(OrchestratorError::Unauthorized)?;
         self.remember_nonce(run_id, &model.token_nonce);
-        let run = Run::from_entity(model)?;
-        self.refuse_if_ended(&run, for_heartbeat)?;
-        Ok(run)
+        Ok(model)
     }
 
     /// The token check of log, sensor and heartbeat requests: HMAC and a
@@ -574,37 +601,18 @@ impl Orchestrator {
     /// changes and is kept in memory once read. Whether the run has ended
     /// is checked by the writer, on the row it reads for the whole group.
     pub async fn check_agent_token(&self, run_id: &str, token: &str) -> Result<()> {
-        let nonce = match self.known_nonce(run_id) {
-            Some(nonce) => nonce,
-            None => {
-                let model = crate::store::by_key(
-                    run::Entity::find_by_id(run_id.to_string()),
-                    self.store().db(),
-                )
-                .await
-                .map_err(db("reading a run"))?
-                .ok_or(OrchestratorError::Unauthorized(TokenError::WrongRun))?;
-                tokens::verify(self.key(), run_id, &model.token_nonce, token)
-                    .map_err(OrchestratorError::Unauthorized)?;
-                self.remember_nonce(run_id, &model.token_nonce);
-                return Ok(());
-            }
-        };
-        tokens::verify(self.key(), run_id, &nonce, token).map_err(OrchestratorError::Unauthorized)
+        match self.known_nonce(run_id) {
+            Some(nonce) => tokens::verify(self.key(), run_id, &nonce, token)
+                .map_err(OrchestratorError::Unauthorized),
+            None => self.read_verified(run_id, token).await.map(|_| ()),
+        }
     }
 
-    /// The run of a write, as the group read it, unless it has ended.
-    fn writable_run(
-        &self,
-        runs: &BTreeMap<String, Run>,
-        run_id: &str,
-        for_heartbeat: bool,
-    ) -> Result<Run> {
-        let run = runs
-            .get(run_id)
-            .ok_or_else(|| OrchestratorError::RunNotFound(run_id.to_string()))?;
-        self.refuse_if_ended(run, for_heartbeat)?;
-        Ok(run.clone())
+    /// Whether a write may go to `run` (as the group read it): it exists
+    /// and has not ended.
+    fn check_writable(&self, run: Option<&Run>, run_id: &str, for_heartbeat: bool) -> Result<()> {
+        let run = run.ok_or_else(|| OrchestratorError::RunNotFound(run_id.to_string()))?;
+        self.refuse_if_ended(run, for_heartbeat)
     }
 
     /// Refuses an agent request for a run that has ended; a heartbeat
@@ -666,73 +674,51 @@ impl Orchestrator {
     ) -> Result<(), GroupFailure> {
         let database = self.store().db();
         // the runs' next sequence numbers and committed log lengths
-        let mut batch_runs: Vec<String> = writes
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| answers[*index].is_none())
-            .filter_map(|(_, write)| match write {
-                AgentWrite::Log { run_id, .. }
-                | AgentWrite::Sensor { run_id, .. }
-                | AgentWrite::Heartbeat { run_id, .. } => Some(run_id.clone()),
-                AgentWrite::Artifact(_) => None,
-            })
-            .collect();
-        batch_runs.sort_unstable();
-        batch_runs.dedup();
+        let open = || {
+            writes
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| answers[*index].is_none())
+                .map(|(_, write)| write)
+        };
+        // the rows of the group's runs: their state and sequence numbers
+        let batch_runs = id_list(open().filter_map(AgentWrite::run_id).collect());
         let mut sequences: BTreeMap<String, Sequences> = BTreeMap::new();
         let mut runs: BTreeMap<String, Run> = BTreeMap::new();
         let mut lengths: BTreeMap<(String, String), u64> = BTreeMap::new();
         if !batch_runs.is_empty() {
-            // the id list padded to a power of two (repeating the last),
-            // so few distinct statements reach the statement cache
-            let width = batch_runs.len().next_power_of_two();
-            if let Some(last) = batch_runs.last().cloned() {
-                batch_runs.resize(width, last);
-            }
             let rows = run::Entity::find()
-                .filter(run::Column::Id.is_in(batch_runs.iter().map(String::as_str)))
+                .filter(run::Column::Id.is_in(batch_runs))
                 .all(database)
                 .await
                 .map_err(|error| GroupFailure::db("reading runs' sequence numbers", error))?;
             for row in rows {
-                let id = row.id.clone();
-                let (log_seq, sensor_seq) = (row.next_log_seq, row.next_sensor_seq);
-                match Run::from_entity(row) {
-                    Ok(run) => {
-                        runs.insert(id.clone(), run);
-                    }
-                    Err(error) => {
-                        return Err(GroupFailure::Db {
-                            doing: "reading runs",
-                            message: error.to_string(),
-                        });
-                    }
-                }
+                let run = Run::from_entity(row).map_err(|error| GroupFailure::Db {
+                    doing: "reading runs",
+                    message: error.to_string(),
+                })?;
                 sequences.insert(
-                    id,
+                    run.id.clone(),
                     Sequences {
-                        log_before: log_seq,
-                        sensor_before: sensor_seq,
-                        log_next: log_seq.max(0) as u64,
-                        sensor_next: sensor_seq.max(0) as u64,
+                        log_before: run.next_log_seq,
+                        sensor_before: run.next_sensor_seq,
+                        log_next: run.next_log_seq.max(0) as u64,
+                        sensor_next: run.next_sensor_seq.max(0) as u64,
                     },
                 );
+                runs.insert(run.id.clone(), run);
             }
         }
         // the committed lengths of the log files the group appends to
-        let mut log_runs: Vec<&str> = writes
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| answers[*index].is_none())
-            .filter_map(|(_, write)| match write {
-                AgentWrite::Log { run_id, lines } if !lines.is_empty() => Some(run_id.as_str()),
-                _ => None,
-            })
-            .collect();
-        log_runs.sort_unstable();
-        log_runs.dedup();
-        if let Some(last) = log_runs.last().copied() {
-            log_runs.resize(log_runs.len().next_power_of_two(), last);
+        let log_runs = id_list(
+            open()
+                .filter_map(|write| match write {
+                    AgentWrite::Log { run_id, lines } if !lines.is_empty() => Some(run_id.as_str()),
+                    _ => None,
+                })
+                .collect(),
+        );
+        if !log_runs.is_empty() {
             let files = log_file::Entity::find()
                 .filter(log_file::Column::RunId.is_in(log_runs))
                 .all(database)
@@ -755,24 +741,28 @@ impl Orchestrator {
             if answers[index].is_some() {
                 continue;
             }
+            let checked = write.run_id().map(|run_id| {
+                self.check_writable(
+                    runs.get(run_id),
+                    run_id,
+                    matches!(write, AgentWrite::Heartbeat { .. }),
+                )
+            });
+            if let Some(Err(error)) = checked {
+                answers[index] = Some(Err(error));
+                continue;
+            }
             match write {
                 AgentWrite::Log { run_id, lines } => {
-                    let run = match self.writable_run(&runs, &run_id, false) {
-                        Ok(run) => run,
-                        Err(error) => {
-                            answers[index] = Some(Err(error));
-                            continue;
-                        }
-                    };
-                    let Some(sequence) = sequences.get_mut(&run.id) else {
-                        answers[index] = Some(Err(OrchestratorError::RunNotFound(run.id)));
+                    let Some(sequence) = sequences.get_mut(&run_id) else {
+                        answers[index] = Some(Err(OrchestratorError::RunNotFound(run_id)));
                         continue;
                     };
                     let (fresh, next) = take_fresh(lines, sequence.log_next, |line| line.seq);
                     sequence.log_next = next;
                     for line in &fresh {
                         let file = runlogs::file_for(line);
-                        let key = (run.id.clone(), file);
+                        let key = (run_id.clone(), file);
                         let committed = lengths.get(&key).copied().unwrap_or(0);
                         appends
                             .entry(key)
@@ -783,7 +773,7 @@ impl Orchestrator {
                     let stored = fresh.len() as u64;
                     if stored > 0 {
                         announced.push(HubEvent::Log {
-                            run_id: run.id.clone(),
+                            run_id: run_id.clone(),
                             lines: fresh.into_iter().map(|line| line.text).collect(),
                         });
                     }
@@ -796,15 +786,8 @@ impl Orchestrator {
                     ));
                 }
                 AgentWrite::Sensor { run_id, samples } => {
-                    let run = match self.writable_run(&runs, &run_id, false) {
-                        Ok(run) => run,
-                        Err(error) => {
-                            answers[index] = Some(Err(error));
-                            continue;
-                        }
-                    };
-                    let Some(sequence) = sequences.get_mut(&run.id) else {
-                        answers[index] = Some(Err(OrchestratorError::RunNotFound(run.id)));
+                    let Some(sequence) = sequences.get_mut(&run_id) else {
+                        answers[index] = Some(Err(OrchestratorError::RunNotFound(run_id)));
                         continue;
                     };
                     let (fresh, next) =
@@ -813,7 +796,7 @@ impl Orchestrator {
                     let stored = fresh.len() as u64;
                     for sample in fresh {
                         measurements.push(measurement::ActiveModel {
-                            run_id: Set(run.id.clone()),
+                            run_id: Set(run_id.clone()),
                             stage: Set(sample.stage.map(|s| s.stage.as_str().to_string())),
                             attempt: Set(sample.stage.map(|s| s.attempt as i32)),
                             seq: Set(Some(sample.seq as i64)),
@@ -826,7 +809,7 @@ impl Orchestrator {
                     }
                     if stored > 0 {
                         announced.push(HubEvent::Sensor {
-                            run_id: run.id.clone(),
+                            run_id: run_id.clone(),
                             count: stored as usize,
                         });
                     }
@@ -839,32 +822,22 @@ impl Orchestrator {
                     ));
                 }
                 AgentWrite::Heartbeat { run_id, current } => {
-                    let run = match self.writable_run(&runs, &run_id, true) {
-                        Ok(run) => run,
-                        Err(error) => {
-                            answers[index] = Some(Err(error));
-                            continue;
-                        }
+                    let Some(run) = runs.get(&run_id) else {
+                        answers[index] = Some(Err(OrchestratorError::RunNotFound(run_id)));
+                        continue;
                     };
                     pending.push((
                         index,
                         AgentWritten::Heartbeat(HeartbeatResponse {
-                            cmd: command_for(&run, current),
-                            position: position_of(&run),
+                            cmd: command_for(run, current),
+                            position: position_of(run),
                             override_flags: run.override_flags.clone(),
                         }),
                     ));
-                    heartbeats.push(run);
+                    heartbeats.push(run_id);
                 }
                 AgentWrite::Artifact(file) => {
-                    pending.push((
-                        index,
-                        AgentWritten::Artifact(StoredArtifact {
-                            name: file.upload.name.clone(),
-                            size_bytes: file.size,
-                            sha256: file.sha256.clone(),
-                        }),
-                    ));
+                    pending.push((index, AgentWritten::Artifact(file.stored())));
                     artifacts.push(file);
                 }
             }
@@ -959,11 +932,8 @@ impl Orchestrator {
         let silence_ms = self.config().deadlines.heartbeat_silence_secs as i64 * 1000;
         // every heartbeat of the group in two statements: liveness, and
         // the silence deadline of runs whose agent is expected to talk
-        let mut beating: Vec<String> = heartbeats.into_iter().map(|run| run.id).collect();
-        beating.sort_unstable();
-        beating.dedup();
-        if let Some(last) = beating.last().cloned() {
-            beating.resize(beating.len().next_power_of_two(), last);
+        let beating = id_list(heartbeats);
+        if !beating.is_empty() {
             run::Entity::update_many()
                 .col_expr(run::Column::LastHeartbeatMs, Expr::value(now))
                 .filter(run::Column::Id.is_in(beating.iter().map(String::as_str)))
@@ -1068,37 +1038,16 @@ impl Orchestrator {
     /// The database half of [`Orchestrator::agent_artifact`]: the row of a
     /// written file (replacing one of the same name and stage attempt).
     pub async fn record_artifact(&self, file: ArtifactFile) -> Result<StoredArtifact> {
-        let ArtifactFile {
-            run_id,
-            upload,
-            path,
-            size,
-            sha256,
-        } = file;
+        let stored = file.stored();
         let txn = self
             .store()
             .db()
             .begin()
             .await
             .map_err(db("storing an artifact"))?;
-        let stored = StoredArtifact {
-            name: upload.name.clone(),
-            size_bytes: size,
-            sha256: sha256.clone(),
-        };
-        artifact_row(
-            &txn,
-            ArtifactFile {
-                run_id,
-                upload,
-                path,
-                size,
-                sha256,
-            },
-            self.now_ms(),
-        )
-        .await
-        .map_err(db("storing an artifact"))?;
+        artifact_row(&txn, file, self.now_ms())
+            .await
+            .map_err(db("storing an artifact"))?;
         txn.commit().await.map_err(db("storing an artifact"))?;
         Ok(stored)
     }

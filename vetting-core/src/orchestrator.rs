@@ -255,23 +255,21 @@ impl Orchestrator {
             .clone()
     }
 
-    /// The token nonce of a run, when it was read before.
-    pub(crate) fn known_nonce(&self, run_id: &str) -> Option<String> {
+    fn nonces(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
         self.inner
             .nonces
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(run_id)
-            .cloned()
+    }
+
+    /// The token nonce of a run, when it was read before.
+    pub(crate) fn known_nonce(&self, run_id: &str) -> Option<String> {
+        self.nonces().get(run_id).cloned()
     }
 
     /// Keeps a run's token nonce for the next requests.
     pub(crate) fn remember_nonce(&self, run_id: &str, nonce: &str) {
-        let mut nonces = self
-            .inner
-            .nonces
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut nonces = self.nonces();
         if nonces.len() >= NONCES_KEPT {
             nonces.clear();
         }
@@ -299,11 +297,6 @@ impl Orchestrator {
     /// worker.
     pub fn resolution_pending(&self, run_id: &str) -> bool {
         self.inner.reports.is_pending(run_id)
-    }
-
-    /// How many runs wait for the report worker.
-    pub fn resolutions_pending(&self) -> usize {
-        self.inner.reports.len()
     }
 
     /// Wakes the reconcilers (dispatcher, deadlines) now.

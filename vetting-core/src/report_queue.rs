@@ -67,10 +67,6 @@ impl ReportQueue {
     fn done(&self, run_id: &str) {
         self.lock().pending.remove(run_id);
     }
-
-    fn stop(&self) {
-        self.lock().worker = false;
-    }
 }
 
 /// The worker: resolves queued runs one at a time; ends when the
@@ -80,7 +76,6 @@ pub(crate) async fn work(queue: Arc<ReportQueue>, orchestrator: WeakOrchestrator
         match queue.next() {
             Some(run_id) => {
                 let Some(orchestrator) = orchestrator.upgrade() else {
-                    queue.stop();
                     return;
                 };
                 let started = std::time::Instant::now();
@@ -98,7 +93,6 @@ pub(crate) async fn work(queue: Arc<ReportQueue>, orchestrator: WeakOrchestrator
             None => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), queue.wake.notified()).await;
                 if orchestrator.upgrade().is_none() {
-                    queue.stop();
                     return;
                 }
             }

@@ -24,15 +24,23 @@ async fn booting(orchestrator: &Orchestrator, index: u32) -> String {
     run.id
 }
 
+/// Two runs waiting for their agent, with their tokens.
+async fn two_booting_runs(orchestrator: &Orchestrator) -> [(String, String); 2] {
+    let mut runs = Vec::new();
+    for index in [1, 2] {
+        let run = booting(orchestrator, index).await;
+        let token = orchestrator.token_for(&run).await.unwrap();
+        runs.push((run, token));
+    }
+    [runs.remove(0), runs.remove(0)]
+}
+
 #[tokio::test]
 async fn tokens_are_refused_when_wrong_foreign_or_expired() {
     for db in test_dbs().await {
         let clock = ManualClock::new(T0);
         let orchestrator = open(config_for(&db), &clock).await;
-        let run_a = booting(&orchestrator, 1).await;
-        let run_b = booting(&orchestrator, 2).await;
-        let token_a = orchestrator.token_for(&run_a).await.unwrap();
-        let token_b = orchestrator.token_for(&run_b).await.unwrap();
+        let [(run_a, token_a), (_, token_b)] = two_booting_runs(&orchestrator).await;
         orchestrator
             .authenticate(&run_a, &token_a, false)
             .await
@@ -165,10 +173,7 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
     for db in test_dbs().await {
         let clock = ManualClock::new(T0);
         let orchestrator = open(config_for(&db), &clock).await;
-        let run_a = booting(&orchestrator, 1).await;
-        let run_b = booting(&orchestrator, 2).await;
-        let token_a = orchestrator.token_for(&run_a).await.unwrap();
-        let token_b = orchestrator.token_for(&run_b).await.unwrap();
+        let [(run_a, token_a), (_, token_b)] = two_booting_runs(&orchestrator).await;
         // twice: the first reads the nonce, the second uses the kept one
         for _ in 0..2 {
             orchestrator
