@@ -9,16 +9,18 @@ use std::path::PathBuf;
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 use vetting_probes::protocol::{
-    ArtifactRef, BatchAck, ClaimResponse, HeartbeatRequest, HeartbeatResponse, LogBatch, LogLine,
-    Outcome, ResultResponse, SensorBatch, SensorSample, Stage, StageParams, StageRef, StageResult,
+    BatchAck, ClaimResponse, HeartbeatRequest, HeartbeatResponse, LogBatch, LogLine, Outcome,
+    ResultResponse, SensorBatch, SensorSample, Stage, StageParams, StageRef, StageResult,
 };
 use vetting_probes::{Status, Tool, Verdict};
 
 use crate::events::HubEvent;
+use crate::evidence;
 use crate::model::{Actor, Run};
 use crate::orchestrator::{
     EventContext, Orchestrator, OrchestratorError, command_for, position_of,
@@ -48,11 +50,15 @@ pub struct ArtifactUpload {
     pub attempt: Option<u32>,
 }
 
-/// An artifact's file, written and synced, whose row is not recorded yet.
+/// An artifact's file, written and synced under a temporary name, whose
+/// row is not recorded yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactFile {
     pub run_id: String,
     pub upload: ArtifactUpload,
+    /// Where the body was written.
+    pub temporary: PathBuf,
+    /// Where it goes once its row is taken.
     pub path: PathBuf,
     pub size: u64,
     pub sha256: String,
@@ -97,7 +103,7 @@ impl AgentWrite {
             AgentWrite::Log { run_id, .. }
             | AgentWrite::Sensor { run_id, .. }
             | AgentWrite::Heartbeat { run_id, .. } => Some(run_id),
-            AgentWrite::Artifact(_) => None,
+            AgentWrite::Artifact(file) => Some(&file.run_id),
         }
     }
 }
@@ -131,6 +137,121 @@ pub enum AgentWritten {
     Batch(BatchAck),
     Heartbeat(HeartbeatResponse),
     Artifact(StoredArtifact),
+}
+
+/// The most measurements one result carries.
+pub const MAX_MEASUREMENTS: usize = 100_000;
+/// The most reasons an agent's verdict carries.
+pub const MAX_VERDICT_REASONS: usize = 4096;
+/// Rows per insert of a result's measurements (9 values each: far below
+/// the bound-variable limits of SQLite and PostgreSQL).
+const MEASUREMENT_CHUNK: usize = 500;
+
+/// How many results re-judge their evidence at once.
+static REJUDGE_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// A result, checked: what its commit writes.
+enum Prepared {
+    /// A repeat of a result already taken: its stored answer.
+    Repeat(ResultResponse),
+    New(Box<PreparedResult>),
+}
+
+struct PreparedResult {
+    /// The run as read when the result was checked (its version is
+    /// compare-and-set at the commit).
+    run: Run,
+    reference: StageRef,
+    outcome: Outcome,
+    verdict: Verdict,
+    agent_verdict: Verdict,
+    hold_reason: Option<HoldReason>,
+    data: StageData,
+}
+
+/// What a stage result stores beside its transition, in the transition's
+/// transaction (see [`write_stage_data`]).
+#[derive(Debug, Clone)]
+pub struct StageData {
+    pub stage: StageRef,
+    pub inventory: Option<InventoryRows>,
+    pub measurements: Vec<vetting_probes::protocol::Measurement>,
+}
+
+/// An InventoryCheck's inventory and its components, checked.
+#[derive(Debug, Clone)]
+pub struct InventoryRows {
+    pub attempt: u32,
+    pub json: String,
+    pub components: Vec<(String, String, String)>,
+}
+
+/// Writes a result's inventory and summary measurements inside the
+/// transaction of its transition (a repeated write replaces them).
+pub(crate) async fn write_stage_data<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    run_id: &str,
+    data: &StageData,
+    now_ms: i64,
+) -> std::result::Result<(), sea_orm::DbErr> {
+    if let Some(rows) = &data.inventory {
+        inventory::Entity::delete_many()
+            .filter(inventory::Column::RunId.eq(run_id))
+            .filter(inventory::Column::Attempt.eq(rows.attempt as i32))
+            .exec(txn)
+            .await?;
+        inventory::ActiveModel {
+            run_id: Set(run_id.to_string()),
+            attempt: Set(rows.attempt as i32),
+            inventory: Set(rows.json.clone()),
+            created_at_ms: Set(now_ms),
+        }
+        .insert(txn)
+        .await?;
+        component::Entity::delete_many()
+            .filter(component::Column::RunId.eq(run_id))
+            .exec(txn)
+            .await?;
+        for chunk in rows.components.chunks(MEASUREMENT_CHUNK) {
+            component::Entity::insert_many(chunk.iter().map(|(kind, identity, summary)| {
+                component::ActiveModel {
+                    run_id: Set(run_id.to_string()),
+                    kind: Set(kind.clone()),
+                    identity: Set(identity.clone()),
+                    summary: Set(summary.clone()),
+                    ..Default::default()
+                }
+            }))
+            .exec(txn)
+            .await?;
+        }
+    }
+    if data.measurements.is_empty() {
+        return Ok(());
+    }
+    measurement::Entity::delete_many()
+        .filter(measurement::Column::RunId.eq(run_id))
+        .filter(measurement::Column::Stage.eq(data.stage.stage.as_str()))
+        .filter(measurement::Column::Attempt.eq(data.stage.attempt as i32))
+        .filter(measurement::Column::Seq.is_null())
+        .exec(txn)
+        .await?;
+    for chunk in data.measurements.chunks(MEASUREMENT_CHUNK) {
+        measurement::Entity::insert_many(chunk.iter().map(|m| measurement::ActiveModel {
+            run_id: Set(run_id.to_string()),
+            stage: Set(Some(data.stage.stage.as_str().to_string())),
+            attempt: Set(Some(data.stage.attempt as i32)),
+            seq: Set(None),
+            name: Set(m.name.clone()),
+            value: Set(m.value),
+            unit: Set(m.unit.clone()),
+            at_ms: Set(now_ms),
+            ..Default::default()
+        }))
+        .exec(txn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// A run's next sequence numbers as read, and as they become.
@@ -304,12 +425,26 @@ impl AgentWriter {
         }
     }
 
-    /// A stage result (see [`Orchestrator::agent_result`]).
+    /// `result`: the stage is done. Everything is checked and the
+    /// uploaded outputs re-judged first, outside the writer (reads only:
+    /// a refused result leaves no trace); then the result is written in
+    /// one transaction, on SQLite inside the writer, so no request holds
+    /// it longer than those writes. The orchestrator's verdict decides the
+    /// transition. A repeated result for the same stage and attempt gets
+    /// the same answer; a result for another stage or attempt gets 409.
     pub async fn result(&self, run: &Run, result: StageResult) -> Result<ResultResponse> {
+        // one result of a run at a time, from the checks to the commit
+        let guard = self.orchestrator.run_lock(&run.id).lock_owned().await;
+        let prepared = match self.orchestrator.prepare_result(run, result).await? {
+            Prepared::Repeat(response) => return Ok(response),
+            Prepared::New(prepared) => prepared,
+        };
         let orchestrator = self.orchestrator.clone();
-        let run = run.clone();
-        self.exclusive(async move { orchestrator.agent_result(&run, result).await })
-            .await
+        self.exclusive(async move {
+            let _guard = guard;
+            orchestrator.commit_result(*prepared).await
+        })
+        .await
     }
 
     /// A log batch (see [`Orchestrator::agent_log`]) of a run whose token
@@ -387,6 +522,7 @@ async fn artifact_row<C: sea_orm::ConnectionTrait>(
     let ArtifactFile {
         run_id,
         upload,
+        temporary: _,
         path,
         size,
         sha256,
@@ -428,12 +564,6 @@ pub fn valid_artifact_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-/// Tools whose output is evidence for a hold, not a pass/fail verdict:
-/// the wipe probe's outputs are not re-judged.
-fn rejudged(tool: Tool) -> bool {
-    !matches!(tool, Tool::Wipefs | Tool::Blkid | Tool::Lsblk)
 }
 
 impl Orchestrator {
@@ -837,6 +967,30 @@ impl Orchestrator {
                     heartbeats.push(run_id);
                 }
                 AgentWrite::Artifact(file) => {
+                    // still the current stage attempt as the group read
+                    // the run, or the evidence is not taken
+                    let placed = match (
+                        runs.get(&file.run_id),
+                        file.upload.stage,
+                        file.upload.attempt,
+                    ) {
+                        (Some(run), Some(stage), Some(attempt)) => {
+                            check_current(run, StageRef { stage, attempt }).and_then(|()| {
+                                std::fs::rename(&file.temporary, &file.path).map_err(|source| {
+                                    OrchestratorError::Io {
+                                        doing: format!("storing artifact {}", file.upload.name),
+                                        source,
+                                    }
+                                })
+                            })
+                        }
+                        _ => Err(OrchestratorError::RunNotFound(file.run_id.clone())),
+                    };
+                    if let Err(error) = placed {
+                        let _ = std::fs::remove_file(&file.temporary);
+                        answers[index] = Some(Err(error));
+                        continue;
+                    }
                     pending.push((index, AgentWritten::Artifact(file.stored())));
                     artifacts.push(file);
                 }
@@ -967,20 +1121,13 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// `artifact`: a raw tool output, stored as a file with a row. A second
-    /// upload of the same name for the same stage attempt replaces it.
-    pub async fn agent_artifact(
-        &self,
-        run: &Run,
-        upload: ArtifactUpload,
-        body: &[u8],
-    ) -> Result<StoredArtifact> {
-        let file = self.write_artifact_file(run, upload, body).await?;
-        self.record_artifact(file).await
-    }
-
-    /// The file half of [`Orchestrator::agent_artifact`]: checks the
-    /// upload and writes (and syncs) the file under its final name.
+    /// `artifact`, the file half: checks the upload and writes (and syncs)
+    /// the body to a temporary file beside its final name; the writer
+    /// moves it into place with its row ([`AgentWriter::artifact_row`]),
+    /// after checking again that the stage attempt is still the current
+    /// one. Uploads are taken only for the run's current stage and attempt
+    /// (409 otherwise: a finished stage's evidence is never rewritten), at
+    /// most [`evidence::artifact_cap`] per stage attempt.
     pub async fn write_artifact_file(
         &self,
         run: &Run,
@@ -990,34 +1137,58 @@ impl Orchestrator {
         if !valid_artifact_name(&upload.name) {
             return Err(OrchestratorError::BadRequest(format!(
                 "artifact name `{}` must be 1-128 letters, digits, '.', '_' or '-'",
-                upload.name
+                upload.name.chars().take(160).collect::<String>()
             )));
         }
         if let Some(tool) = &upload.tool
             && Tool::from_name(tool).is_none()
         {
             return Err(OrchestratorError::BadRequest(format!(
-                "artifact tool `{tool}` is not a known tool"
+                "artifact tool `{}` is not a known tool",
+                tool.chars().take(64).collect::<String>()
             )));
         }
-        let folder = match (upload.stage, upload.attempt) {
-            (Some(stage), Some(attempt)) => format!("{}-{attempt}", stage.as_str()),
-            _ => "run".to_string(),
+        let (Some(stage), Some(attempt)) = (upload.stage, upload.attempt) else {
+            return Err(OrchestratorError::BadRequest(
+                "an artifact names the stage and attempt it belongs to".into(),
+            ));
         };
-        let dir = self.artifacts_dir(&run.id).join(&folder);
+        if attempt == 0 || attempt > i32::MAX as u32 {
+            return Err(OrchestratorError::BadRequest(format!(
+                "attempt {attempt} is out of range"
+            )));
+        }
+        let reference = StageRef { stage, attempt };
+        check_current(run, reference)?;
+        let others = artifact::Entity::find()
+            .filter(artifact::Column::RunId.eq(run.id.as_str()))
+            .filter(artifact::Column::Stage.eq(stage.as_str()))
+            .filter(artifact::Column::Attempt.eq(attempt as i32))
+            .filter(artifact::Column::Name.ne(upload.name.as_str()))
+            .count(self.store().db())
+            .await
+            .map_err(db("counting a stage's artifacts"))?;
+        let cap = evidence::artifact_cap(self.allowlisted_disks(run).await?);
+        if others as usize >= cap {
+            return Err(OrchestratorError::BadRequest(format!(
+                "{stage} attempt {attempt} already has {others} artifacts; at most {cap} are taken"
+            )));
+        }
+        let dir = self
+            .artifacts_dir(&run.id)
+            .join(format!("{}-{attempt}", stage.as_str()));
         let path = dir.join(&upload.name);
+        let temporary = dir.join(format!(".{}.part", uuid::Uuid::new_v4().simple()));
         let sha256 = hex::encode(Sha256::digest(body));
         let size = body.len() as u64;
         let run_id = run.id.clone();
         {
-            let path = path.clone();
+            let temporary = temporary.clone();
             let body = body.to_vec();
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 std::fs::create_dir_all(&dir)?;
-                let temporary = dir.join(format!(".{}.part", uuid::Uuid::new_v4().simple()));
                 std::fs::write(&temporary, &body)?;
-                std::fs::File::open(&temporary)?.sync_all()?;
-                std::fs::rename(&temporary, &path)
+                std::fs::File::open(&temporary)?.sync_all()
             })
             .await
             .map_err(internal)?
@@ -1029,119 +1200,34 @@ impl Orchestrator {
         Ok(ArtifactFile {
             run_id,
             upload,
+            temporary,
             path,
             size,
             sha256,
         })
     }
 
-    /// The database half of [`Orchestrator::agent_artifact`]: the row of a
-    /// written file (replacing one of the same name and stage attempt).
-    pub async fn record_artifact(&self, file: ArtifactFile) -> Result<StoredArtifact> {
-        let stored = file.stored();
-        let txn = self
-            .store()
-            .db()
-            .begin()
-            .await
-            .map_err(db("storing an artifact"))?;
-        artifact_row(&txn, file, self.now_ms())
-            .await
-            .map_err(db("storing an artifact"))?;
-        txn.commit().await.map_err(db("storing an artifact"))?;
-        Ok(stored)
-    }
-
-    /// Re-judges the uploaded tool outputs a result names.
-    async fn rejudge(&self, run: &Run, result: &StageResult) -> Result<Vec<(String, Verdict)>> {
-        let mut verdicts = Vec::new();
-        for reference in &result.artifacts {
-            let Some(tool) = reference.tool.as_deref().and_then(Tool::from_name) else {
-                continue;
-            };
-            if !rejudged(tool) {
-                continue;
-            }
-            let path = self
-                .artifacts_dir(&run.id)
-                .join(format!("{}-{}", result.stage.as_str(), result.attempt))
-                .join(&reference.name);
-            let bytes = match tokio::fs::read(&path).await {
-                Ok(bytes) => bytes,
-                Err(_) => {
-                    return Err(OrchestratorError::BadRequest(format!(
-                        "the result names artifact `{}`, which was not uploaded",
-                        reference.name
-                    )));
-                }
-            };
-            let label = describe(reference);
-            let verdict =
-                match vetting_probes::parse_and_judge(tool, &bytes, &self.config().thresholds) {
-                    Ok(report) => report.verdict,
-                    Err(error) => {
-                        let mut verdict = Verdict::pass();
-                        verdict.warn(format!("cannot re-judge: {error}"));
-                        verdict
-                    }
-                };
-            verdicts.push((label, verdict));
-        }
-        Ok(verdicts)
-    }
-
-    /// `result`: the stage is done. The orchestrator's verdict decides the
-    /// transition. A repeated result for the same stage and attempt gets
-    /// the same answer; a result for another stage or attempt gets 409.
-    pub async fn agent_result(&self, run: &Run, result: StageResult) -> Result<ResultResponse> {
-        let lock = self.run_lock(&run.id);
-        let _guard = lock.lock().await;
+    /// The checks and the re-judging of a result, without writing
+    /// anything: a refused result (4xx) leaves every table and file as it
+    /// was. Reads only; on SQLite this runs outside the writer, so the
+    /// re-judging of large outputs never holds other runs' writes.
+    async fn prepare_result(&self, run: &Run, result: StageResult) -> Result<Prepared> {
         let run = self.get_run(&run.id).await?;
+        if result.attempt > i32::MAX as u32 {
+            return Err(OrchestratorError::BadRequest(format!(
+                "attempt {} is out of range",
+                result.attempt
+            )));
+        }
         let reference = StageRef {
             stage: result.stage,
             attempt: result.attempt,
         };
-        if run.current != Some(reference) {
+        if run.current != Some(reference) || run.state != state_of(result.stage) {
             // a repeat of a result already taken?
-            if let Some(row) = crate::store::by_key(
-                stage::Entity::find_by_id((
-                    run.id.clone(),
-                    result.stage.as_str().to_string(),
-                    result.attempt as i32,
-                )),
-                self.store().db(),
-            )
-            .await
-            .map_err(db("reading a stage"))?
-                && row.finished_at_ms.is_some()
-            {
-                if let Some(stored) = row
-                    .response
-                    .as_deref()
-                    .and_then(|text| serde_json::from_str::<ResultResponse>(text).ok())
-                {
-                    return Ok(stored);
-                }
-                let verdict: Verdict = row
-                    .verdict
-                    .as_deref()
-                    .and_then(|text| serde_json::from_str(text).ok())
-                    .unwrap_or_default();
-                return Ok(ResultResponse {
-                    position: position_of(&run),
-                    verdict,
-                    cmd: command_for(&run, run.current),
-                });
+            if let Some(response) = self.taken_result(&run, reference).await? {
+                return Ok(Prepared::Repeat(response));
             }
-            return Err(OrchestratorError::NotCurrentStage {
-                run_id: run.id.clone(),
-                state: run.state,
-                stage: result.stage.as_str().to_string(),
-                attempt: result.attempt,
-                position: position_of(&run),
-            });
-        }
-        if run.state != state_of(result.stage) {
             return Err(OrchestratorError::NotCurrentStage {
                 run_id: run.id.clone(),
                 state: run.state,
@@ -1151,6 +1237,13 @@ impl Orchestrator {
             });
         }
         let hold_reason = match (result.outcome, result.hold_reason.as_deref()) {
+            // only the wipe probe holds, and only Storage runs it
+            (Outcome::Held, _) if result.stage != Stage::Storage => {
+                return Err(OrchestratorError::BadRequest(format!(
+                    "{} cannot hold the run: only Storage's wipe probe holds",
+                    result.stage
+                )));
+            }
             (Outcome::Held, Some(text)) => match HoldReason::parse(text) {
                 Some(reason) if reason.is_wipe_probe() => Some(reason),
                 _ => {
@@ -1164,26 +1257,98 @@ impl Orchestrator {
                     "a held result needs a hold_reason".into(),
                 ));
             }
+            (_, Some(_)) => {
+                return Err(OrchestratorError::BadRequest(
+                    "only a held result carries a hold_reason".into(),
+                ));
+            }
             _ => None,
         };
-        if result.stage == Stage::InventoryCheck
-            && let Some(inventory_json) = &result.inventory
-        {
-            self.store_inventory(&run, result.attempt, inventory_json)
-                .await?;
+        if result.verdict.reasons.len() > MAX_VERDICT_REASONS {
+            return Err(OrchestratorError::BadRequest(format!(
+                "the verdict has {} reasons; at most {MAX_VERDICT_REASONS} are taken",
+                result.verdict.reasons.len()
+            )));
         }
-        self.store_measurements(&run, &result).await?;
+        if result.measurements.len() > MAX_MEASUREMENTS {
+            return Err(OrchestratorError::BadRequest(format!(
+                "the result has {} measurements; at most {MAX_MEASUREMENTS} are taken",
+                result.measurements.len()
+            )));
+        }
+        if let Some(bad) = result
+            .measurements
+            .iter()
+            .find(|m| m.name.is_empty() || m.name.len() > 200 || m.unit.len() > 32)
+        {
+            return Err(OrchestratorError::BadRequest(format!(
+                "measurement `{}` needs a name of 1-200 bytes and a unit of at most 32",
+                bad.name.chars().take(64).collect::<String>()
+            )));
+        }
+        let inventory = match (&result.inventory, result.stage) {
+            (Some(json), Stage::InventoryCheck) => {
+                let parsed: vetting_probes::inventory::Inventory =
+                    serde_json::from_value(json.clone()).map_err(|error| {
+                        OrchestratorError::BadRequest(format!(
+                            "the inventory does not parse: {error}"
+                        ))
+                    })?;
+                Some(InventoryRows {
+                    attempt: result.attempt,
+                    json: json.to_string(),
+                    components: components_of(&parsed),
+                })
+            }
+            (Some(_), stage) => {
+                return Err(OrchestratorError::BadRequest(format!(
+                    "only InventoryCheck carries an inventory, not {stage}"
+                )));
+            }
+            (None, _) => None,
+        };
+
+        // the evidence: only through this stage attempt's rows
+        let rows = artifact::Entity::find()
+            .filter(artifact::Column::RunId.eq(run.id.as_str()))
+            .filter(artifact::Column::Stage.eq(result.stage.as_str()))
+            .filter(artifact::Column::Attempt.eq(result.attempt as i32))
+            .all(self.store().db())
+            .await
+            .map_err(db("reading a stage's artifacts"))?;
+        let cap = evidence::artifact_cap(self.allowlisted_disks(&run).await?);
+        let references = evidence::merge_references(&result.artifacts);
+        evidence::check_references(&references, &rows, result.stage, result.attempt, cap)
+            .map_err(|error| OrchestratorError::BadRequest(error.to_string()))?;
+        let dir = self.artifacts_dir(&run.id).join(format!(
+            "{}-{}",
+            result.stage.as_str(),
+            result.attempt
+        ));
+        let (files, unusable) = evidence::evidence_files(&dir, &rows);
+        let thresholds = self.config().thresholds.clone();
+        let stage = result.stage;
+        let judged = {
+            // a few at a time, on the blocking pool: parsing a large
+            // output must not take the runtime's threads
+            let _permit = REJUDGE_PERMITS
+                .acquire()
+                .await
+                .map_err(|_| internal("re-judging has stopped"))?;
+            tokio::task::spawn_blocking(move || {
+                files
+                    .iter()
+                    .map(|file| evidence::judge_file(file, stage, &thresholds))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(internal)?
+        };
+        let rejudged = evidence::fold(stage, &judged, &unusable, result.inventory.is_some());
 
         // the orchestrator's verdict
-        let rejudged = self.rejudge(&run, &result).await?;
         let mut verdict = result.verdict.clone();
-        for (label, artifact_verdict) in &rejudged {
-            let mut labelled = artifact_verdict.clone();
-            for reason in &mut labelled.reasons {
-                reason.message = format!("{label}: {}", reason.message);
-            }
-            verdict.merge(labelled);
-        }
+        verdict.merge(rejudged);
         let outcome = match result.outcome {
             Outcome::Held => Outcome::Held,
             Outcome::Failed => Outcome::Failed,
@@ -1209,6 +1374,86 @@ impl Orchestrator {
                 ),
             );
         }
+        Ok(Prepared::New(Box::new(PreparedResult {
+            run,
+            reference,
+            outcome,
+            verdict,
+            agent_verdict: result.verdict,
+            hold_reason,
+            data: StageData {
+                stage: reference,
+                inventory,
+                measurements: result
+                    .measurements
+                    .into_iter()
+                    .filter(|m| m.value.is_finite())
+                    .collect(),
+            },
+        })))
+    }
+
+    /// The stored answer to a result already taken for `reference`, if any.
+    async fn taken_result(&self, run: &Run, reference: StageRef) -> Result<Option<ResultResponse>> {
+        let Some(row) = crate::store::by_key(
+            stage::Entity::find_by_id((
+                run.id.clone(),
+                reference.stage.as_str().to_string(),
+                reference.attempt as i32,
+            )),
+            self.store().db(),
+        )
+        .await
+        .map_err(db("reading a stage"))?
+        .filter(|row| row.finished_at_ms.is_some()) else {
+            return Ok(None);
+        };
+        if let Some(stored) = row
+            .response
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<ResultResponse>(text).ok())
+        {
+            return Ok(Some(stored));
+        }
+        let verdict: Verdict = row
+            .verdict
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        Ok(Some(ResultResponse {
+            position: position_of(run),
+            verdict,
+            cmd: command_for(run, run.current),
+        }))
+    }
+
+    /// How many disks the host's spec allowlists (each may carry its own
+    /// artifacts).
+    async fn allowlisted_disks(&self, run: &Run) -> Result<usize> {
+        let host = self.get_host(run.host_id).await?;
+        Ok(match self.host_spec(&host).await.map_err(internal)? {
+            Some(spec) => crate::spec::expected_disks(&spec)
+                .iter()
+                .map(|disk| disk.count.unwrap_or(1).clamp(1, 64) as usize)
+                .sum(),
+            None => 0,
+        })
+    }
+
+    /// Writes a checked result: its inventory, measurements and transition
+    /// in one transaction (compare-and-set on the run's version as
+    /// prepared), then SpecValidate inside this request as the design
+    /// wants, then the stored answer.
+    async fn commit_result(&self, prepared: PreparedResult) -> Result<ResultResponse> {
+        let PreparedResult {
+            run,
+            reference,
+            outcome,
+            verdict,
+            agent_verdict,
+            hold_reason,
+            data,
+        } = prepared;
         let event = match outcome {
             Outcome::Passed | Outcome::Warned => Event::StagePassed,
             Outcome::Skipped => Event::StageSkipped,
@@ -1224,33 +1469,31 @@ impl Orchestrator {
             Outcome::Held => "held",
         };
         let verdict_json = serde_json::to_string(&verdict).map_err(internal)?;
-        let agent_verdict_json = serde_json::to_string(&result.verdict).map_err(internal)?;
-        let applied = self
-            .apply(
-                &run.id,
-                event,
-                EventContext {
-                    actor: Some(Actor::agent()),
-                    expected_version: Some(run.version),
-                    hold_reason,
-                    reason,
-                    outcome: Some(outcome_name.to_string()),
-                    verdict_json: Some(verdict_json),
-                    agent_verdict_json: Some(agent_verdict_json),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let agent_verdict_json = serde_json::to_string(&agent_verdict).map_err(internal)?;
+        self.apply(
+            &run.id,
+            event,
+            EventContext {
+                actor: Some(Actor::agent()),
+                expected_version: Some(run.version),
+                hold_reason,
+                reason,
+                outcome: Some(outcome_name.to_string()),
+                verdict_json: Some(verdict_json),
+                agent_verdict_json: Some(agent_verdict_json),
+                stage_data: Some(std::sync::Arc::new(data)),
+                ..Default::default()
+            },
+        )
+        .await?;
         // SpecValidate resolves inside this request; the reports are
         // written off the request path (the reconcilers pick up a run left
         // in Reporting by a restart)
         self.resolve_spec_validate(&run.id).await?;
-        let _ = applied;
-        let after = self.get_run(&run.id).await?;
-        if after.state == RunState::Reporting || after.state.is_terminal() {
+        let run = self.get_run(&run.id).await?;
+        if run.state == RunState::Reporting || run.state.is_terminal() {
             self.queue_resolution(&run.id);
         }
-        let run = self.get_run(&run.id).await?;
         let response = ResultResponse {
             position: position_of(&run),
             verdict,
@@ -1340,97 +1583,6 @@ impl Orchestrator {
         Ok(())
     }
 
-    async fn store_inventory(
-        &self,
-        run: &Run,
-        attempt: u32,
-        inventory_json: &serde_json::Value,
-    ) -> Result<()> {
-        let parsed: vetting_probes::inventory::Inventory =
-            serde_json::from_value(inventory_json.clone()).map_err(|error| {
-                OrchestratorError::BadRequest(format!("the inventory does not parse: {error}"))
-            })?;
-        let txn = self
-            .store()
-            .db()
-            .begin()
-            .await
-            .map_err(db("storing an inventory"))?;
-        inventory::Entity::delete_many()
-            .filter(inventory::Column::RunId.eq(run.id.as_str()))
-            .filter(inventory::Column::Attempt.eq(attempt as i32))
-            .exec(&txn)
-            .await
-            .map_err(db("storing an inventory"))?;
-        inventory::ActiveModel {
-            run_id: Set(run.id.clone()),
-            attempt: Set(attempt as i32),
-            inventory: Set(inventory_json.to_string()),
-            created_at_ms: Set(self.now_ms()),
-        }
-        .insert(&txn)
-        .await
-        .map_err(db("storing an inventory"))?;
-        component::Entity::delete_many()
-            .filter(component::Column::RunId.eq(run.id.as_str()))
-            .exec(&txn)
-            .await
-            .map_err(db("storing components"))?;
-        for (kind, identity, summary) in components_of(&parsed) {
-            component::ActiveModel {
-                run_id: Set(run.id.clone()),
-                kind: Set(kind),
-                identity: Set(identity),
-                summary: Set(summary),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await
-            .map_err(db("storing components"))?;
-        }
-        txn.commit().await.map_err(db("storing an inventory"))?;
-        Ok(())
-    }
-
-    async fn store_measurements(&self, run: &Run, result: &StageResult) -> Result<()> {
-        if result.measurements.is_empty() {
-            return Ok(());
-        }
-        // a repeated result replaces the stage's summary measurements
-        measurement::Entity::delete_many()
-            .filter(measurement::Column::RunId.eq(run.id.as_str()))
-            .filter(measurement::Column::Stage.eq(result.stage.as_str()))
-            .filter(measurement::Column::Attempt.eq(result.attempt as i32))
-            .filter(measurement::Column::Seq.is_null())
-            .exec(self.store().db())
-            .await
-            .map_err(db("replacing measurements"))?;
-        let now = self.now_ms();
-        let rows: Vec<measurement::ActiveModel> = result
-            .measurements
-            .iter()
-            .filter(|m| m.value.is_finite())
-            .map(|m| measurement::ActiveModel {
-                run_id: Set(run.id.clone()),
-                stage: Set(Some(result.stage.as_str().to_string())),
-                attempt: Set(Some(result.attempt as i32)),
-                seq: Set(None),
-                name: Set(m.name.clone()),
-                value: Set(m.value),
-                unit: Set(m.unit.clone()),
-                at_ms: Set(now),
-                ..Default::default()
-            })
-            .collect();
-        if !rows.is_empty() {
-            measurement::Entity::insert_many(rows)
-                .exec(self.store().db())
-                .await
-                .map_err(db("storing measurements"))?;
-        }
-        Ok(())
-    }
-
     /// The sequence numbers of the sensor samples stored for a run, in
     /// order (what the exactly-once checks count).
     pub async fn sensor_sequence_numbers(&self, run_id: &str) -> Result<Vec<i64>> {
@@ -1470,6 +1622,21 @@ impl Orchestrator {
     }
 }
 
+/// Refuses (409, with the run's position) anything for a stage attempt
+/// that is not the run's current one.
+fn check_current(run: &Run, reference: StageRef) -> Result<()> {
+    if run.current == Some(reference) && run.state == state_of(reference.stage) {
+        return Ok(());
+    }
+    Err(OrchestratorError::NotCurrentStage {
+        run_id: run.id.clone(),
+        state: run.state,
+        stage: reference.stage.as_str().to_string(),
+        attempt: reference.attempt,
+        position: position_of(run),
+    })
+}
+
 /// The items of a batch not stored yet: sorted by sequence number, those
 /// below `next` dropped (retries), and only the run without a gap from
 /// `next` kept (the agent resends the rest). Returns them and the new next.
@@ -1488,13 +1655,6 @@ fn take_fresh<T>(mut items: Vec<T>, mut next: u64, seq_of: impl Fn(&T) -> u64) -
         fresh.push(item);
     }
     (fresh, next)
-}
-
-fn describe(reference: &ArtifactRef) -> String {
-    match &reference.subject {
-        Some(subject) => format!("{} ({subject})", reference.name),
-        None => reference.name.clone(),
-    }
 }
 
 /// The reason recorded on the stage: the messages that decided it.

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod dispatcher;
 pub mod events;
+pub mod evidence;
 pub mod iperf;
 pub mod model;
 pub mod oplog;

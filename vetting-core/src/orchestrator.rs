@@ -110,6 +110,9 @@ pub struct EventContext {
     pub verdict_json: Option<String>,
     /// JSON of the agent's verdict, recorded on the stage row.
     pub agent_verdict_json: Option<String>,
+    /// For stage results: the inventory and measurements written in the
+    /// transition's transaction.
+    pub stage_data: Option<Arc<crate::agent_api::StageData>>,
 }
 
 /// The orchestrator: open it once per process; cheap to clone.
@@ -552,6 +555,7 @@ impl Orchestrator {
             last_heartbeat_ms: Set(None),
             token_nonce: Set(issued.nonce_hex),
             token_hash: Set(issued.bcrypt_hash),
+            token_hash_scheme: Set(Some(issued.scheme.as_str().to_string())),
             claimed_at_ms: Set(None),
             hello_at_ms: Set(None),
             hold_on_failure: Set(self.inner.config.runs.hold_on_failure),
@@ -956,6 +960,12 @@ impl Orchestrator {
                 run_id: run.id.clone(),
             });
         }
+        // what a stage result stores beside its transition
+        if let Some(data) = &context.stage_data {
+            crate::agent_api::write_stage_data(&txn, &run.id, data, now)
+                .await
+                .map_err(db("storing a result's inventory and measurements"))?;
+        }
 
         // 2. the dispatcher slot
         let held_before = run.state.holds_slot();
@@ -1349,7 +1359,11 @@ impl Orchestrator {
                 .ok_or_else(|| OrchestratorError::RunNotFound(run.id.clone()))?;
             let token = token.to_string();
             let hash = model.token_hash.clone();
-            tokio::task::spawn_blocking(move || tokens::verify_bcrypt(&token, &hash))
+            let scheme = tokens::HashScheme::from_stored(model.token_hash_scheme.as_deref())
+                .ok_or(OrchestratorError::Unauthorized(
+                    tokens::TokenError::HashMismatch,
+                ))?;
+            tokio::task::spawn_blocking(move || tokens::verify_bcrypt(&token, &hash, scheme))
                 .await
                 .map_err(|error| OrchestratorError::BadRequest(error.to_string()))?
                 .map_err(OrchestratorError::Unauthorized)?;

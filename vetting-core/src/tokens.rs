@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -145,8 +145,51 @@ pub struct IssuedToken {
     pub token: String,
     /// Stored: the nonce (hex).
     pub nonce_hex: String,
-    /// Stored: bcrypt hash of the token.
+    /// Stored: bcrypt hash of the token's SHA-256 digest ([`HashScheme::Sha256Bcrypt`]).
     pub bcrypt_hash: String,
+    /// Stored: how `bcrypt_hash` was made.
+    pub scheme: HashScheme,
+}
+
+/// How the stored hash of a token was made. bcrypt reads only the first
+/// 72 bytes of its input and a token is longer, so new tokens hash a
+/// fixed-length digest of the whole token; runs minted before keep the
+/// scheme they were minted with (`runs.token_hash_scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashScheme {
+    /// bcrypt over the token itself (runs minted before migration 4):
+    /// only its first 72 bytes count.
+    Bcrypt,
+    /// bcrypt over the lowercase hex SHA-256 digest of the whole token.
+    Sha256Bcrypt,
+}
+
+impl HashScheme {
+    /// The stored name (`NULL` in the database reads as [`HashScheme::Bcrypt`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashScheme::Bcrypt => "bcrypt",
+            HashScheme::Sha256Bcrypt => "sha256-bcrypt",
+        }
+    }
+
+    /// The scheme of a stored name; `None` (old rows) is plain bcrypt, and
+    /// an unknown name is `None` (refused: never guessed).
+    pub fn from_stored(name: Option<&str>) -> Option<HashScheme> {
+        match name {
+            None | Some("bcrypt") => Some(HashScheme::Bcrypt),
+            Some("sha256-bcrypt") => Some(HashScheme::Sha256Bcrypt),
+            Some(_) => None,
+        }
+    }
+
+    /// What bcrypt is given for `token` under this scheme.
+    fn bcrypt_input(self, token: &str) -> String {
+        match self {
+            HashScheme::Bcrypt => token.to_string(),
+            HashScheme::Sha256Bcrypt => hex::encode(Sha256::digest(token.as_bytes())),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -180,12 +223,14 @@ pub fn issue_with_cost(
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
     let token = encode(key, run_id, &nonce);
-    let bcrypt_hash =
-        bcrypt::hash(&token, cost).map_err(|error| TokenError::Bcrypt(error.to_string()))?;
+    let scheme = HashScheme::Sha256Bcrypt;
+    let bcrypt_hash = bcrypt::hash(scheme.bcrypt_input(&token), cost)
+        .map_err(|error| TokenError::Bcrypt(error.to_string()))?;
     Ok(IssuedToken {
         token,
         nonce_hex: hex::encode(nonce),
         bcrypt_hash,
+        scheme,
     })
 }
 
@@ -243,9 +288,10 @@ pub fn verify(
     Ok(())
 }
 
-/// The once-per-run check at claim: the token matches the stored bcrypt hash.
-pub fn verify_bcrypt(token: &str, stored_hash: &str) -> Result<(), TokenError> {
-    match bcrypt::verify(token, stored_hash) {
+/// The once-per-run check at claim: the token matches the stored bcrypt
+/// hash, made under `scheme`.
+pub fn verify_bcrypt(token: &str, stored_hash: &str, scheme: HashScheme) -> Result<(), TokenError> {
+    match bcrypt::verify(scheme.bcrypt_input(token), stored_hash) {
         Ok(true) => Ok(()),
         Ok(false) => Err(TokenError::HashMismatch),
         Err(error) => Err(TokenError::Bcrypt(error.to_string())),
@@ -261,7 +307,7 @@ mod tests {
         let key = SecretKey::generate();
         let issued = issue_with_cost(&key, "run-a", 4).unwrap();
         verify(&key, "run-a", &issued.nonce_hex, &issued.token).unwrap();
-        verify_bcrypt(&issued.token, &issued.bcrypt_hash).unwrap();
+        verify_bcrypt(&issued.token, &issued.bcrypt_hash, issued.scheme).unwrap();
         assert_eq!(
             verify(&key, "run-b", &issued.nonce_hex, &issued.token),
             Err(TokenError::WrongRun)
@@ -317,7 +363,7 @@ mod tests {
             verify(&key, "run-a", &issued.nonce_hex, &forged),
             Err(TokenError::BadSignature)
         );
-        assert!(verify_bcrypt(&forged, &issued.bcrypt_hash).is_err());
+        assert!(verify_bcrypt(&forged, &issued.bcrypt_hash, issued.scheme).is_err());
         assert!(!issued.bcrypt_hash.contains(&issued.token));
     }
 
@@ -336,5 +382,31 @@ mod tests {
             SecretKey::load_or_create(&path),
             Err(KeyError::TooOpen { .. })
         ));
+    }
+    #[test]
+    fn bcrypt_alone_refuses_a_token_whose_tail_after_byte_72_differs() {
+        // bcrypt reads 72 bytes: over the raw token, a changed tail passes
+        let key = SecretKey::from_bytes([9; 32]);
+        let issued = issue_with_cost(&key, "run-tail", 4).unwrap();
+        assert!(issued.token.len() > 72, "{}", issued.token.len());
+        let mut forged = issued.token[..72].to_string();
+        forged.push_str(&"x".repeat(issued.token.len() - 72));
+        assert_ne!(forged, issued.token);
+        assert_eq!(issued.scheme, HashScheme::Sha256Bcrypt);
+        assert_eq!(
+            verify_bcrypt(&forged, &issued.bcrypt_hash, issued.scheme),
+            Err(TokenError::HashMismatch)
+        );
+        verify_bcrypt(&issued.token, &issued.bcrypt_hash, issued.scheme).unwrap();
+        // the old scheme, kept for runs in flight, shows why
+        let old_hash = bcrypt::hash(&issued.token, 4).unwrap();
+        assert!(verify_bcrypt(&forged, &old_hash, HashScheme::Bcrypt).is_ok());
+        verify_bcrypt(&issued.token, &old_hash, HashScheme::Bcrypt).unwrap();
+        assert_eq!(HashScheme::from_stored(None), Some(HashScheme::Bcrypt));
+        assert_eq!(
+            HashScheme::from_stored(Some("sha256-bcrypt")),
+            Some(HashScheme::Sha256Bcrypt)
+        );
+        assert_eq!(HashScheme::from_stored(Some("md5")), None);
     }
 }

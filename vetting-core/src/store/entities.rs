@@ -83,6 +83,8 @@ pub mod run {
         pub last_heartbeat_ms: Option<i64>,
         pub token_nonce: String,
         pub token_hash: String,
+        /// `sha256-bcrypt`, or NULL for runs minted before migration 4.
+        pub token_hash_scheme: Option<String>,
         pub claimed_at_ms: Option<i64>,
         pub hello_at_ms: Option<i64>,
         pub hold_on_failure: bool,

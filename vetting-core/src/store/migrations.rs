@@ -171,6 +171,11 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX runs_heartbeat_deadline ON runs(heartbeat_deadline_ms)",
         ],
     },
+    Migration {
+        version: 4,
+        name: "how each run's token hash was made (NULL: bcrypt of the token itself)",
+        statements: &["ALTER TABLE runs ADD COLUMN token_hash_scheme TEXT NULL"],
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -128,7 +128,9 @@ async fn a_token_survives_a_restart_and_a_dump_cannot_mint_one() {
                     .await
                     .is_err()
             );
-            assert!(tokens::verify_bcrypt(&forged, &hash).is_err());
+            assert!(
+                tokens::verify_bcrypt(&forged, &hash, tokens::HashScheme::Sha256Bcrypt).is_err()
+            );
         }
         // a new orchestrator with a different key (key file lost) refuses it
         drop(reopened);

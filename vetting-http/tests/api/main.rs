@@ -4,6 +4,8 @@
 //! gets the same answer; a result out of order gets 409 with the position.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod results;
+
 use std::sync::Arc;
 
 use serde_json::{Value, json};
