@@ -14,7 +14,8 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use vetting_probes::protocol::{
     ArtifactRef, BatchAck, ClaimResponse, HeartbeatRequest, HeartbeatResponse, LogBatch, LogLine,
-    Outcome, ResultResponse, SensorBatch, SensorSample, Stage, StageParams, StageRef, StageResult,
+    MAX_FINDING_ID_LEN, Outcome, ResultResponse, SensorBatch, SensorSample, Stage, StageParams,
+    StageRef, StageResult, WipeFinding,
 };
 use vetting_probes::{Status, Tool, Verdict};
 
@@ -489,6 +490,11 @@ impl Orchestrator {
             params.storage.expected_disks = Vec::new();
         }
         params.storage.override_wipe = run.override_flags.iter().any(|f| f == "override_wipe");
+        params.storage.acknowledged_findings = if params.storage.override_wipe {
+            run.acknowledged_findings.clone()
+        } else {
+            Vec::new()
+        };
         let bind = self
             .config()
             .iperf
@@ -832,6 +838,7 @@ impl Orchestrator {
                             cmd: command_for(run, current),
                             position: position_of(run),
                             override_flags: run.override_flags.clone(),
+                            acknowledged_findings: run.acknowledged_findings.clone(),
                         }),
                     ));
                     heartbeats.push(run_id);
@@ -1166,6 +1173,7 @@ impl Orchestrator {
             }
             _ => None,
         };
+        let wipe_findings = checked_wipe_findings(&result)?;
         if result.stage == Stage::InventoryCheck
             && let Some(inventory_json) = &result.inventory
         {
@@ -1237,6 +1245,7 @@ impl Orchestrator {
                     outcome: Some(outcome_name.to_string()),
                     verdict_json: Some(verdict_json),
                     agent_verdict_json: Some(agent_verdict_json),
+                    wipe_findings,
                     ..Default::default()
                 },
             )
@@ -1576,6 +1585,69 @@ fn components_of(
         }
     }
     out
+}
+
+/// At most this many wipe-probe findings in one result.
+pub const MAX_WIPE_FINDINGS: usize = 4096;
+
+/// The wipe-probe findings of a result, checked (the agent is not
+/// trusted): only Storage results carry them, a held one must (an override
+/// names ids among them), and each has a unique printable id of at most
+/// [`MAX_FINDING_ID_LEN`] characters and bounded texts. `Some` when there
+/// are findings to record on the stage row. Called by
+/// [`Orchestrator::agent_result`] before anything is stored; the findings
+/// go into the `StageHeld` event's context.
+pub(crate) fn checked_wipe_findings(result: &StageResult) -> Result<Option<Vec<WipeFinding>>> {
+    let bad = |message: String| Err(OrchestratorError::BadRequest(message));
+    let findings = &result.wipe_findings;
+    if result.stage != Stage::Storage {
+        if !findings.is_empty() {
+            return bad(format!(
+                "wipe_findings belong to Storage results, not {}",
+                result.stage
+            ));
+        }
+        return Ok(None);
+    }
+    if result.outcome == Outcome::Held && findings.is_empty() {
+        return bad(
+            "a held Storage result must list its wipe_findings (the ids an override acknowledges)"
+                .into(),
+        );
+    }
+    if findings.len() > MAX_WIPE_FINDINGS {
+        return bad(format!(
+            "{} wipe_findings: at most {MAX_WIPE_FINDINGS}",
+            findings.len()
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, finding) in findings.iter().enumerate() {
+        let id = &finding.id;
+        if id.is_empty()
+            || id.chars().count() > MAX_FINDING_ID_LEN
+            || !id.chars().all(|c| c.is_ascii_graphic())
+        {
+            return bad(format!(
+                "wipe_findings[{index}].id must be 1 to {MAX_FINDING_ID_LEN} printable ASCII characters without spaces"
+            ));
+        }
+        if !seen.insert(id.as_str()) {
+            return bad(format!("wipe_findings[{index}].id `{id}` is repeated"));
+        }
+        for (field, text, limit) in [
+            ("disk", &finding.disk, 256),
+            ("kind", &finding.kind, 128),
+            ("message", &finding.message, 4096),
+        ] {
+            if text.chars().count() > limit || text.chars().any(char::is_control) {
+                return bad(format!(
+                    "wipe_findings[{index}].{field} must be at most {limit} characters without control characters"
+                ));
+            }
+        }
+    }
+    Ok((!findings.is_empty()).then(|| findings.clone()))
 }
 
 #[cfg(test)]

@@ -1,18 +1,24 @@
 //! Storage: the destructive surface test, behind the safety gates.
 //!
 //! 1. The device allowlist ([`super::allowlist`]): only disks that match the
-//!    expected disks are candidates; removable and unexpected disks are
-//!    never written and are reported; with no expected disks the stage is
-//!    skipped and nothing destructive runs. Disks in use (mounted, swap,
-//!    held by device-mapper or md) are not written either.
+//!    expected disks are candidates; removable, USB, MMC/SD and unexpected
+//!    disks are never written and are reported, and a disk of unknown
+//!    transport only when the spec names it by serial or WWN; with no
+//!    expected disks the stage is skipped and nothing destructive runs.
+//!    Disks in use (mounted, swap, held by device-mapper or md) are not
+//!    written either.
 //! 2. The wipe probe ([`super::wipe_probe`]) on every candidate before any
-//!    write: a signature holds the run (`wipe_signatures`), data without a
-//!    signature too (`unexpected_data`); the operator's `override_wipe`
-//!    acknowledges what was found (it is still logged). A sampled block
-//!    that cannot be read is a failing sector: that disk fails, naming the
-//!    block, and is not written; such a failure is not a hold, and no
-//!    override applies to it (nor is the stage held for another disk's
-//!    signatures then).
+//!    write, each opened and checked to still be the allowlisted disk
+//!    ([`super::identity`]; checked again right before its first write): a
+//!    signature holds the run (`wipe_signatures`), data without a signature
+//!    too (`unexpected_data`); the held result lists every finding with a
+//!    stable id. The operator's override names the ids it acknowledges:
+//!    the attempt after it writes a disk only when every finding on it is
+//!    acknowledged, and holds again (writing nothing) on any finding that
+//!    is not. A sampled block that cannot be read is a failing sector: that
+//!    disk fails, naming the block, and is not written; such a failure is
+//!    not a hold, and no override applies to it (nor is the stage held for
+//!    another disk's signatures then).
 //! 3. The surface test: rotational disks (HDD) get `badblocks -wsv` (block
 //!    size chosen so the block count fits 32 bits, time-bounded by
 //!    `max_secs_per_disk`), non-rotational ones (SSD/NVMe) a bounded `fio`
@@ -25,17 +31,18 @@
 //!    media errors and critical warning) that grew during the test. Drive
 //!    temperatures are sampled (hwmon, every second) while it runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vetting_probes::inventory::{CollectOptions, Disk, collect};
 use vetting_probes::parsers::smartctl::{self, SmartctlOutput};
-use vetting_probes::protocol::{ExpectedDisk, Outcome};
+use vetting_probes::protocol::{ExpectedDisk, FINDING_UNEXPECTED_DATA, Outcome, WipeFinding};
 use vetting_probes::runner::{RunError, ToolCommand};
 use vetting_probes::{Status, Tool, Verdict, parse_and_judge};
 
 use super::allowlist::{self, describe_disk, describe_entry, loop_disks, never_candidate};
+use super::identity::{self, PinnedDisk};
 use super::wipe_probe::{self, ProbeFindings};
 use super::{
     Artifact, Cancelled, StageContext, StageReport, combined_output, measurement, stop_if_cancelled,
@@ -113,44 +120,100 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         return Ok(StageReport::from_verdict(verdict));
     }
 
-    // The wipe probe, on every candidate before anything is written.
+    // The wipe probe, on every candidate before anything is written, each
+    // opened and checked to be the allowlisted disk first.
     let mut artifacts = Vec::new();
     let mut probed: Vec<(Disk, ProbeFindings)> = Vec::new();
     for disk in candidates {
         context.check_cancelled()?;
-        context
-            .log
-            .agent(format!("wipe probe on {}", describe_disk(&disk)));
-        let findings = wipe_probe::probe(context, &disk.name, &device_path(&disk))?;
+        let pinned = match pin(context, &disk) {
+            Ok(pinned) => pinned,
+            Err(message) => {
+                verdict.fail_with(message);
+                continue;
+            }
+        };
+        context.log.agent(format!(
+            "wipe probe on {} as {}",
+            describe_disk(&disk),
+            pinned.path.display()
+        ));
+        let findings = wipe_probe::probe(context, &disk.name, &pinned.path)?;
+        drop(pinned);
         artifacts.extend(findings.artifacts.iter().cloned());
         probed.push((disk, findings));
     }
-    let signatures = probed.iter().any(|(_, f)| !f.signatures.is_empty());
-    let data = probed.iter().any(|(_, f)| f.unexpected_data.is_some());
+    if probed.is_empty() {
+        return Ok(StageReport::from_verdict(verdict));
+    }
+    // What the operator's override acknowledged: nothing unless this
+    // attempt follows one.
+    let acknowledged: BTreeSet<&str> = if storage.override_wipe {
+        storage
+            .acknowledged_findings
+            .iter()
+            .map(String::as_str)
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    let wipe_findings: Vec<WipeFinding> = probed
+        .iter()
+        .flat_map(|(disk, findings)| findings.wipe_findings(disk))
+        .collect();
+    let unacknowledged: Vec<&WipeFinding> = wipe_findings
+        .iter()
+        .filter(|finding| !acknowledged.contains(finding.id.as_str()))
+        .collect();
     // failing sectors are a failure, never a hold: an override could not
     // change the outcome
     let failing_sectors = probed.iter().any(|(_, f)| !f.unreadable_blocks.is_empty());
-    if (signatures || data) && !storage.override_wipe && !failing_sectors {
+    if !unacknowledged.is_empty() && !failing_sectors {
         let mut held = verdict.clone();
         for (_, findings) in &probed {
             held.merge(wipe_probe::findings_verdict(findings));
         }
+        if storage.override_wipe {
+            for finding in &unacknowledged {
+                held.fail_with(format!(
+                    "not acknowledged by the override: {} ({})",
+                    finding.id, finding.message
+                ));
+            }
+        }
+        for finding in &wipe_findings {
+            held.add(Status::Skip, format!("wipe finding {}", finding.id));
+        }
+        let signatures = unacknowledged
+            .iter()
+            .any(|finding| finding.kind != FINDING_UNEXPECTED_DATA);
         let reason = if signatures {
             HOLD_WIPE_SIGNATURES
         } else {
             HOLD_UNEXPECTED_DATA
         };
         context.log.agent(format!(
-            "holding: the wipe probe found {} (nothing was written; an operator must override)",
+            "holding{}: the wipe probe found {} (nothing was written; an operator must override, naming the findings: {})",
+            if storage.override_wipe {
+                " again"
+            } else {
+                ""
+            },
             if signatures {
                 "signatures"
             } else {
                 "data without a signature"
-            }
+            },
+            unacknowledged
+                .iter()
+                .map(|finding| finding.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         let mut report = StageReport::from_verdict(held).with_artifacts(artifacts);
         report.outcome = Outcome::Held;
         report.hold_reason = Some(reason.to_string());
+        report.wipe_findings = wipe_findings;
         return Ok(report);
     }
 
@@ -175,16 +238,18 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         if !findings.unreadable_blocks.is_empty() || !findings.errors.is_empty() {
             continue;
         }
-        if !findings.is_clean() && !storage.override_wipe {
+        let found = findings.wipe_findings(&disk);
+        if found
+            .iter()
+            .any(|finding| !acknowledged.contains(finding.id.as_str()))
+        {
             // held back only because another disk fails on failing sectors
             let message = format!(
                 "{}: not written: the wipe probe found {}",
                 disk.name,
-                findings
-                    .signatures
+                found
                     .iter()
-                    .chain(findings.unexpected_data.iter())
-                    .cloned()
+                    .map(|finding| finding.message.as_str())
                     .collect::<Vec<_>>()
                     .join("; ")
             );
@@ -192,21 +257,29 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
             verdict.add(Status::Skip, message);
             continue;
         }
-        if !findings.is_clean() {
-            let found: Vec<String> = findings
-                .signatures
-                .iter()
-                .chain(findings.unexpected_data.iter())
-                .cloned()
-                .collect();
+        if !found.is_empty() {
             let message = format!(
                 "{}: override_wipe acknowledged by the operator: {}",
                 disk.name,
-                found.join("; ")
+                found
+                    .iter()
+                    .map(|finding| format!("{} ({})", finding.id, finding.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
             context.log.agent(&message);
             verdict.add(Status::Pass, message);
         }
+        // the identity once more, right before the first write; the device
+        // stays open until the surface test is over
+        let pinned = match pin(context, &disk) {
+            Ok(pinned) => pinned,
+            Err(message) => {
+                verdict.fail_with(message);
+                continue;
+            }
+        };
+        let device = pinned.path.as_path();
         let (method, why) = choose_method(&disk, context.local.disks.surface_test);
         context.log.agent(format!(
             "{}: surface test with {} ({why})",
@@ -216,16 +289,17 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
                 SurfaceMethod::Fio => "fio write-and-verify",
             }
         ));
-        let smart_before = smart_counters(context, &disk);
+        let smart_before = smart_counters(context, &disk, device);
         let outcome = match method {
-            SurfaceMethod::Badblocks => badblocks(context, &disk)?,
-            SurfaceMethod::Fio => fio(context, &disk)?,
+            SurfaceMethod::Badblocks => badblocks(context, &disk, device)?,
+            SurfaceMethod::Fio => fio(context, &disk, device)?,
         };
         let mut disk_verdict = outcome.verdict;
         if let Some(before) = smart_before {
-            let after = smart_counters(context, &disk).unwrap_or_default();
+            let after = smart_counters(context, &disk, device).unwrap_or_default();
             judge_smart_growth(&mut disk_verdict, &before, &after);
         }
+        drop(pinned);
         for reason in &mut disk_verdict.reasons {
             reason.message = format!("{}: {}", disk.name, reason.message);
         }
@@ -260,11 +334,15 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
 /// attributes 5, 187, 197, 198 (raw), NVMe media errors and critical
 /// warning. `None` when they cannot be read (no smartctl, a loop device, a
 /// RAID volume).
-pub fn smart_counters(context: &StageContext, disk: &Disk) -> Option<BTreeMap<String, u64>> {
+pub fn smart_counters(
+    context: &StageContext,
+    disk: &Disk,
+    device: &Path,
+) -> Option<BTreeMap<String, u64>> {
     if disk.transport.as_deref() == Some("loop") || disk.behind_raid {
         return None;
     }
-    let device = device_path(disk).display().to_string();
+    let device = device.display().to_string();
     let command = ToolCommand::new("smartctl")
         .args(["-a", "--json", &device])
         .timeout(Duration::from_secs(120));
@@ -351,6 +429,16 @@ pub fn visible_disks(context: &StageContext) -> Vec<Disk> {
         true
     });
     disks
+}
+
+/// Opens the disk and checks it is still the allowlisted one
+/// ([`identity::pin`]); a refusal is logged and given as the reason.
+fn pin(context: &StageContext, disk: &Disk) -> Result<PinnedDisk, String> {
+    identity::pin(disk, &context.local.sys_root, &context.local.dev_root).map_err(|error| {
+        let message = format!("{}: not written: {error}", describe_disk(disk));
+        context.log.agent(&message);
+        message
+    })
 }
 
 /// `/dev/NAME`.
@@ -461,8 +549,8 @@ struct DiskOutcome {
     measurements: Vec<vetting_probes::protocol::Measurement>,
 }
 
-fn badblocks(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
-    let device = device_path(disk).display().to_string();
+fn badblocks(context: &StageContext, disk: &Disk, device: &Path) -> Result<DiskOutcome, Cancelled> {
+    let device = device.display().to_string();
     let block_size = badblocks_block_size(disk.size_bytes);
     let list_file = context.scratch_file(&format!("badblocks-{}.txt", disk.name));
     let _ = std::fs::remove_file(&list_file);
@@ -569,13 +657,13 @@ pub fn fio_verify_bytes(capacity: u64, share: f64) -> u64 {
     bytes.max(MIB).min(capacity / MIB * MIB)
 }
 
-fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
-    let device = device_path(disk).display().to_string();
+fn fio(context: &StageContext, disk: &Disk, device: &Path) -> Result<DiskOutcome, Cancelled> {
+    let device_text = device.display().to_string();
     let bytes = fio_verify_bytes(disk.size_bytes, context.params.storage.ssd_verify_share);
     let budget = Duration::from_secs(context.params.storage.max_secs_per_disk.max(1));
     let command = ToolCommand::new("fio")
         .arg(format!("--name=verify-{}", disk.name))
-        .arg(format!("--filename={device}"))
+        .arg(format!("--filename={device_text}"))
         .args([
             "--rw=write",
             "--bs=1M",
@@ -614,7 +702,7 @@ fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
                     if verdict.status == Status::Fail {
                         let ranges = failed_ranges(&run.messages);
                         let (located, located_artifacts) =
-                            locate_bad_blocks(context, disk, &ranges)?;
+                            locate_bad_blocks(context, disk, device, &ranges)?;
                         verdict.merge(located);
                         extra_artifacts.extend(located_artifacts);
                     }
@@ -625,7 +713,12 @@ fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
                     None,
                 ),
             };
-            let mut artifacts = vec![Artifact::new(&artifact_name, tool, Some(&device), body)];
+            let mut artifacts = vec![Artifact::new(
+                &artifact_name,
+                tool,
+                Some(&device_text),
+                body,
+            )];
             artifacts.extend(extra_artifacts);
             Ok(DiskOutcome {
                 verdict,
@@ -655,7 +748,7 @@ fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
                 artifacts: vec![Artifact::new(
                     &artifact_name,
                     None,
-                    Some(&device),
+                    Some(&device_text),
                     error.to_string().into_bytes(),
                 )],
                 measurements: Vec::new(),
@@ -717,11 +810,12 @@ pub fn failed_ranges(messages: &[String]) -> Vec<(u64, u64)> {
 fn locate_bad_blocks(
     context: &StageContext,
     disk: &Disk,
+    device: &Path,
     ranges: &[(u64, u64)],
 ) -> Result<(Verdict, Vec<Artifact>), Cancelled> {
     let mut verdict = Verdict::pass();
     let mut artifacts = Vec::new();
-    let device = device_path(disk).display().to_string();
+    let device = device.display().to_string();
     let device_blocks = disk.size_bytes / LOCATE_BLOCK;
     for (index, &(offset, length)) in ranges.iter().take(LOCATE_MAX_RANGES).enumerate() {
         let first = offset / LOCATE_BLOCK;

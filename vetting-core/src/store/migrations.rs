@@ -171,6 +171,16 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX runs_heartbeat_deadline ON runs(heartbeat_deadline_ms)",
         ],
     },
+    // (the lead's version 4 is merged here; the migration below is then
+    // renumbered to 5)
+    Migration {
+        version: 4,
+        name: "wipe-probe findings of a held stage, and the ids an override acknowledged",
+        statements: &[
+            "ALTER TABLE stages ADD COLUMN wipe_findings TEXT NULL",
+            "ALTER TABLE runs ADD COLUMN acknowledged_findings TEXT NULL",
+        ],
+    },
 ];
 
 /// The newest schema version this binary knows.
