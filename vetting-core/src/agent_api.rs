@@ -1655,6 +1655,77 @@ mod tests {
     use super::*;
 
     #[test]
+    fn wipe_findings_from_an_agent_are_checked() {
+        let finding = |id: &str| WipeFinding {
+            id: id.into(),
+            disk: "sdb".into(),
+            kind: "gpt".into(),
+            offset: Some(0x200),
+            message: "wipe probe: found gpt at offset 0x200 on /dev/sdb".into(),
+        };
+        let result = |stage: Stage, outcome: Outcome, findings: Vec<WipeFinding>| StageResult {
+            stage,
+            attempt: 1,
+            outcome,
+            verdict: Verdict::pass(),
+            hold_reason: None,
+            artifacts: Vec::new(),
+            inventory: None,
+            measurements: Vec::new(),
+            wipe_findings: findings,
+        };
+        let good = vec![
+            finding("serial:S1/gpt@0x200"),
+            finding("serial:S1/PMBR@0x1fe"),
+        ];
+        assert_eq!(
+            checked_wipe_findings(&result(Stage::Storage, Outcome::Held, good.clone())).unwrap(),
+            Some(good.clone())
+        );
+        assert_eq!(
+            checked_wipe_findings(&result(Stage::Smart, Outcome::Passed, Vec::new())).unwrap(),
+            None
+        );
+        let refused = |result: StageResult, says: &str| {
+            let error = checked_wipe_findings(&result).unwrap_err();
+            assert!(
+                matches!(&error, OrchestratorError::BadRequest(text) if text.contains(says)),
+                "{says}: {error}"
+            );
+        };
+        refused(
+            result(Stage::Storage, Outcome::Held, Vec::new()),
+            "must list its wipe_findings",
+        );
+        refused(
+            result(Stage::Smart, Outcome::Passed, good.clone()),
+            "belong to Storage results",
+        );
+        let repeated = vec![
+            finding("serial:S1/gpt@0x200"),
+            finding("serial:S1/gpt@0x200"),
+        ];
+        refused(result(Stage::Storage, Outcome::Held, repeated), "repeated");
+        let long = "x".repeat(MAX_FINDING_ID_LEN + 1);
+        for bad_id in ["", "serial:S 1/gpt@0x200", "serial:S1\n/gpt", long.as_str()] {
+            refused(
+                result(Stage::Storage, Outcome::Held, vec![finding(bad_id)]),
+                "printable ASCII",
+            );
+        }
+        let mut noisy = finding("serial:S1/gpt@0x200");
+        noisy.message = "line\u{1b}[2J".into();
+        refused(
+            result(Stage::Storage, Outcome::Held, vec![noisy]),
+            "message",
+        );
+        let many: Vec<WipeFinding> = (0..=MAX_WIPE_FINDINGS)
+            .map(|index| finding(&format!("name:sdb/gpt@0x{index:x}")))
+            .collect();
+        refused(result(Stage::Storage, Outcome::Held, many), "at most");
+    }
+
+    #[test]
     fn artifact_names_are_plain_file_names() {
         assert!(valid_artifact_name("smartctl-sda.json"));
         for bad in ["", "../x", "a/b", ".hidden", "a b", &"x".repeat(129)] {

@@ -157,10 +157,12 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
     } else {
         BTreeSet::new()
     };
-    let wipe_findings: Vec<WipeFinding> = probed
-        .iter()
-        .flat_map(|(disk, findings)| findings.wipe_findings(disk))
-        .collect();
+    let wipe_findings = unique_ids(
+        probed
+            .iter()
+            .flat_map(|(disk, findings)| findings.wipe_findings(disk))
+            .collect(),
+    );
     let unacknowledged: Vec<&WipeFinding> = wipe_findings
         .iter()
         .filter(|finding| !acknowledged.contains(finding.id.as_str()))
@@ -238,7 +240,10 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         if !findings.unreadable_blocks.is_empty() || !findings.errors.is_empty() {
             continue;
         }
-        let found = findings.wipe_findings(&disk);
+        let found: Vec<&WipeFinding> = wipe_findings
+            .iter()
+            .filter(|finding| finding.disk == disk.name)
+            .collect();
         if found
             .iter()
             .any(|finding| !acknowledged.contains(finding.id.as_str()))
@@ -429,6 +434,24 @@ pub fn visible_disks(context: &StageContext) -> Vec<Disk> {
         true
     });
     disks
+}
+
+/// Findings with unique ids: a repeat (two disks reporting the same serial,
+/// a tool naming one signature twice) gets `#2`, `#3`, … in the order
+/// found, so every id names one finding.
+pub fn unique_ids(findings: Vec<WipeFinding>) -> Vec<WipeFinding> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    findings
+        .into_iter()
+        .map(|mut finding| {
+            let count = seen.entry(finding.id.clone()).or_insert(0);
+            *count += 1;
+            if *count > 1 {
+                finding.id = format!("{}#{count}", finding.id);
+            }
+            finding
+        })
+        .collect()
 }
 
 /// Opens the disk and checks it is still the allowlisted one
@@ -890,6 +913,29 @@ pub fn expected_by_size(size_bytes: u64, count: u32) -> ExpectedDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_finding_ids_are_numbered() {
+        let finding = |disk: &str| WipeFinding {
+            id: "serial:S1/gpt@0x200".into(),
+            disk: disk.into(),
+            kind: "gpt".into(),
+            offset: Some(0x200),
+            message: String::new(),
+        };
+        let ids: Vec<String> = unique_ids(vec![finding("sda"), finding("sdb"), finding("sdc")])
+            .into_iter()
+            .map(|finding| finding.id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "serial:S1/gpt@0x200",
+                "serial:S1/gpt@0x200#2",
+                "serial:S1/gpt@0x200#3"
+            ]
+        );
+    }
 
     #[test]
     fn block_size_keeps_the_count_in_32_bits() {
