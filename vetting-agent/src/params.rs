@@ -57,7 +57,8 @@ pub struct RunArgs {
     /// The sysfs root (tests point it at a copy).
     #[arg(long, default_value = "/sys")]
     pub sys_root: PathBuf,
-    /// The /dev root (for the IPMI device node).
+    /// The /dev root (the IPMI device node; the disks Storage opens, and
+    /// their `disk/by-id` links).
     #[arg(long, default_value = "/dev")]
     pub dev_root: PathBuf,
     /// The limit of each request to the orchestrator, in seconds

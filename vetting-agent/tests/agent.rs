@@ -1773,3 +1773,51 @@ fn a_signature_that_appeared_after_the_override_holds_again() {
         "the new signature was not acknowledged"
     );
 }
+
+#[test]
+fn the_tools_get_the_by_id_link_that_names_the_disk() {
+    let disk = LoopDevice::new(16 * MIB, ones);
+    let other = LoopDevice::new(17 * MIB, ones);
+    let sysfs = FakeSysfs::new();
+    sysfs.describe(&disk, ON_SATA, Some("S1-BYID"), false);
+    // a /dev with udev's links: one names the serial but is another
+    // device, one names it and is this one
+    let dev = tempfile::tempdir().unwrap();
+    let by_id = dev.path().join("disk/by-id");
+    std::fs::create_dir_all(&by_id).unwrap();
+    std::os::unix::fs::symlink(&disk.device, dev.path().join(&disk.name)).unwrap();
+    std::os::unix::fs::symlink(&other.device, by_id.join("ata-A_DECOY_S1-BYID")).unwrap();
+    std::os::unix::fs::symlink(&disk.device, by_id.join("ata-TEST_DISK_S1-BYID")).unwrap();
+    let allowlisted = stages::storage::visible_disks(&StageContext {
+        stage: StageRef {
+            stage: Stage::Storage,
+            attempt: 1,
+        },
+        params: StageParams::default(),
+        thresholds: Thresholds::default(),
+        local: LocalSettings {
+            disks: DiskSelection {
+                allow_loop_devices: true,
+                filter: vec![disk.name.clone()],
+                surface_test: SurfaceTest::Auto,
+            },
+            sys_root: sysfs.path(),
+            dev_root: dev.path().to_path_buf(),
+            ..LocalSettings::default()
+        },
+        log: LogSink::new(Outbox::new(0, 1000), None),
+        sensors: SensorSink::new(Outbox::new(0, 1000), None),
+        cancel: CancelToken::new(),
+        inventory: Some(Inventory::empty(chrono::Utc::now())),
+    });
+    assert_eq!(allowlisted.len(), 1, "{allowlisted:?}");
+    assert_eq!(allowlisted[0].serial.as_deref(), Some("S1-BYID"));
+    assert_eq!(allowlisted[0].transport.as_deref(), Some("sata"));
+    let pinned = stages::identity::pin(&allowlisted[0], &sysfs.path(), dev.path()).unwrap();
+    assert_eq!(pinned.path, by_id.join("ata-TEST_DISK_S1-BYID"));
+    // the name now leads to another device: refused
+    std::fs::remove_file(dev.path().join(&disk.name)).unwrap();
+    std::os::unix::fs::symlink(&other.device, dev.path().join(&disk.name)).unwrap();
+    let error = stages::identity::pin(&allowlisted[0], &sysfs.path(), dev.path()).unwrap_err();
+    assert!(error.to_string().contains("but sysfs lists"), "{error}");
+}
