@@ -57,8 +57,7 @@ pub struct RunArgs {
     /// The sysfs root (tests point it at a copy).
     #[arg(long, default_value = "/sys")]
     pub sys_root: PathBuf,
-    /// The /dev root (the IPMI device node; the disks Storage opens, and
-    /// their `disk/by-id` links).
+    /// The /dev root (for the IPMI device node).
     #[arg(long, default_value = "/dev")]
     pub dev_root: PathBuf,
     /// The limit of each request to the orchestrator, in seconds

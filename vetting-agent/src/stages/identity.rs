@@ -50,8 +50,9 @@ pub enum IdentityError {
     Changed { name: String, changes: String },
 }
 
-/// Opens `disk` and checks it is still the allowlisted one (see the module
-/// documentation).
+/// Opens `dev_root/NAME` (`/dev` in the Storage stage) and checks it is
+/// still the allowlisted disk (see the module documentation); the by-id
+/// links are looked for in `dev_root/disk/by-id`.
 pub fn pin(disk: &Disk, sys_root: &Path, dev_root: &Path) -> Result<PinnedDisk, IdentityError> {
     let device = dev_root.join(&disk.name);
     let device_text = device.display().to_string();

@@ -457,16 +457,20 @@ pub fn unique_ids(findings: Vec<WipeFinding>) -> Vec<WipeFinding> {
 /// Opens the disk and checks it is still the allowlisted one
 /// ([`identity::pin`]); a refusal is logged and given as the reason.
 fn pin(context: &StageContext, disk: &Disk) -> Result<PinnedDisk, String> {
-    identity::pin(disk, &context.local.sys_root, &context.local.dev_root).map_err(|error| {
+    identity::pin(disk, &context.local.sys_root, Path::new(DISK_DEV_ROOT)).map_err(|error| {
         let message = format!("{}: not written: {error}", describe_disk(disk));
         context.log.agent(&message);
         message
     })
 }
 
+/// Where disks are opened (`--dev-root` is for the IPMI node only: tests
+/// point it elsewhere while their loop devices are in `/dev`).
+pub const DISK_DEV_ROOT: &str = "/dev";
+
 /// `/dev/NAME`.
 pub fn device_path(disk: &Disk) -> PathBuf {
-    Path::new("/dev").join(&disk.name)
+    Path::new(DISK_DEV_ROOT).join(&disk.name)
 }
 
 /// Why a disk is in use, if it is: mounted, swap, or held by another
