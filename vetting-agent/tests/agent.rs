@@ -1677,6 +1677,15 @@ fn an_override_writes_only_what_it_acknowledged() {
     assert_eq!(held.report.outcome, Outcome::Held);
     assert_eq!(held.report.hold_reason.as_deref(), Some("wipe_signatures"));
     let ids = finding_ids(&held.report);
+    // the held verdict names every finding by its id (what the operator
+    // acknowledges)
+    let held_text = reasons(&held.report.verdict);
+    for id in &ids {
+        assert!(
+            held_text.contains(&format!("(finding {id})")),
+            "{held_text}"
+        );
+    }
     let of = |disk: &LoopDevice| -> Vec<String> {
         held.report
             .wipe_findings

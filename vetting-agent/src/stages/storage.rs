@@ -171,20 +171,23 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
     // change the outcome
     let failing_sectors = probed.iter().any(|(_, f)| !f.unreadable_blocks.is_empty());
     if !unacknowledged.is_empty() && !failing_sectors {
+        // every finding with its id (what the operator names to override)
         let mut held = verdict.clone();
         for (_, findings) in &probed {
-            held.merge(wipe_probe::findings_verdict(findings));
-        }
-        if storage.override_wipe {
-            for finding in &unacknowledged {
-                held.fail_with(format!(
-                    "not acknowledged by the override: {} ({})",
-                    finding.id, finding.message
-                ));
+            for error in &findings.errors {
+                held.fail_with(error.clone());
             }
         }
         for finding in &wipe_findings {
-            held.add(Status::Skip, format!("wipe finding {}", finding.id));
+            let note = if storage.override_wipe && !acknowledged.contains(finding.id.as_str()) {
+                "not acknowledged by the override: "
+            } else {
+                ""
+            };
+            held.fail_with(format!(
+                "{note}{} (finding {})",
+                finding.message, finding.id
+            ));
         }
         let signatures = unacknowledged
             .iter()

@@ -18,12 +18,12 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+use vetting_probes::Tool;
 use vetting_probes::inventory::Disk;
 use vetting_probes::parsers::wipefs::Found;
 use vetting_probes::parsers::{blkid, wipefs};
 use vetting_probes::protocol::{FINDING_UNEXPECTED_DATA, WipeFinding, wipe_finding_id};
 use vetting_probes::runner::{RunError, ToolCommand};
-use vetting_probes::{Tool, Verdict};
 
 use super::{Artifact, Cancelled, StageContext, stop_if_cancelled};
 
@@ -363,28 +363,9 @@ fn read_block_at(file: &File, block: &mut [u8], offset: u64) -> std::io::Result<
     file.read_exact_at(block, offset)
 }
 
-/// The verdict reasons of a probe's findings, as failures.
-pub fn findings_verdict(findings: &ProbeFindings) -> Verdict {
-    let mut verdict = Verdict::pass();
-    for found in findings.found() {
-        verdict.fail_with(found.message.clone());
-    }
-    for offset in &findings.unreadable_blocks {
-        verdict.fail_with(format!(
-            "wipe probe: block {} (offset 0x{offset:x}) cannot be read: a failing sector",
-            offset / SAMPLE_BLOCK
-        ));
-    }
-    for error in &findings.errors {
-        verdict.fail_with(error.clone());
-    }
-    verdict
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vetting_probes::Status;
 
     #[test]
     fn offsets_cover_both_edges_and_spread_between() {
@@ -418,8 +399,6 @@ mod tests {
         assert!(text.contains("128 (offset 0x80000)"), "{text}");
         assert!(text.contains("1024 (offset 0x400000)"), "{text}");
         assert_eq!(ProbeFindings::default().failing_sectors("/dev/loop3"), None);
-        let verdict = findings_verdict(&findings);
-        assert_eq!(verdict.status, Status::Fail);
     }
 
     #[test]
