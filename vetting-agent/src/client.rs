@@ -162,8 +162,8 @@ pub struct ArtifactUpload {
     pub subject: Option<String>,
 }
 
-/// The agent API client of one run.
-#[derive(Debug, Clone)]
+/// The agent API client of one run. `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
@@ -175,6 +175,18 @@ pub struct Client {
 /// Bytes per second an artifact upload is granted beyond the base timeout
 /// (a slow link still gets a large dump through).
 const ARTIFACT_MIN_BYTES_PER_SEC: u64 = 256 * 1024;
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("run_id", &self.run_id)
+            .field("token", &crate::params::REDACTED)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Client {
     /// A client for `base_url` (e.g. `http://10.0.0.1:8080`), `run_id` and
@@ -384,6 +396,19 @@ impl Backoff {
 mod tests {
     use super::*;
     use vetting_probes::protocol::Stage;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let secret = "run-token-a1b2c3.signature-d4e5f6";
+        let client =
+            Client::new("http://127.0.0.1:9/", "r1", secret, Duration::from_secs(5)).unwrap();
+        let shown = format!("{client:?} {client:#?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("r1"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn statuses_are_classified_by_whether_a_retry_helps() {

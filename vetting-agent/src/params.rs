@@ -14,8 +14,8 @@ use vetting_probes::protocol::{CMDLINE_RUN, CMDLINE_TOKEN, CMDLINE_URL};
 /// The default place of the kernel command line.
 pub const PROC_CMDLINE: &str = "/proc/cmdline";
 
-/// The flags of `vetting-agent run`.
-#[derive(Debug, Clone, Args)]
+/// The flags of `vetting-agent run`. `Debug` leaves the token out.
+#[derive(Clone, Args)]
 pub struct RunArgs {
     /// The orchestrator's base URL (else `VETTING_URL`, else `vetting.url=`
     /// on the kernel command line).
@@ -104,8 +104,8 @@ impl DiskSelection {
     }
 }
 
-/// Everything `run` needs, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything `run` needs, resolved. `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     /// The orchestrator's base URL, without a trailing slash.
     pub url: String,
@@ -118,6 +118,47 @@ pub struct AgentConfig {
     pub sys_root: PathBuf,
     pub dev_root: PathBuf,
     pub request_timeout: Duration,
+}
+
+/// What `Debug` shows in place of a run token.
+pub const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for RunArgs {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("RunArgs")
+            .field("url", &self.url)
+            .field("run", &self.run)
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .field("cmdline_file", &self.cmdline_file)
+            .field("local", &self.local)
+            .field("no_poweroff", &self.no_poweroff)
+            .field("work_dir", &self.work_dir)
+            .field("allow_loop_devices", &self.allow_loop_devices)
+            .field("disk_filter", &self.disk_filter)
+            .field("surface_test", &self.surface_test)
+            .field("sys_root", &self.sys_root)
+            .field("dev_root", &self.dev_root)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AgentConfig")
+            .field("url", &self.url)
+            .field("run_id", &self.run_id)
+            .field("token", &REDACTED)
+            .field("exit_on_shutdown", &self.exit_on_shutdown)
+            .field("work_dir", &self.work_dir)
+            .field("disks", &self.disks)
+            .field("sys_root", &self.sys_root)
+            .field("dev_root", &self.dev_root)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 impl AgentConfig {
@@ -339,6 +380,23 @@ mod tests {
         assert!(config.disks.admits("loop3"));
         assert!(config.disks.admits("/dev/loop4"));
         assert!(!config.disks.admits("loop5"));
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let secret = "run-token-a1b2c3.signature-d4e5f6";
+        let config = AgentConfig::local("http://orchestrator:8080", "r1", secret);
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("r1"),
+            "{shown}"
+        );
+        let wrapper =
+            Wrapper::try_parse_from(["x", "--url", "http://x", "--token", secret]).unwrap();
+        let shown = format!("{:?}", wrapper.args);
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

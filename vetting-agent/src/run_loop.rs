@@ -7,7 +7,8 @@
 //!
 //! Commands: `continue` keeps going; `abort` kills the running tool's
 //! process group, stops testing and heartbeats slowly until `retry_stage`
-//! (the stage of the position, with `override_flags`) or `shutdown`;
+//! (the stage of the position, with `override_flags` and the
+//! acknowledged wipe-probe findings) or `shutdown`;
 //! `shutdown` kills any tool still running, flushes the logs and powers
 //! off (or, with `--local` / `--no-poweroff`, returns so the process exits
 //! 0).
@@ -56,12 +57,42 @@ pub enum RunEnd {
     Shutdown,
 }
 
+/// What an operator's override arms for a stage attempt: the flags
+/// (`override_wipe`) and the wipe-probe findings acknowledged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Overrides {
+    flags: Vec<String>,
+    acknowledged_findings: Vec<String>,
+}
+
+impl Overrides {
+    fn of(answer: &HeartbeatResponse) -> Overrides {
+        Overrides {
+            flags: answer.override_flags.clone(),
+            acknowledged_findings: answer.acknowledged_findings.clone(),
+        }
+    }
+
+    /// ` with override_wipe (acknowledged: id1, id2)`, or nothing.
+    fn describe(&self) -> String {
+        if self.flags.is_empty() {
+            return String::new();
+        }
+        let acknowledged = if self.acknowledged_findings.is_empty() {
+            String::new()
+        } else {
+            format!(" (acknowledged: {})", self.acknowledged_findings.join(", "))
+        };
+        format!(" with {}{acknowledged}", self.flags.join(", "))
+    }
+}
+
 /// What the agent does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Next {
     Run {
         stage: StageRef,
-        override_flags: Vec<String>,
+        overrides: Overrides,
     },
     /// Wait for the orchestrator's word; `held` heartbeats slowly.
     Idle {
@@ -88,7 +119,7 @@ fn command_of(position: &RunPosition) -> Command {
 }
 
 /// Where a position and command send the agent.
-fn decide(position: &RunPosition, cmd: Command, override_flags: &[String]) -> Next {
+fn decide(position: &RunPosition, cmd: Command, overrides: &Overrides) -> Next {
     match cmd {
         Command::Shutdown => Next::Shutdown,
         Command::Abort => Next::Idle { held: true },
@@ -99,7 +130,7 @@ fn decide(position: &RunPosition, cmd: Command, override_flags: &[String]) -> Ne
             match position.current {
                 Some(stage) if position.state == stage.stage.as_str() => Next::Run {
                     stage,
-                    override_flags: override_flags.to_vec(),
+                    overrides: overrides.clone(),
                 },
                 _ => Next::Idle { held: false },
             }
@@ -291,17 +322,17 @@ pub async fn run(config: AgentConfig) -> Result<RunEnd, AgentError> {
         &position,
         command_of(&position),
         &if agent.claim.params.storage.override_wipe {
-            vec![OVERRIDE_WIPE.to_string()]
+            Overrides {
+                flags: vec![OVERRIDE_WIPE.to_string()],
+                acknowledged_findings: agent.claim.params.storage.acknowledged_findings.clone(),
+            }
         } else {
-            Vec::new()
+            Overrides::default()
         },
     );
     let end = loop {
         next = match next {
-            Next::Run {
-                stage,
-                override_flags,
-            } => agent.run_stage(stage, &override_flags).await,
+            Next::Run { stage, overrides } => agent.run_stage(stage, &overrides).await,
             Next::Idle { held } => agent.idle(held).await,
             Next::Shutdown => break agent.shutdown().await,
         };
@@ -384,24 +415,21 @@ impl Agent {
     }
 
     /// Runs one stage attempt to its result; returns where to go next.
-    async fn run_stage(&mut self, stage: StageRef, override_flags: &[String]) -> Next {
+    async fn run_stage(&mut self, stage: StageRef, overrides: &Overrides) -> Next {
         let log = self.log_sink(Some(stage));
         self.set_heartbeat(Some(stage), &format!("running {}", stage.stage), false);
         // Answers from before this stage started are not about it.
         self.commands.borrow_and_update();
         let mut params = self.claim.params.clone();
-        if override_flags.iter().any(|flag| flag == OVERRIDE_WIPE) {
+        if overrides.flags.iter().any(|flag| flag == OVERRIDE_WIPE) {
             params.storage.override_wipe = true;
+            params.storage.acknowledged_findings = overrides.acknowledged_findings.clone();
         }
         log.agent_async(format!(
             "stage {} attempt {} starting{}",
             stage.stage,
             stage.attempt,
-            if override_flags.is_empty() {
-                String::new()
-            } else {
-                format!(" with {}", override_flags.join(", "))
-            }
+            overrides.describe()
         ))
         .await;
         let cancel = CancelToken::new();
@@ -436,7 +464,7 @@ impl Agent {
                     let Some(answer) = self.commands.borrow_and_update().clone() else {
                         continue;
                     };
-                    let next = decide(&answer.position, answer.cmd, &answer.override_flags);
+                    let next = decide(&answer.position, answer.cmd, &Overrides::of(&answer));
                     let stop = match &next {
                         Next::Shutdown | Next::Idle { held: true } => true,
                         Next::Run { stage: other, .. } => {
@@ -531,6 +559,7 @@ impl Agent {
             artifacts: references,
             inventory: report.inventory,
             measurements: report.measurements,
+            wipe_findings: report.wipe_findings,
         };
         let client = self.client.clone();
         let posted = self
@@ -552,14 +581,14 @@ impl Agent {
                 if !self.finished.contains(&stage) {
                     self.finished.push(stage);
                 }
-                let next = decide(&answer.position, answer.cmd, &[]);
+                let next = decide(&answer.position, answer.cmd, &Overrides::default());
                 self.note_next(&next, stage);
                 next
             }
             Ok(Err(error)) => match error.position() {
                 Some(position) => {
                     tracing::warn!("{error}: following the orchestrator's position");
-                    let next = decide(position, command_of(position), &[]);
+                    let next = decide(position, command_of(position), &Overrides::default());
                     self.note_next(&next, stage);
                     next
                 }
@@ -650,7 +679,7 @@ impl Agent {
             let Some(answer) = self.commands.borrow_and_update().clone() else {
                 continue;
             };
-            match decide(&answer.position, answer.cmd, &answer.override_flags) {
+            match decide(&answer.position, answer.cmd, &Overrides::of(&answer)) {
                 Next::Idle { held: now_held } => {
                     if now_held != held {
                         held = now_held;
@@ -666,21 +695,13 @@ impl Agent {
                     );
                 }
                 next => {
-                    if let Next::Run {
-                        stage,
-                        override_flags,
-                    } = &next
-                    {
+                    if let Next::Run { stage, overrides } = &next {
                         log.agent_async(format!(
                             "{:?}: running {} attempt {}{}",
                             answer.cmd,
                             stage.stage,
                             stage.attempt,
-                            if override_flags.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" with {}", override_flags.join(", "))
-                            }
+                            overrides.describe()
                         ))
                         .await;
                     }
@@ -795,7 +816,7 @@ mod tests {
         let stale = decide(
             &position("PSU", Some((Stage::Psu, 1))),
             Command::Continue,
-            &[],
+            &Overrides::default(),
         );
         assert!(runs_an_attempt_that_is_over(
             &stale,
@@ -808,7 +829,10 @@ mod tests {
         let retry = decide(
             &position("Storage", Some((Stage::Storage, 2))),
             Command::RetryStage,
-            &["override_wipe".into()],
+            &Overrides {
+                flags: vec!["override_wipe".into()],
+                acknowledged_findings: Vec::new(),
+            },
         );
         assert!(!runs_an_attempt_that_is_over(
             &retry,
@@ -825,33 +849,40 @@ mod tests {
     #[test]
     fn positions_and_commands_decide_the_next_step() {
         let storage = position("Storage", Some((Stage::Storage, 2)));
+        let armed = Overrides {
+            flags: vec!["override_wipe".into()],
+            acknowledged_findings: vec!["serial:S1/gpt@0x200".into()],
+        };
         assert_eq!(
-            decide(&storage, Command::RetryStage, &["override_wipe".into()]),
+            decide(&storage, Command::RetryStage, &armed),
             Next::Run {
                 stage: StageRef {
                     stage: Stage::Storage,
                     attempt: 2
                 },
-                override_flags: vec!["override_wipe".into()]
+                overrides: armed.clone()
             }
         );
         let holding = position("FailedHolding", Some((Stage::Storage, 1)));
         assert_eq!(
-            decide(&holding, Command::Continue, &[]),
+            decide(&holding, Command::Continue, &Overrides::default()),
             Next::Idle { held: true }
         );
         assert_eq!(command_of(&holding), Command::Abort);
         let done = position("Completed", None);
-        assert_eq!(decide(&done, command_of(&done), &[]), Next::Shutdown);
+        assert_eq!(
+            decide(&done, command_of(&done), &Overrides::default()),
+            Next::Shutdown
+        );
         let reporting = position("Reporting", None);
         assert_eq!(
-            decide(&reporting, Command::Continue, &[]),
+            decide(&reporting, Command::Continue, &Overrides::default()),
             Next::Idle { held: false }
         );
         // a current stage that is not the run's state is not run
         let stale = position("SpecValidate", Some((Stage::InventoryCheck, 1)));
         assert_eq!(
-            decide(&stale, Command::Continue, &[]),
+            decide(&stale, Command::Continue, &Overrides::default()),
             Next::Idle { held: false }
         );
     }

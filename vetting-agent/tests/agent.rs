@@ -515,6 +515,7 @@ async fn abort_kills_the_tool_group_heartbeats_slowly_and_shutdown_exits_0() {
                         cmd,
                         position,
                         override_flags: Vec::new(),
+                        acknowledged_findings: Vec::new(),
                     })
                 }
                 "log" => {
@@ -780,6 +781,7 @@ async fn a_whole_run_follows_positions_uploads_artifacts_first_and_obeys_a_409()
                             current: heartbeat.current,
                         },
                         override_flags: Vec::new(),
+                        acknowledged_findings: Vec::new(),
                     })
                 }
                 "log" => {
@@ -1131,12 +1133,58 @@ fn run_storage(
     override_wipe: bool,
     surface_test: SurfaceTest,
 ) -> StorageRun {
+    run_storage_with(StorageSetup {
+        acknowledged: override_wipe.then(Vec::new),
+        surface_test,
+        ..StorageSetup::new(devices, expected)
+    })
+}
+
+/// What a Storage attempt runs with.
+struct StorageSetup<'a> {
+    devices: &'a [&'a LoopDevice],
+    expected: Vec<ExpectedDisk>,
+    /// `Some`: an attempt after an override that acknowledged these ids.
+    acknowledged: Option<Vec<String>>,
+    surface_test: SurfaceTest,
+    /// A sysfs tree of the test's ([`FakeSysfs`]); else the real `/sys`.
+    sys_root: Option<PathBuf>,
+    /// The disks of the InventoryCheck snapshot (loop devices are added
+    /// from sysfs when it does not name them).
+    inventory: Vec<Disk>,
+}
+
+impl<'a> StorageSetup<'a> {
+    fn new(devices: &'a [&'a LoopDevice], expected: Vec<ExpectedDisk>) -> Self {
+        StorageSetup {
+            devices,
+            expected,
+            acknowledged: None,
+            surface_test: SurfaceTest::Auto,
+            sys_root: None,
+            inventory: Vec::new(),
+        }
+    }
+}
+
+fn run_storage_with(setup: StorageSetup) -> StorageRun {
+    let StorageSetup {
+        devices,
+        expected,
+        acknowledged,
+        surface_test,
+        sys_root,
+        inventory,
+    } = setup;
+    let override_wipe = acknowledged.is_some();
     let work = tempfile::tempdir().unwrap();
     let outbox = Outbox::new(0, 1_000_000);
     let stage = StageRef {
         stage: Stage::Storage,
         attempt: if override_wipe { 2 } else { 1 },
     };
+    let mut snapshot = Inventory::empty(chrono::Utc::now());
+    snapshot.disks = inventory;
     let context = StageContext {
         stage,
         params: StageParams {
@@ -1146,6 +1194,7 @@ fn run_storage(
                 ssd_verify_share: 0.5,
                 wipe_probe_samples: 64,
                 override_wipe,
+                acknowledged_findings: acknowledged.unwrap_or_default(),
             },
             ..StageParams::default()
         },
@@ -1157,13 +1206,14 @@ fn run_storage(
                 filter: devices.iter().map(|device| device.name.clone()).collect(),
                 surface_test,
             },
+            sys_root: sys_root.unwrap_or_else(|| PathBuf::from("/sys")),
             ..LocalSettings::default()
         },
         log: LogSink::new(outbox.clone(), Some(stage)),
         sensors: SensorSink::new(Outbox::new(0, 1000), Some(stage)),
         cancel: CancelToken::new(),
         // no real disk of this machine is considered: only the loop devices
-        inventory: Some(Inventory::empty(chrono::Utc::now())),
+        inventory: Some(snapshot),
     };
     let report = stages::run_stage(&context).expect("not cancelled");
     let log = outbox
@@ -1246,7 +1296,10 @@ fn data_without_a_signature_holds_and_the_override_runs_the_surface_test() {
 
     // the operator acknowledged: the surface test runs (badblocks here:
     // a loop device reports rotational=1)
-    let overridden = run_storage(&[&disk], expected, true, SurfaceTest::Auto);
+    let overridden = run_storage_with(StorageSetup {
+        acknowledged: Some(finding_ids(&held.report)),
+        ..StorageSetup::new(&[&disk], expected)
+    });
     let text = reasons(&overridden.report.verdict);
     assert_eq!(overridden.report.outcome, Outcome::Passed, "{text}");
     assert!(text.contains("override_wipe acknowledged"), "{text}");
@@ -1369,6 +1422,7 @@ fn a_removable_disk_from_the_inventory_is_never_a_candidate() {
         model: Some("MZ7LH960HAJR".into()),
         serial: Some("S1".into()),
         size_bytes: size,
+        transport: Some("sata".into()),
         ..Disk::default()
     };
     let usb = Disk {
@@ -1412,4 +1466,367 @@ fn a_removable_disk_from_the_inventory_is_never_a_candidate() {
     );
     assert!(by_serial.candidates.is_empty());
     assert!(!by_serial.problems.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Transports, identity at write time and acknowledged findings
+// ---------------------------------------------------------------------------
+
+/// Every byte 0xff: clean for the wipe probe (uniform blocks), and
+/// changed by any surface test (badblocks -w ends on a pattern of zeros),
+/// so the device's hash tells whether it was written.
+fn ones(file: &Path) {
+    let size = std::fs::metadata(file).unwrap().len() as usize;
+    std::fs::write(file, vec![0xffu8; size]).unwrap();
+}
+
+/// The ids of a held report's findings.
+fn finding_ids(report: &StageReport) -> Vec<String> {
+    report
+        .wipe_findings
+        .iter()
+        .map(|finding| finding.id.clone())
+        .collect()
+}
+
+/// Where a disk sits in a sysfs tree, which gives its transport.
+const ON_USB: &str = "pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0";
+const ON_MMC: &str = "platform/fe320000.sdhci/mmc_host/mmc0/mmc0:0001";
+const ON_SATA: &str = "pci0000:00/0000:00:17.0/ata3/host2/target2:0:0/2:0:0:0";
+const ON_NOTHING_KNOWN: &str = "platform/some-bus/dev0";
+
+/// A sysfs tree that describes a real loop device as another disk:
+/// `block/loopN` links to `devices/PLACE/block/loopN`, which has the real
+/// device's `dev`, `size` and `loop/backing_file`, the `removable` flag
+/// given, and a `device` link to `devices/PLACE` holding a model and, when
+/// given, a serial. Writes still go to the real `/dev/loopN`.
+struct FakeSysfs {
+    root: tempfile::TempDir,
+}
+
+impl FakeSysfs {
+    fn new() -> FakeSysfs {
+        FakeSysfs {
+            root: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn describe(
+        &self,
+        device: &LoopDevice,
+        place: &str,
+        serial: Option<&str>,
+        removable: bool,
+    ) -> &Self {
+        let real = PathBuf::from("/sys/block").join(&device.name);
+        let parent = self.root.path().join("devices").join(place);
+        let block = parent.join("block").join(&device.name);
+        std::fs::create_dir_all(block.join("loop")).unwrap();
+        std::fs::create_dir_all(block.join("queue")).unwrap();
+        for file in ["dev", "size", "loop/backing_file"] {
+            std::fs::copy(real.join(file), block.join(file)).unwrap();
+        }
+        std::fs::write(block.join("queue/rotational"), "1\n").unwrap();
+        std::fs::write(
+            block.join("removable"),
+            if removable { "1\n" } else { "0\n" },
+        )
+        .unwrap();
+        std::fs::write(parent.join("model"), "TEST DISK 1000\n").unwrap();
+        if let Some(serial) = serial {
+            std::fs::write(parent.join("serial"), format!("{serial}\n")).unwrap();
+        }
+        std::os::unix::fs::symlink(&parent, block.join("device")).unwrap();
+        let listed = self.root.path().join("block");
+        std::fs::create_dir_all(&listed).unwrap();
+        std::os::unix::fs::symlink(&block, listed.join(&device.name)).unwrap();
+        self
+    }
+
+    fn path(&self) -> PathBuf {
+        self.root.path().to_path_buf()
+    }
+}
+
+fn by_serial(serial: &str) -> ExpectedDisk {
+    ExpectedDisk {
+        serial: Some(serial.into()),
+        ..ExpectedDisk::default()
+    }
+}
+
+/// A Storage run over one loop device that `sysfs` describes, with `expected`.
+fn run_described(disk: &LoopDevice, sysfs: &FakeSysfs, expected: Vec<ExpectedDisk>) -> StorageRun {
+    run_storage_with(StorageSetup {
+        sys_root: Some(sysfs.path()),
+        ..StorageSetup::new(&[disk], expected)
+    })
+}
+
+#[test]
+fn usb_and_mmc_disks_are_never_written_even_when_named_and_not_removable() {
+    for (place, why) in [(ON_USB, "on USB"), (ON_MMC, "an MMC/SD card")] {
+        let disk = LoopDevice::new(16 * MIB, ones);
+        let before = disk.sha256();
+        let sysfs = FakeSysfs::new();
+        sysfs.describe(&disk, place, Some("PLUGGED-1"), false);
+        for expected in [by_serial("PLUGGED-1"), by_size(&disk, 1)] {
+            let run = run_described(&disk, &sysfs, vec![expected.clone()]);
+            let text = reasons(&run.report.verdict);
+            assert_eq!(run.report.outcome, Outcome::Failed, "{why}: {text}");
+            assert!(
+                text.contains(&disk.name) && text.contains(why),
+                "{why}, {expected:?}: {text}"
+            );
+            assert!(run.report.artifacts.is_empty(), "{why}: not even probed");
+            assert_eq!(disk.sha256(), before, "{why}: the disk was written");
+        }
+    }
+}
+
+#[test]
+fn a_removable_disk_alone_is_never_written() {
+    let disk = LoopDevice::new(16 * MIB, ones);
+    let before = disk.sha256();
+    let sysfs = FakeSysfs::new();
+    sysfs.describe(&disk, ON_SATA, Some("CARD-1"), true);
+    let run = run_described(&disk, &sysfs, vec![by_serial("CARD-1")]);
+    let text = reasons(&run.report.verdict);
+    assert_eq!(run.report.outcome, Outcome::Failed, "{text}");
+    assert!(text.contains("removable"), "{text}");
+    assert_eq!(disk.sha256(), before, "the removable disk was written");
+}
+
+#[test]
+fn an_unknown_transport_is_written_only_when_named_by_serial() {
+    let disk = LoopDevice::new(16 * MIB, ones);
+    let before = disk.sha256();
+    let sysfs = FakeSysfs::new();
+    sysfs.describe(&disk, ON_NOTHING_KNOWN, Some("ODD-1"), false);
+    let by_model_and_size = ExpectedDisk {
+        model: Some("TEST DISK*".into()),
+        ..by_size(&disk, 1)
+    };
+    let refused = run_described(&disk, &sysfs, vec![by_model_and_size]);
+    let text = reasons(&refused.report.verdict);
+    assert_eq!(refused.report.outcome, Outcome::Failed, "{text}");
+    assert!(text.contains("transport unknown"), "{text}");
+    assert_eq!(
+        disk.sha256(),
+        before,
+        "written although named by model and size"
+    );
+
+    let named = run_described(&disk, &sysfs, vec![by_serial("ODD-1")]);
+    let text = reasons(&named.report.verdict);
+    assert_eq!(named.report.outcome, Outcome::Passed, "{text}");
+    assert_ne!(disk.sha256(), before, "named by serial, it is tested");
+}
+
+#[test]
+fn a_disk_swapped_since_the_inventory_is_never_written() {
+    let disk = LoopDevice::new(16 * MIB, ones);
+    let before = disk.sha256();
+    // the inventory saw serial ORIGINAL under this name; the disk there now
+    // is another one
+    let sysfs = FakeSysfs::new();
+    sysfs.describe(&disk, ON_SATA, Some("SWAPPED-IN"), false);
+    let snapshot = Disk {
+        name: disk.name.clone(),
+        model: Some("TEST DISK 1000".into()),
+        serial: Some("ORIGINAL".into()),
+        size_bytes: by_size(&disk, 1).size_bytes.unwrap(),
+        transport: Some("sata".into()),
+        rotational: Some(true),
+        ..Disk::default()
+    };
+    let run = run_storage_with(StorageSetup {
+        sys_root: Some(sysfs.path()),
+        inventory: vec![snapshot.clone()],
+        ..StorageSetup::new(&[&disk], vec![by_serial("ORIGINAL")])
+    });
+    let text = reasons(&run.report.verdict);
+    assert_eq!(run.report.outcome, Outcome::Failed, "{text}");
+    assert!(
+        text.contains("not the allowlisted disk") && text.contains("ORIGINAL → SWAPPED-IN"),
+        "{text}"
+    );
+    assert!(run.report.artifacts.is_empty(), "not even probed: {text}");
+    assert_eq!(disk.sha256(), before, "the swapped-in disk was written");
+
+    // the same disk still there is tested
+    let same = FakeSysfs::new();
+    same.describe(&disk, ON_SATA, Some("ORIGINAL"), false);
+    let run = run_storage_with(StorageSetup {
+        sys_root: Some(same.path()),
+        inventory: vec![snapshot],
+        ..StorageSetup::new(&[&disk], vec![by_serial("ORIGINAL")])
+    });
+    let text = reasons(&run.report.verdict);
+    assert_eq!(run.report.outcome, Outcome::Passed, "{text}");
+    assert_ne!(disk.sha256(), before);
+}
+
+#[test]
+fn an_override_writes_only_what_it_acknowledged() {
+    let table = LoopDevice::new(25 * MIB, with_gpt);
+    let data = LoopDevice::new(26 * MIB, with_random_data);
+    let before = (table.sha256(), data.sha256());
+    let expected = vec![by_size(&table, 1), by_size(&data, 1)];
+    let held = run_storage_with(StorageSetup::new(&[&table, &data], expected.clone()));
+    assert_eq!(held.report.outcome, Outcome::Held);
+    assert_eq!(held.report.hold_reason.as_deref(), Some("wipe_signatures"));
+    let ids = finding_ids(&held.report);
+    // the held verdict names every finding by its id (what the operator
+    // acknowledges)
+    let held_text = reasons(&held.report.verdict);
+    for id in &ids {
+        assert!(
+            held_text.contains(&format!("(finding {id})")),
+            "{held_text}"
+        );
+    }
+    let of = |disk: &LoopDevice| -> Vec<String> {
+        held.report
+            .wipe_findings
+            .iter()
+            .filter(|finding| finding.disk == disk.name)
+            .map(|finding| finding.id.clone())
+            .collect()
+    };
+    let (table_ids, data_ids) = (of(&table), of(&data));
+    assert!(
+        table_ids.iter().any(|id| id.contains("/gpt@0x200")),
+        "{ids:?}"
+    );
+    assert!(
+        data_ids.iter().all(|id| id.contains("/unexpected_data@0x")) && data_ids.len() == 1,
+        "{ids:?}"
+    );
+    // the same disks give the same ids on the next attempt
+    let again = run_storage_with(StorageSetup::new(&[&table, &data], expected.clone()));
+    assert_eq!(finding_ids(&again.report), ids);
+
+    // only the partition table acknowledged: the stage holds again and
+    // neither disk is written
+    let partial = run_storage_with(StorageSetup {
+        acknowledged: Some(table_ids.clone()),
+        ..StorageSetup::new(&[&table, &data], expected.clone())
+    });
+    let text = reasons(&partial.report.verdict);
+    assert_eq!(partial.report.outcome, Outcome::Held, "{text}");
+    assert_eq!(
+        partial.report.hold_reason.as_deref(),
+        Some("unexpected_data")
+    );
+    assert!(
+        text.contains("not acknowledged by the override") && text.contains(&data_ids[0]),
+        "{text}"
+    );
+    assert_eq!(
+        (table.sha256(), data.sha256()),
+        before,
+        "written without acknowledgement"
+    );
+    // a blanket override (no ids) acknowledges nothing
+    let blanket = run_storage(&[&table, &data], expected.clone(), true, SurfaceTest::Auto);
+    assert_eq!(blanket.report.outcome, Outcome::Held);
+    assert_eq!((table.sha256(), data.sha256()), before);
+
+    // everything acknowledged: both are tested
+    let full = run_storage_with(StorageSetup {
+        acknowledged: Some(ids.clone()),
+        ..StorageSetup::new(&[&table, &data], expected)
+    });
+    let text = reasons(&full.report.verdict);
+    assert_eq!(full.report.outcome, Outcome::Passed, "{text}");
+    assert!(text.contains("override_wipe acknowledged"), "{text}");
+    assert_ne!(table.sha256(), before.0);
+    assert_ne!(data.sha256(), before.1);
+}
+
+#[test]
+fn a_signature_that_appeared_after_the_override_holds_again() {
+    let disk = LoopDevice::new(27 * MIB, with_random_data);
+    let expected = vec![by_size(&disk, 1)];
+    let held = run_storage_with(StorageSetup::new(&[&disk], expected.clone()));
+    assert_eq!(held.report.hold_reason.as_deref(), Some("unexpected_data"));
+    let acknowledged = finding_ids(&held.report);
+    // a partition table is written after the operator looked
+    let mut sfdisk = Process::new("sfdisk")
+        .arg("-q")
+        .arg(&disk.device)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\n,\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let before = disk.sha256();
+    let run = run_storage_with(StorageSetup {
+        acknowledged: Some(acknowledged),
+        ..StorageSetup::new(&[&disk], expected)
+    });
+    let text = reasons(&run.report.verdict);
+    assert_eq!(run.report.outcome, Outcome::Held, "{text}");
+    assert_eq!(run.report.hold_reason.as_deref(), Some("wipe_signatures"));
+    assert!(text.contains("/gpt@0x200"), "{text}");
+    assert_eq!(
+        disk.sha256(),
+        before,
+        "the new signature was not acknowledged"
+    );
+}
+
+#[test]
+fn the_tools_get_the_by_id_link_that_names_the_disk() {
+    let disk = LoopDevice::new(16 * MIB, ones);
+    let other = LoopDevice::new(17 * MIB, ones);
+    let sysfs = FakeSysfs::new();
+    sysfs.describe(&disk, ON_SATA, Some("S1-BYID"), false);
+    // a /dev with udev's links: one names the serial but is another
+    // device, one names it and is this one
+    let dev = tempfile::tempdir().unwrap();
+    let by_id = dev.path().join("disk/by-id");
+    std::fs::create_dir_all(&by_id).unwrap();
+    std::os::unix::fs::symlink(&disk.device, dev.path().join(&disk.name)).unwrap();
+    std::os::unix::fs::symlink(&other.device, by_id.join("ata-A_DECOY_S1-BYID")).unwrap();
+    std::os::unix::fs::symlink(&disk.device, by_id.join("ata-TEST_DISK_S1-BYID")).unwrap();
+    let allowlisted = stages::storage::visible_disks(&StageContext {
+        stage: StageRef {
+            stage: Stage::Storage,
+            attempt: 1,
+        },
+        params: StageParams::default(),
+        thresholds: Thresholds::default(),
+        local: LocalSettings {
+            disks: DiskSelection {
+                allow_loop_devices: true,
+                filter: vec![disk.name.clone()],
+                surface_test: SurfaceTest::Auto,
+            },
+            sys_root: sysfs.path(),
+            dev_root: dev.path().to_path_buf(),
+            ..LocalSettings::default()
+        },
+        log: LogSink::new(Outbox::new(0, 1000), None),
+        sensors: SensorSink::new(Outbox::new(0, 1000), None),
+        cancel: CancelToken::new(),
+        inventory: Some(Inventory::empty(chrono::Utc::now())),
+    });
+    assert_eq!(allowlisted.len(), 1, "{allowlisted:?}");
+    assert_eq!(allowlisted[0].serial.as_deref(), Some("S1-BYID"));
+    assert_eq!(allowlisted[0].transport.as_deref(), Some("sata"));
+    let pinned = stages::identity::pin(&allowlisted[0], &sysfs.path(), dev.path()).unwrap();
+    assert_eq!(pinned.path, by_id.join("ata-TEST_DISK_S1-BYID"));
+    // the name now leads to another device: refused
+    std::fs::remove_file(dev.path().join(&disk.name)).unwrap();
+    std::os::unix::fs::symlink(&other.device, dev.path().join(&disk.name)).unwrap();
+    let error = stages::identity::pin(&allowlisted[0], &sysfs.path(), dev.path()).unwrap_err();
+    assert!(error.to_string().contains("but sysfs lists"), "{error}");
 }

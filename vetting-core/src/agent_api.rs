@@ -14,8 +14,9 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 use vetting_probes::protocol::{
-    BatchAck, ClaimResponse, HeartbeatRequest, HeartbeatResponse, LogBatch, LogLine, Outcome,
-    ResultResponse, SensorBatch, SensorSample, Stage, StageParams, StageRef, StageResult,
+    BatchAck, ClaimResponse, HeartbeatRequest, HeartbeatResponse, LogBatch, LogLine,
+    MAX_FINDING_ID_LEN, Outcome, ResultResponse, SensorBatch, SensorSample, Stage, StageParams,
+    StageRef, StageResult, WipeFinding,
 };
 use vetting_probes::{Status, Tool, Verdict};
 
@@ -166,6 +167,8 @@ struct PreparedResult {
     verdict: Verdict,
     agent_verdict: Verdict,
     hold_reason: Option<HoldReason>,
+    /// For a held Storage result: the wipe probe's findings, checked.
+    wipe_findings: Option<Vec<WipeFinding>>,
     data: StageData,
 }
 
@@ -619,6 +622,11 @@ impl Orchestrator {
             params.storage.expected_disks = Vec::new();
         }
         params.storage.override_wipe = run.override_flags.iter().any(|f| f == "override_wipe");
+        params.storage.acknowledged_findings = if params.storage.override_wipe {
+            run.acknowledged_findings.clone()
+        } else {
+            Vec::new()
+        };
         let bind = self
             .config()
             .iperf
@@ -962,6 +970,7 @@ impl Orchestrator {
                             cmd: command_for(run, current),
                             position: position_of(run),
                             override_flags: run.override_flags.clone(),
+                            acknowledged_findings: run.acknowledged_findings.clone(),
                         }),
                     ));
                     heartbeats.push(run_id);
@@ -1264,6 +1273,7 @@ impl Orchestrator {
             }
             _ => None,
         };
+        let wipe_findings = checked_wipe_findings(&result)?;
         if result.verdict.reasons.len() > MAX_VERDICT_REASONS {
             return Err(OrchestratorError::BadRequest(format!(
                 "the verdict has {} reasons; at most {MAX_VERDICT_REASONS} are taken",
@@ -1381,6 +1391,7 @@ impl Orchestrator {
             verdict,
             agent_verdict: result.verdict,
             hold_reason,
+            wipe_findings,
             data: StageData {
                 stage: reference,
                 inventory,
@@ -1452,6 +1463,7 @@ impl Orchestrator {
             verdict,
             agent_verdict,
             hold_reason,
+            wipe_findings,
             data,
         } = prepared;
         let event = match outcome {
@@ -1482,6 +1494,7 @@ impl Orchestrator {
                 verdict_json: Some(verdict_json),
                 agent_verdict_json: Some(agent_verdict_json),
                 stage_data: Some(std::sync::Arc::new(data)),
+                wipe_findings,
                 ..Default::default()
             },
         )
@@ -1738,9 +1751,143 @@ fn components_of(
     out
 }
 
+/// At most this many wipe-probe findings in one result.
+pub const MAX_WIPE_FINDINGS: usize = 4096;
+
+/// The wipe-probe findings of a result, checked (the agent is not
+/// trusted): only Storage results carry them, a held one must (an override
+/// names ids among them), and each has a unique printable id of at most
+/// [`MAX_FINDING_ID_LEN`] characters and bounded texts. `Some` when there
+/// are findings to record on the stage row. Called by
+/// [`Orchestrator::agent_result`] before anything is stored; the findings
+/// go into the `StageHeld` event's context.
+pub(crate) fn checked_wipe_findings(result: &StageResult) -> Result<Option<Vec<WipeFinding>>> {
+    let bad = |message: String| Err(OrchestratorError::BadRequest(message));
+    let findings = &result.wipe_findings;
+    if result.stage != Stage::Storage {
+        if !findings.is_empty() {
+            return bad(format!(
+                "wipe_findings belong to Storage results, not {}",
+                result.stage
+            ));
+        }
+        return Ok(None);
+    }
+    if result.outcome == Outcome::Held && findings.is_empty() {
+        return bad(
+            "a held Storage result must list its wipe_findings (the ids an override acknowledges)"
+                .into(),
+        );
+    }
+    if findings.len() > MAX_WIPE_FINDINGS {
+        return bad(format!(
+            "{} wipe_findings: at most {MAX_WIPE_FINDINGS}",
+            findings.len()
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, finding) in findings.iter().enumerate() {
+        let id = &finding.id;
+        if id.is_empty()
+            || id.chars().count() > MAX_FINDING_ID_LEN
+            || !id.chars().all(|c| c.is_ascii_graphic())
+        {
+            return bad(format!(
+                "wipe_findings[{index}].id must be 1 to {MAX_FINDING_ID_LEN} printable ASCII characters without spaces"
+            ));
+        }
+        if !seen.insert(id.as_str()) {
+            return bad(format!("wipe_findings[{index}].id `{id}` is repeated"));
+        }
+        for (field, text, limit) in [
+            ("disk", &finding.disk, 256),
+            ("kind", &finding.kind, 128),
+            ("message", &finding.message, 4096),
+        ] {
+            if text.chars().count() > limit || text.chars().any(char::is_control) {
+                return bad(format!(
+                    "wipe_findings[{index}].{field} must be at most {limit} characters without control characters"
+                ));
+            }
+        }
+    }
+    Ok((!findings.is_empty()).then(|| findings.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wipe_findings_from_an_agent_are_checked() {
+        let finding = |id: &str| WipeFinding {
+            id: id.into(),
+            disk: "sdb".into(),
+            kind: "gpt".into(),
+            offset: Some(0x200),
+            message: "wipe probe: found gpt at offset 0x200 on /dev/sdb".into(),
+        };
+        let result = |stage: Stage, outcome: Outcome, findings: Vec<WipeFinding>| StageResult {
+            stage,
+            attempt: 1,
+            outcome,
+            verdict: Verdict::pass(),
+            hold_reason: None,
+            artifacts: Vec::new(),
+            inventory: None,
+            measurements: Vec::new(),
+            wipe_findings: findings,
+        };
+        let good = vec![
+            finding("serial:S1/gpt@0x200"),
+            finding("serial:S1/PMBR@0x1fe"),
+        ];
+        assert_eq!(
+            checked_wipe_findings(&result(Stage::Storage, Outcome::Held, good.clone())).unwrap(),
+            Some(good.clone())
+        );
+        assert_eq!(
+            checked_wipe_findings(&result(Stage::Smart, Outcome::Passed, Vec::new())).unwrap(),
+            None
+        );
+        let refused = |result: StageResult, says: &str| {
+            let error = checked_wipe_findings(&result).unwrap_err();
+            assert!(
+                matches!(&error, OrchestratorError::BadRequest(text) if text.contains(says)),
+                "{says}: {error}"
+            );
+        };
+        refused(
+            result(Stage::Storage, Outcome::Held, Vec::new()),
+            "must list its wipe_findings",
+        );
+        refused(
+            result(Stage::Smart, Outcome::Passed, good.clone()),
+            "belong to Storage results",
+        );
+        let repeated = vec![
+            finding("serial:S1/gpt@0x200"),
+            finding("serial:S1/gpt@0x200"),
+        ];
+        refused(result(Stage::Storage, Outcome::Held, repeated), "repeated");
+        let long = "x".repeat(MAX_FINDING_ID_LEN + 1);
+        for bad_id in ["", "serial:S 1/gpt@0x200", "serial:S1\n/gpt", long.as_str()] {
+            refused(
+                result(Stage::Storage, Outcome::Held, vec![finding(bad_id)]),
+                "printable ASCII",
+            );
+        }
+        let mut noisy = finding("serial:S1/gpt@0x200");
+        noisy.message = "line\u{1b}[2J".into();
+        refused(
+            result(Stage::Storage, Outcome::Held, vec![noisy]),
+            "message",
+        );
+        let many: Vec<WipeFinding> = (0..=MAX_WIPE_FINDINGS)
+            .map(|index| finding(&format!("name:sdb/gpt@0x{index:x}")))
+            .collect();
+        refused(result(Stage::Storage, Outcome::Held, many), "at most");
+    }
 
     #[test]
     fn artifact_names_are_plain_file_names() {

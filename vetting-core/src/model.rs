@@ -138,6 +138,9 @@ pub struct Run {
     pub hello_at_ms: Option<i64>,
     pub hold_on_failure: bool,
     pub override_flags: Vec<String>,
+    /// The wipe-probe finding ids the operator's override acknowledged
+    /// (with `override_flags`).
+    pub acknowledged_findings: Vec<String>,
     pub queued_at_ms: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -189,6 +192,11 @@ impl Run {
                     .collect()
             })
             .unwrap_or_default();
+        let acknowledged_findings = match model.acknowledged_findings.as_deref() {
+            Some(text) => serde_json::from_str::<Vec<String>>(text)
+                .map_err(|_| corrupt("acknowledged_findings", text))?,
+            None => Vec::new(),
+        };
         Ok(Run {
             id: model.id,
             host_id: model.host_id,
@@ -204,6 +212,7 @@ impl Run {
             hello_at_ms: model.hello_at_ms,
             hold_on_failure: model.hold_on_failure,
             override_flags,
+            acknowledged_findings,
             queued_at_ms: model.queued_at_ms,
             created_at_ms: model.created_at_ms,
             updated_at_ms: model.updated_at_ms,

@@ -10,7 +10,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
-use vetting_probes::protocol::{Command, RunPosition, StageRef};
+use vetting_probes::protocol::{Command, RunPosition, StageRef, WipeFinding};
 
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
@@ -113,6 +113,11 @@ pub struct EventContext {
     /// For stage results: the inventory and measurements written in the
     /// transition's transaction.
     pub stage_data: Option<Arc<crate::agent_api::StageData>>,
+    /// For `StageHeld`: what the wipe probe found, recorded on the stage
+    /// row (an override must name ids among them).
+    pub wipe_findings: Option<Vec<WipeFinding>>,
+    /// For `OverrideWipe`: the finding ids the operator acknowledged.
+    pub acknowledged_findings: Option<Vec<String>>,
 }
 
 /// The orchestrator: open it once per process; cheap to clone.
@@ -560,6 +565,7 @@ impl Orchestrator {
             hello_at_ms: Set(None),
             hold_on_failure: Set(self.inner.config.runs.hold_on_failure),
             override_flags: Set(None),
+            acknowledged_findings: Set(None),
             queued_at_ms: Set(None),
             created_at_ms: Set(now),
             updated_at_ms: Set(now),
@@ -764,6 +770,7 @@ impl Orchestrator {
                         });
                     }
                 }
+                self.check_acknowledged(&run, &context).await?;
             }
             match self.persist(&run, event, to, action, &context).await {
                 Ok(announced) => {
@@ -818,6 +825,7 @@ impl Orchestrator {
         let mut failure_reason = run.failure_reason.clone();
         let mut current = run.current;
         let mut override_flags = run.override_flags.clone();
+        let mut acknowledged_findings = run.acknowledged_findings.clone();
         let mut state_deadline = run.state_deadline_ms;
         let mut heartbeat_deadline = run.heartbeat_deadline_ms;
         let mut ended_at = run.ended_at_ms;
@@ -879,6 +887,7 @@ impl Orchestrator {
             }
             Action::RerunStorage => {
                 override_flags = vec!["override_wipe".to_string()];
+                acknowledged_findings = context.acknowledged_findings.clone().unwrap_or_default();
                 hold_reason = None;
                 failure_reason = None;
             }
@@ -908,8 +917,29 @@ impl Orchestrator {
             // flags are armed for one Storage attempt
             if !matches!(final_state, RunState::FailedHolding) {
                 override_flags.clear();
+                acknowledged_findings.clear();
             }
         }
+
+        let encoding = |what: &'static str| {
+            move |error: serde_json::Error| {
+                OrchestratorError::Internal(format!("encoding {what}: {error}"))
+            }
+        };
+        let acknowledged_json = if acknowledged_findings.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&acknowledged_findings)
+                    .map_err(encoding("acknowledged finding ids"))?,
+            )
+        };
+        let wipe_findings_json = match &context.wipe_findings {
+            Some(findings) => {
+                Some(serde_json::to_string(findings).map_err(encoding("wipe-probe findings"))?)
+            }
+            None => None,
+        };
 
         // 1. compare-and-set the run row
         let updated = run::Entity::update_many()
@@ -943,6 +973,10 @@ impl Orchestrator {
                 } else {
                     Some(override_flags.join(","))
                 }),
+            )
+            .col_expr(
+                run::Column::AcknowledgedFindings,
+                Expr::value(acknowledged_json),
             )
             .col_expr(run::Column::QueuedAtMs, Expr::value(queued_at))
             .col_expr(run::Column::HelloAtMs, Expr::value(hello_at))
@@ -1007,6 +1041,7 @@ impl Orchestrator {
                     stage::Column::AgentVerdict,
                     Expr::value(context.agent_verdict_json.clone()),
                 )
+                .col_expr(stage::Column::WipeFindings, Expr::value(wipe_findings_json))
                 .filter(stage::Column::RunId.eq(run.id.as_str()))
                 .filter(stage::Column::Stage.eq(finished.stage.as_str()))
                 .filter(stage::Column::Attempt.eq(finished.attempt as i32))
@@ -1027,6 +1062,7 @@ impl Orchestrator {
                 agent_verdict: Set(None),
                 verdict: Set(None),
                 response: Set(None),
+                wipe_findings: Set(None),
             }
             .insert(&txn)
             .await
@@ -1045,6 +1081,7 @@ impl Orchestrator {
                 agent_verdict: Set(None),
                 verdict: Set(None),
                 response: Set(None),
+                wipe_findings: Set(None),
             }
             .insert(&txn)
             .await
@@ -1116,7 +1153,17 @@ impl Orchestrator {
                 Some(&run.id),
                 Some(run.host_id),
                 context.acknowledged.clone(),
-                Some(serde_json::json!({"from": run.state, "to": final_state}).to_string()),
+                Some(
+                    match &context.acknowledged_findings {
+                        Some(ids) => serde_json::json!({
+                            "from": run.state,
+                            "to": final_state,
+                            "acknowledged_findings": ids,
+                        }),
+                        None => serde_json::json!({"from": run.state, "to": final_state}),
+                    }
+                    .to_string(),
+                ),
             )
             .await?;
         }
@@ -1429,17 +1476,29 @@ impl Orchestrator {
         .await
     }
 
-    /// Overrides a wipe-probe hold: Storage runs again as a new attempt.
-    /// Refused for any other hold (a bad-block failure cannot be overridden).
+    /// Overrides a wipe-probe hold: Storage runs again as a new attempt,
+    /// which writes only disks whose every finding is among `acknowledged`
+    /// (finding ids of the hold, see [`Orchestrator::held_findings`]) and
+    /// holds again on anything else. Refused for any other hold (a
+    /// bad-block failure cannot be overridden), for no ids, and for an id
+    /// that is not among the hold's findings. The ids are recorded in the
+    /// audit (as `acknowledged` and in its detail).
     pub async fn override_wipe(
         &self,
         run_id: &str,
         actor: &Actor,
-        acknowledged: String,
+        acknowledged: Vec<String>,
     ) -> Result<Applied> {
-        if acknowledged.trim().is_empty() {
+        let mut ids: Vec<String> = Vec::new();
+        for id in acknowledged {
+            let id = id.trim().to_string();
+            if !id.is_empty() && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
             return Err(OrchestratorError::BadRequest(
-                "an override must say what the operator acknowledges".into(),
+                "an override must name the wipe-probe findings it acknowledges (their ids)".into(),
             ));
         }
         self.apply(
@@ -1447,11 +1506,69 @@ impl Orchestrator {
             Event::OverrideWipe,
             EventContext {
                 actor: Some(actor.clone()),
-                acknowledged: Some(acknowledged),
+                acknowledged: Some(ids.join(", ")),
+                acknowledged_findings: Some(ids),
                 ..Default::default()
             },
         )
         .await
+    }
+
+    /// The wipe-probe findings of a run's last Storage attempt (what a
+    /// wipe hold asks the operator to acknowledge).
+    pub async fn held_findings(&self, run_id: &str) -> Result<Vec<WipeFinding>> {
+        let row = stage::Entity::find()
+            .filter(stage::Column::RunId.eq(run_id))
+            .filter(stage::Column::Stage.eq(Stage::Storage.as_str()))
+            .order_by_desc(stage::Column::Attempt)
+            .one(self.conn())
+            .await
+            .map_err(db("reading the last Storage attempt"))?;
+        match row.and_then(|row| row.wipe_findings) {
+            Some(text) => serde_json::from_str(&text).map_err(|_| {
+                OrchestratorError::Corrupt(CorruptRow {
+                    run_id: run_id.to_string(),
+                    field: "wipe_findings",
+                    value: text,
+                })
+            }),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// An override's ids must all be among the hold's findings.
+    async fn check_acknowledged(&self, run: &Run, context: &EventContext) -> Result<()> {
+        let acknowledged = context.acknowledged_findings.as_deref().unwrap_or_default();
+        if acknowledged.is_empty() {
+            return Err(OrchestratorError::BadRequest(
+                "an override must name the wipe-probe findings it acknowledges (their ids)".into(),
+            ));
+        }
+        let findings = self.held_findings(&run.id).await?;
+        let unknown: Vec<&str> = acknowledged
+            .iter()
+            .filter(|id| !findings.iter().any(|finding| &finding.id == *id))
+            .map(String::as_str)
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let known: Vec<&str> = findings.iter().map(|finding| finding.id.as_str()).collect();
+        Err(OrchestratorError::BadRequest(format!(
+            "run {}: the override names finding(s) the hold does not list: {} ({})",
+            run.id,
+            unknown
+                .iter()
+                .take(10)
+                .map(|id| format!("`{}`", id.chars().take(300).collect::<String>()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if known.is_empty() {
+                "the hold lists none".to_string()
+            } else {
+                format!("they are: {}", known.join(", "))
+            }
+        )))
     }
 
     // ---------------------------------------------------------- queries

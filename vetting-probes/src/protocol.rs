@@ -6,6 +6,15 @@
 //! `hello`, `claim`, `heartbeat`, `log`, `sensor`, `result`, `artifact`,
 //! `hold`. Kernel command line parameters for the agent: [`CMDLINE_URL`],
 //! [`CMDLINE_RUN`], [`CMDLINE_TOKEN`].
+//!
+//! Additions read with serde defaults, so either side may be older:
+//! - wipe-probe findings: a held Storage result lists what the probe found
+//!   ([`StageResult::wipe_findings`], each with a stable [`WipeFinding::id`]);
+//!   an operator's override names the ids acknowledged, and they reach the
+//!   agent in [`StorageParams::acknowledged_findings`] (claim) and
+//!   [`HeartbeatResponse::acknowledged_findings`] (`retry_stage`). An agent
+//!   told `override_wipe` without ids acknowledges nothing: it holds again
+//!   on whatever it finds.
 
 use serde::{Deserialize, Serialize};
 
@@ -202,8 +211,12 @@ pub struct StorageParams {
     pub ssd_verify_share: f64,
     /// How many blocks the wipe probe samples across each disk.
     pub wipe_probe_samples: u32,
-    /// Set by the operator's override: the wipe probe's hold is acknowledged.
+    /// Set by the operator's override: this attempt follows a wipe-probe
+    /// hold. What may be written is [`Self::acknowledged_findings`].
     pub override_wipe: bool,
+    /// The [`WipeFinding::id`]s the operator acknowledged: a disk with a
+    /// finding not in this list is not written (the stage holds again).
+    pub acknowledged_findings: Vec<String>,
 }
 
 impl Default for StorageParams {
@@ -214,6 +227,7 @@ impl Default for StorageParams {
             ssd_verify_share: 0.05,
             wipe_probe_samples: 256,
             override_wipe: false,
+            acknowledged_findings: Vec::new(),
         }
     }
 }
@@ -292,6 +306,10 @@ pub struct HeartbeatResponse {
     /// For `retry_stage`: e.g. `["override_wipe"]`.
     #[serde(default)]
     pub override_flags: Vec<String>,
+    /// For `retry_stage` after an override: the [`WipeFinding::id`]s the
+    /// operator acknowledged.
+    #[serde(default)]
+    pub acknowledged_findings: Vec<String>,
 }
 
 /// Which stream a log line came from.
@@ -398,6 +416,48 @@ pub struct StageResult {
     /// Measurements of the stage as name → value (e.g. `iperf3.rx_bps`).
     #[serde(default)]
     pub measurements: Vec<Measurement>,
+    /// Storage: what the wipe probe found (a held result lists every
+    /// finding, so that an override can name the ones it acknowledges).
+    #[serde(default)]
+    pub wipe_findings: Vec<WipeFinding>,
+}
+
+/// One thing the wipe probe found on one disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WipeFinding {
+    /// Stable across attempts and boots where the disk has a serial or
+    /// WWN: `wwn:0x5000c500a1b2c3d4/gpt@0x200`,
+    /// `serial:S3Z1NB0K/unexpected_data@0x100000` (see [`wipe_finding_id`]).
+    pub id: String,
+    /// The kernel name at the time (`sdb`).
+    pub disk: String,
+    /// A signature type (`gpt`, `ext4`, `LVM2_member`) or
+    /// [`FINDING_UNEXPECTED_DATA`].
+    pub kind: String,
+    /// Byte offset on the disk, where known.
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// What it means, for the operator.
+    pub message: String,
+}
+
+/// The kind of a finding of data without a known signature.
+pub const FINDING_UNEXPECTED_DATA: &str = "unexpected_data";
+
+/// The longest [`WipeFinding::id`] either side accepts.
+pub const MAX_FINDING_ID_LEN: usize = 256;
+
+/// The stable id of a finding: the disk's identity (`wwn:…`, else
+/// `serial:…`, else `name:…`), the kind and the offset, with anything but
+/// printable ASCII replaced by `_` and cut at [`MAX_FINDING_ID_LEN`].
+pub fn wipe_finding_id(disk_identity: &str, kind: &str, offset: Option<u64>) -> String {
+    let offset = offset.map_or_else(|| "unknown".to_string(), |offset| format!("0x{offset:x}"));
+    format!("{disk_identity}/{kind}@{offset}")
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .take(MAX_FINDING_ID_LEN)
+        .collect()
 }
 
 /// One summary measurement of a stage.

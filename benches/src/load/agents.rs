@@ -343,6 +343,7 @@ pub async fn run_agent(
                 value: 100.0 + index as f64,
                 unit: "points".into(),
             }],
+            wipe_findings: Vec::new(),
         };
         match timed_retry(&recorder, "result", give_up, || client.result(&result)).await {
             Ok(answer) => {

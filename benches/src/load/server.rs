@@ -191,6 +191,7 @@ pub async fn bare() -> anyhow::Result<()> {
                 current: None,
             },
             override_flags: Vec::new(),
+            acknowledged_findings: Vec::new(),
         })
         .context("encoding the fixed answer")?,
     );

@@ -5,13 +5,17 @@
 //! model (a glob, as in the spec) and size (within 1 %, the spec's default
 //! tolerance) with the exact count: when more or fewer disks match an entry
 //! than its `count`, all of them are refused and the stage fails
-//! ("expected N, found M"). Removable disks are never candidates, and
-//! neither is a disk that no entry names (an unexpected disk): both are
-//! reported. With no expected disks there are no candidates at all.
+//! ("expected N, found M"). Removable, USB and MMC/SD disks are never
+//! candidates, even when an entry names them (many USB enclosures report
+//! `removable = 0`, so the transport counts on its own); a disk whose
+//! transport is unknown is a candidate only when an entry names it by
+//! serial or WWN; a disk that no entry names (an unexpected disk) is never
+//! one. All of them are reported. With no expected disks there are no
+//! candidates at all.
 
 use std::path::Path;
 
-use vetting_probes::inventory::Disk;
+use vetting_probes::inventory::{Disk, read_block_device};
 use vetting_probes::protocol::ExpectedDisk;
 
 use crate::params::DiskSelection;
@@ -110,10 +114,16 @@ pub fn decide(disks: &[Disk], expected: &[ExpectedDisk]) -> Allowlist {
     }
 
     for (index, disk) in disks.iter().enumerate() {
-        let reason = if disk.removable {
-            Some("removable: never written".to_string())
+        let never = never_written(disk);
+        let reason = if let Some(why) = never {
+            Some(format!("{why}: never written"))
         } else if let Some(reason) = refused_by_entry[index].take() {
             Some(reason)
+        } else if claimed[index].is_none() && disk.transport.is_none() {
+            Some(
+                "transport unknown: written only when the spec names it by serial or WWN"
+                    .to_string(),
+            )
         } else if claimed[index].is_none() {
             Some("unexpected: no expected disk names it".to_string())
         } else {
@@ -121,11 +131,11 @@ pub fn decide(disks: &[Disk], expected: &[ExpectedDisk]) -> Allowlist {
         };
         match reason {
             Some(reason) => {
-                if disk.removable
+                if let Some(why) = never
                     && let Some(entry) = claimed[index]
                 {
                     allowlist.problems.push(format!(
-                        "{} matches {} but is removable: it is not tested",
+                        "{} matches {} but is {why}: it is not tested",
                         disk.name,
                         describe_entry(&expected[entry])
                     ));
@@ -141,12 +151,28 @@ pub fn decide(disks: &[Disk], expected: &[ExpectedDisk]) -> Allowlist {
     allowlist
 }
 
+/// Why a disk is never written whatever the spec says: `removable`,
+/// `on USB`, `an MMC/SD card`.
+pub fn never_written(disk: &Disk) -> Option<&'static str> {
+    let transport = disk.transport.as_deref().map(str::to_ascii_lowercase);
+    if disk.removable {
+        Some("removable")
+    } else if transport.as_deref() == Some("usb") {
+        Some("on USB")
+    } else if transport.as_deref() == Some("mmc") || disk.name.starts_with("mmcblk") {
+        Some("an MMC/SD card")
+    } else {
+        None
+    }
+}
+
 fn identified(entry: &ExpectedDisk) -> bool {
     entry.serial.is_some() || entry.wwn.is_some()
 }
 
-/// Whether `disk` is the one a serial/WWN entry names (removable disks
-/// match too, so that they are reported rather than called missing).
+/// Whether `disk` is the one a serial/WWN entry names (removable, USB and
+/// MMC disks match too, so that they are reported rather than called
+/// missing).
 fn identifies(entry: &ExpectedDisk, disk: &Disk) -> bool {
     let serial_ok = match (&entry.serial, &disk.serial) {
         (Some(expected), Some(actual)) => expected.trim().eq_ignore_ascii_case(actual.trim()),
@@ -161,9 +187,11 @@ fn identifies(entry: &ExpectedDisk, disk: &Disk) -> bool {
     serial_ok && wwn_ok
 }
 
-/// Whether `disk` belongs to a model/size entry. Removable disks never do.
+/// Whether `disk` belongs to a model/size entry. Disks that are never
+/// written never do, nor do disks whose transport is unknown (only a
+/// serial or WWN may name those).
 fn fits_group(entry: &ExpectedDisk, disk: &Disk) -> bool {
-    if disk.removable {
+    if never_written(disk).is_some() || disk.transport.is_none() {
         return false;
     }
     let model_ok = match (&entry.model, &disk.model) {
@@ -222,6 +250,10 @@ pub fn describe_disk(disk: &Disk) -> String {
         parts.push(format!("WWN {wwn}"));
     }
     parts.push(format!("{} bytes", disk.size_bytes));
+    match &disk.transport {
+        Some(transport) => parts.push(transport.clone()),
+        None => parts.push("transport unknown".into()),
+    }
     if disk.removable {
         parts.push("removable".into());
     }
@@ -229,7 +261,7 @@ pub fn describe_disk(disk: &Disk) -> String {
 }
 
 /// A WWN without its notation (`0x`, `naa.`, `eui.`, `wwn-`), lower-case.
-fn normalize_wwn(wwn: &str) -> String {
+pub fn normalize_wwn(wwn: &str) -> String {
     let lower = wwn.trim().to_ascii_lowercase();
     let stripped = ["wwn-", "0x", "naa.", "eui.", "nguid."]
         .iter()
@@ -284,8 +316,11 @@ fn read_trimmed(path: &Path) -> Option<String> {
 }
 
 /// The attached loop devices under `sys_root/block` that pass the
-/// selection's filter, as disks (`transport: loop`, virtual, no model,
-/// serial or WWN). Empty unless loop devices are allowed.
+/// selection's filter, as disks, read like any other block device
+/// ([`read_block_device`]). A real loop device has no `device` link: it is
+/// `transport: loop`, virtual, without model, serial or WWN. An entry with
+/// one (a sysfs tree that tests describe as USB, MMC or another serial)
+/// keeps what its tree says. Empty unless loop devices are allowed.
 pub fn loop_disks(sys_root: &Path, selection: &DiskSelection) -> Vec<Disk> {
     if !selection.allow_loop_devices {
         return Vec::new();
@@ -311,21 +346,15 @@ pub fn loop_disks(sys_root: &Path, selection: &DiskSelection) -> Vec<Disk> {
             let path = root.join(&name);
             // Only attached loop devices have a backing file.
             let backing = read_trimmed(&path.join("loop/backing_file"))?;
-            let size_bytes = read_trimmed(&path.join("size"))
-                .and_then(|sectors| sectors.parse::<u64>().ok())
-                .map_or(0, |sectors| sectors.saturating_mul(512));
-            if size_bytes == 0 || backing.is_empty() {
+            let mut disk = read_block_device(&path, &name);
+            if disk.size_bytes == 0 || backing.is_empty() {
                 return None;
             }
-            Some(Disk {
-                name,
-                size_bytes,
-                rotational: read_trimmed(&path.join("queue/rotational")).map(|flag| flag == "1"),
-                removable: read_trimmed(&path.join("removable")).is_some_and(|flag| flag == "1"),
-                transport: Some("loop".to_string()),
-                is_virtual: true,
-                ..Disk::default()
-            })
+            if !path.join("device").exists() {
+                disk.transport = Some("loop".to_string());
+                disk.is_virtual = true;
+            }
+            Some(disk)
         })
         .collect()
 }
@@ -349,6 +378,7 @@ mod tests {
             model: model.map(Into::into),
             serial: serial.map(Into::into),
             size_bytes: size,
+            transport: Some("sata".into()),
             ..Disk::default()
         }
     }
@@ -393,6 +423,87 @@ mod tests {
             "{:?}",
             by_serial.problems
         );
+    }
+
+    /// Each reason alone keeps a disk out, by model/size and by serial.
+    #[test]
+    fn removable_usb_and_mmc_are_each_never_candidates() {
+        let internal = disk("sda", Some("MZ7LH1T9"), Some("S1"), TB);
+        let mut removable = disk("sdb", Some("MZ7LH1T9"), Some("S2"), TB);
+        removable.removable = true;
+        let mut usb = disk("sdc", Some("MZ7LH1T9"), Some("S3"), TB);
+        usb.transport = Some("usb".into());
+        let mut mmc = disk("mmcblk0", Some("MZ7LH1T9"), Some("S4"), TB);
+        mmc.transport = Some("mmc".into());
+        for (outsider, why) in [
+            (removable, "removable"),
+            (usb, "on USB"),
+            (mmc, "an MMC/SD card"),
+        ] {
+            let disks = vec![internal.clone(), outsider.clone()];
+            let by_group = decide(
+                &disks,
+                &[ExpectedDisk {
+                    model: Some("MZ7LH*".into()),
+                    size_bytes: Some(TB),
+                    count: Some(2),
+                    ..ExpectedDisk::default()
+                }],
+            );
+            // the outsider does not count: one internal disk is missing
+            assert!(by_group.candidates.is_empty(), "{why}: {by_group:?}");
+            assert!(
+                by_group.problems.iter().any(|p| p.contains("found 1")),
+                "{why}: {:?}",
+                by_group.problems
+            );
+            assert!(
+                by_group
+                    .refused
+                    .iter()
+                    .any(|r| r.disk.name == outsider.name && r.reason.contains(why)),
+                "{why}: {:?}",
+                by_group.refused
+            );
+            let by_serial = decide(
+                &disks,
+                &[ExpectedDisk {
+                    serial: outsider.serial.clone(),
+                    ..ExpectedDisk::default()
+                }],
+            );
+            assert!(by_serial.candidates.is_empty(), "{why}: {by_serial:?}");
+            assert!(
+                by_serial.problems.iter().any(|p| p.contains(why)),
+                "{why}: {:?}",
+                by_serial.problems
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_transport_needs_a_serial_or_wwn() {
+        let mut unknown = disk("sdd", Some("MZ7LH1T9"), Some("S5"), TB);
+        unknown.transport = None;
+        let by_group = decide(
+            std::slice::from_ref(&unknown),
+            &[ExpectedDisk {
+                model: Some("MZ7LH*".into()),
+                size_bytes: Some(TB),
+                count: Some(1),
+                ..ExpectedDisk::default()
+            }],
+        );
+        assert!(by_group.candidates.is_empty());
+        assert!(by_group.refused[0].reason.contains("transport unknown"));
+        let by_serial = decide(
+            std::slice::from_ref(&unknown),
+            &[ExpectedDisk {
+                serial: Some("S5".into()),
+                ..ExpectedDisk::default()
+            }],
+        );
+        assert_eq!(by_serial.candidates.len(), 1, "{by_serial:?}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use vetting_probes::inventory::Inventory;
 use vetting_probes::protocol::{
-    ArtifactRef, LogStream, Measurement, Outcome, Stage, StageParams, StageRef,
+    ArtifactRef, LogStream, Measurement, Outcome, Stage, StageParams, StageRef, WipeFinding,
 };
 use vetting_probes::runner::{
     CancelHandle, OutputStream, OutputTap, RunError, ToolCommand, ToolOutput, spawn_tool_tapped,
@@ -28,6 +28,7 @@ use crate::params::DiskSelection;
 pub mod allowlist;
 pub mod cpu_stress;
 pub mod gpu;
+pub mod identity;
 pub mod inventory;
 pub mod network;
 pub mod psu;
@@ -192,6 +193,8 @@ pub struct StageReport {
     pub measurements: Vec<Measurement>,
     pub inventory: Option<serde_json::Value>,
     pub hold_reason: Option<String>,
+    /// Storage: what the wipe probe found, with stable ids.
+    pub wipe_findings: Vec<WipeFinding>,
 }
 
 impl StageReport {
@@ -204,6 +207,7 @@ impl StageReport {
             measurements: Vec::new(),
             inventory: None,
             hold_reason: None,
+            wipe_findings: Vec::new(),
         }
     }
 

@@ -1,18 +1,24 @@
 //! Storage: the destructive surface test, behind the safety gates.
 //!
 //! 1. The device allowlist ([`super::allowlist`]): only disks that match the
-//!    expected disks are candidates; removable and unexpected disks are
-//!    never written and are reported; with no expected disks the stage is
-//!    skipped and nothing destructive runs. Disks in use (mounted, swap,
-//!    held by device-mapper or md) are not written either.
+//!    expected disks are candidates; removable, USB, MMC/SD and unexpected
+//!    disks are never written and are reported, and a disk of unknown
+//!    transport only when the spec names it by serial or WWN; with no
+//!    expected disks the stage is skipped and nothing destructive runs.
+//!    Disks in use (mounted, swap, held by device-mapper or md) are not
+//!    written either.
 //! 2. The wipe probe ([`super::wipe_probe`]) on every candidate before any
-//!    write: a signature holds the run (`wipe_signatures`), data without a
-//!    signature too (`unexpected_data`); the operator's `override_wipe`
-//!    acknowledges what was found (it is still logged). A sampled block
-//!    that cannot be read is a failing sector: that disk fails, naming the
-//!    block, and is not written; such a failure is not a hold, and no
-//!    override applies to it (nor is the stage held for another disk's
-//!    signatures then).
+//!    write, each opened and checked to still be the allowlisted disk
+//!    ([`super::identity`]; checked again right before its first write): a
+//!    signature holds the run (`wipe_signatures`), data without a signature
+//!    too (`unexpected_data`); the held result lists every finding with a
+//!    stable id. The operator's override names the ids it acknowledges:
+//!    the attempt after it writes a disk only when every finding on it is
+//!    acknowledged, and holds again (writing nothing) on any finding that
+//!    is not. A sampled block that cannot be read is a failing sector: that
+//!    disk fails, naming the block, and is not written; such a failure is
+//!    not a hold, and no override applies to it (nor is the stage held for
+//!    another disk's signatures then).
 //! 3. The surface test: rotational disks (HDD) get `badblocks -wsv` (block
 //!    size chosen so the block count fits 32 bits, time-bounded by
 //!    `max_secs_per_disk`), non-rotational ones (SSD/NVMe) a bounded `fio`
@@ -25,17 +31,18 @@
 //!    media errors and critical warning) that grew during the test. Drive
 //!    temperatures are sampled (hwmon, every second) while it runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vetting_probes::inventory::{CollectOptions, Disk, collect};
 use vetting_probes::parsers::smartctl::{self, SmartctlOutput};
-use vetting_probes::protocol::{ExpectedDisk, Outcome};
+use vetting_probes::protocol::{ExpectedDisk, FINDING_UNEXPECTED_DATA, Outcome, WipeFinding};
 use vetting_probes::runner::{RunError, ToolCommand};
 use vetting_probes::{Status, Tool, Verdict, parse_and_judge};
 
 use super::allowlist::{self, describe_disk, describe_entry, loop_disks, never_candidate};
+use super::identity::{self, PinnedDisk};
 use super::wipe_probe::{self, ProbeFindings};
 use super::{
     Artifact, Cancelled, StageContext, StageReport, combined_output, measurement, stop_if_cancelled,
@@ -113,44 +120,105 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         return Ok(StageReport::from_verdict(verdict));
     }
 
-    // The wipe probe, on every candidate before anything is written.
+    // The wipe probe, on every candidate before anything is written, each
+    // opened and checked to be the allowlisted disk first.
     let mut artifacts = Vec::new();
     let mut probed: Vec<(Disk, ProbeFindings)> = Vec::new();
     for disk in candidates {
         context.check_cancelled()?;
-        context
-            .log
-            .agent(format!("wipe probe on {}", describe_disk(&disk)));
-        let findings = wipe_probe::probe(context, &disk.name, &device_path(&disk))?;
+        let pinned = match pin(context, &disk) {
+            Ok(pinned) => pinned,
+            Err(message) => {
+                verdict.fail_with(message);
+                continue;
+            }
+        };
+        context.log.agent(format!(
+            "wipe probe on {} as {}",
+            describe_disk(&disk),
+            pinned.path.display()
+        ));
+        let findings = wipe_probe::probe(context, &disk.name, &pinned.path)?;
+        drop(pinned);
         artifacts.extend(findings.artifacts.iter().cloned());
         probed.push((disk, findings));
     }
-    let signatures = probed.iter().any(|(_, f)| !f.signatures.is_empty());
-    let data = probed.iter().any(|(_, f)| f.unexpected_data.is_some());
+    if probed.is_empty() {
+        return Ok(StageReport::from_verdict(verdict));
+    }
+    // What the operator's override acknowledged: nothing unless this
+    // attempt follows one.
+    let acknowledged: BTreeSet<&str> = if storage.override_wipe {
+        storage
+            .acknowledged_findings
+            .iter()
+            .map(String::as_str)
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    let wipe_findings = unique_ids(
+        probed
+            .iter()
+            .flat_map(|(disk, findings)| findings.wipe_findings(disk))
+            .collect(),
+    );
+    let unacknowledged: Vec<&WipeFinding> = wipe_findings
+        .iter()
+        .filter(|finding| !acknowledged.contains(finding.id.as_str()))
+        .collect();
     // failing sectors are a failure, never a hold: an override could not
     // change the outcome
     let failing_sectors = probed.iter().any(|(_, f)| !f.unreadable_blocks.is_empty());
-    if (signatures || data) && !storage.override_wipe && !failing_sectors {
+    if !unacknowledged.is_empty() && !failing_sectors {
+        // every finding with its id (what the operator names to override)
         let mut held = verdict.clone();
         for (_, findings) in &probed {
-            held.merge(wipe_probe::findings_verdict(findings));
+            for error in &findings.errors {
+                held.fail_with(error.clone());
+            }
         }
+        for finding in &wipe_findings {
+            let note = if storage.override_wipe && !acknowledged.contains(finding.id.as_str()) {
+                "not acknowledged by the override: "
+            } else {
+                ""
+            };
+            held.fail_with(format!(
+                "{note}{} (finding {})",
+                finding.message, finding.id
+            ));
+        }
+        let signatures = unacknowledged
+            .iter()
+            .any(|finding| finding.kind != FINDING_UNEXPECTED_DATA);
         let reason = if signatures {
             HOLD_WIPE_SIGNATURES
         } else {
             HOLD_UNEXPECTED_DATA
         };
         context.log.agent(format!(
-            "holding: the wipe probe found {} (nothing was written; an operator must override)",
+            "holding{}: the wipe probe found {} (nothing was written; an operator must override, naming the findings: {})",
+            if storage.override_wipe {
+                " again"
+            } else {
+                ""
+            },
             if signatures {
                 "signatures"
             } else {
                 "data without a signature"
-            }
+            },
+            unacknowledged
+                .iter()
+                .map(|finding| finding.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         let mut report = StageReport::from_verdict(held).with_artifacts(artifacts);
         report.outcome = Outcome::Held;
         report.hold_reason = Some(reason.to_string());
+        report.wipe_findings = wipe_findings;
         return Ok(report);
     }
 
@@ -175,16 +243,21 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         if !findings.unreadable_blocks.is_empty() || !findings.errors.is_empty() {
             continue;
         }
-        if !findings.is_clean() && !storage.override_wipe {
+        let found: Vec<&WipeFinding> = wipe_findings
+            .iter()
+            .filter(|finding| finding.disk == disk.name)
+            .collect();
+        if found
+            .iter()
+            .any(|finding| !acknowledged.contains(finding.id.as_str()))
+        {
             // held back only because another disk fails on failing sectors
             let message = format!(
                 "{}: not written: the wipe probe found {}",
                 disk.name,
-                findings
-                    .signatures
+                found
                     .iter()
-                    .chain(findings.unexpected_data.iter())
-                    .cloned()
+                    .map(|finding| finding.message.as_str())
                     .collect::<Vec<_>>()
                     .join("; ")
             );
@@ -192,21 +265,29 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
             verdict.add(Status::Skip, message);
             continue;
         }
-        if !findings.is_clean() {
-            let found: Vec<String> = findings
-                .signatures
-                .iter()
-                .chain(findings.unexpected_data.iter())
-                .cloned()
-                .collect();
+        if !found.is_empty() {
             let message = format!(
                 "{}: override_wipe acknowledged by the operator: {}",
                 disk.name,
-                found.join("; ")
+                found
+                    .iter()
+                    .map(|finding| format!("{} ({})", finding.id, finding.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
             context.log.agent(&message);
             verdict.add(Status::Pass, message);
         }
+        // the identity once more, right before the first write; the device
+        // stays open until the surface test is over
+        let pinned = match pin(context, &disk) {
+            Ok(pinned) => pinned,
+            Err(message) => {
+                verdict.fail_with(message);
+                continue;
+            }
+        };
+        let device = pinned.path.as_path();
         let (method, why) = choose_method(&disk, context.local.disks.surface_test);
         context.log.agent(format!(
             "{}: surface test with {} ({why})",
@@ -216,16 +297,17 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
                 SurfaceMethod::Fio => "fio write-and-verify",
             }
         ));
-        let smart_before = smart_counters(context, &disk);
+        let smart_before = smart_counters(context, &disk, device);
         let outcome = match method {
-            SurfaceMethod::Badblocks => badblocks(context, &disk)?,
-            SurfaceMethod::Fio => fio(context, &disk)?,
+            SurfaceMethod::Badblocks => badblocks(context, &disk, device)?,
+            SurfaceMethod::Fio => fio(context, &disk, device)?,
         };
         let mut disk_verdict = outcome.verdict;
         if let Some(before) = smart_before {
-            let after = smart_counters(context, &disk).unwrap_or_default();
+            let after = smart_counters(context, &disk, device).unwrap_or_default();
             judge_smart_growth(&mut disk_verdict, &before, &after);
         }
+        drop(pinned);
         for reason in &mut disk_verdict.reasons {
             reason.message = format!("{}: {}", disk.name, reason.message);
         }
@@ -260,11 +342,15 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
 /// attributes 5, 187, 197, 198 (raw), NVMe media errors and critical
 /// warning. `None` when they cannot be read (no smartctl, a loop device, a
 /// RAID volume).
-pub fn smart_counters(context: &StageContext, disk: &Disk) -> Option<BTreeMap<String, u64>> {
+pub fn smart_counters(
+    context: &StageContext,
+    disk: &Disk,
+    device: &Path,
+) -> Option<BTreeMap<String, u64>> {
     if disk.transport.as_deref() == Some("loop") || disk.behind_raid {
         return None;
     }
-    let device = device_path(disk).display().to_string();
+    let device = device.display().to_string();
     let command = ToolCommand::new("smartctl")
         .args(["-a", "--json", &device])
         .timeout(Duration::from_secs(120));
@@ -353,9 +439,41 @@ pub fn visible_disks(context: &StageContext) -> Vec<Disk> {
     disks
 }
 
+/// Findings with unique ids: a repeat (two disks reporting the same serial,
+/// a tool naming one signature twice) gets `#2`, `#3`, … in the order
+/// found, so every id names one finding.
+pub fn unique_ids(findings: Vec<WipeFinding>) -> Vec<WipeFinding> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    findings
+        .into_iter()
+        .map(|mut finding| {
+            let count = seen.entry(finding.id.clone()).or_insert(0);
+            *count += 1;
+            if *count > 1 {
+                finding.id = format!("{}#{count}", finding.id);
+            }
+            finding
+        })
+        .collect()
+}
+
+/// Opens the disk and checks it is still the allowlisted one
+/// ([`identity::pin`]); a refusal is logged and given as the reason.
+fn pin(context: &StageContext, disk: &Disk) -> Result<PinnedDisk, String> {
+    identity::pin(disk, &context.local.sys_root, Path::new(DISK_DEV_ROOT)).map_err(|error| {
+        let message = format!("{}: not written: {error}", describe_disk(disk));
+        context.log.agent(&message);
+        message
+    })
+}
+
+/// Where disks are opened (`--dev-root` is for the IPMI node only: tests
+/// point it elsewhere while their loop devices are in `/dev`).
+pub const DISK_DEV_ROOT: &str = "/dev";
+
 /// `/dev/NAME`.
 pub fn device_path(disk: &Disk) -> PathBuf {
-    Path::new("/dev").join(&disk.name)
+    Path::new(DISK_DEV_ROOT).join(&disk.name)
 }
 
 /// Why a disk is in use, if it is: mounted, swap, or held by another
@@ -461,8 +579,8 @@ struct DiskOutcome {
     measurements: Vec<vetting_probes::protocol::Measurement>,
 }
 
-fn badblocks(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
-    let device = device_path(disk).display().to_string();
+fn badblocks(context: &StageContext, disk: &Disk, device: &Path) -> Result<DiskOutcome, Cancelled> {
+    let device = device.display().to_string();
     let block_size = badblocks_block_size(disk.size_bytes);
     let list_file = context.scratch_file(&format!("badblocks-{}.txt", disk.name));
     let _ = std::fs::remove_file(&list_file);
@@ -569,13 +687,13 @@ pub fn fio_verify_bytes(capacity: u64, share: f64) -> u64 {
     bytes.max(MIB).min(capacity / MIB * MIB)
 }
 
-fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
-    let device = device_path(disk).display().to_string();
+fn fio(context: &StageContext, disk: &Disk, device: &Path) -> Result<DiskOutcome, Cancelled> {
+    let device_text = device.display().to_string();
     let bytes = fio_verify_bytes(disk.size_bytes, context.params.storage.ssd_verify_share);
     let budget = Duration::from_secs(context.params.storage.max_secs_per_disk.max(1));
     let command = ToolCommand::new("fio")
         .arg(format!("--name=verify-{}", disk.name))
-        .arg(format!("--filename={device}"))
+        .arg(format!("--filename={device_text}"))
         .args([
             "--rw=write",
             "--bs=1M",
@@ -614,7 +732,7 @@ fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
                     if verdict.status == Status::Fail {
                         let ranges = failed_ranges(&run.messages);
                         let (located, located_artifacts) =
-                            locate_bad_blocks(context, disk, &ranges)?;
+                            locate_bad_blocks(context, disk, device, &ranges)?;
                         verdict.merge(located);
                         extra_artifacts.extend(located_artifacts);
                     }
@@ -625,7 +743,12 @@ fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
                     None,
                 ),
             };
-            let mut artifacts = vec![Artifact::new(&artifact_name, tool, Some(&device), body)];
+            let mut artifacts = vec![Artifact::new(
+                &artifact_name,
+                tool,
+                Some(&device_text),
+                body,
+            )];
             artifacts.extend(extra_artifacts);
             Ok(DiskOutcome {
                 verdict,
@@ -655,7 +778,7 @@ fn fio(context: &StageContext, disk: &Disk) -> Result<DiskOutcome, Cancelled> {
                 artifacts: vec![Artifact::new(
                     &artifact_name,
                     None,
-                    Some(&device),
+                    Some(&device_text),
                     error.to_string().into_bytes(),
                 )],
                 measurements: Vec::new(),
@@ -717,11 +840,12 @@ pub fn failed_ranges(messages: &[String]) -> Vec<(u64, u64)> {
 fn locate_bad_blocks(
     context: &StageContext,
     disk: &Disk,
+    device: &Path,
     ranges: &[(u64, u64)],
 ) -> Result<(Verdict, Vec<Artifact>), Cancelled> {
     let mut verdict = Verdict::pass();
     let mut artifacts = Vec::new();
-    let device = device_path(disk).display().to_string();
+    let device = device.display().to_string();
     let device_blocks = disk.size_bytes / LOCATE_BLOCK;
     for (index, &(offset, length)) in ranges.iter().take(LOCATE_MAX_RANGES).enumerate() {
         let first = offset / LOCATE_BLOCK;
@@ -796,6 +920,29 @@ pub fn expected_by_size(size_bytes: u64, count: u32) -> ExpectedDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_finding_ids_are_numbered() {
+        let finding = |disk: &str| WipeFinding {
+            id: "serial:S1/gpt@0x200".into(),
+            disk: disk.into(),
+            kind: "gpt".into(),
+            offset: Some(0x200),
+            message: String::new(),
+        };
+        let ids: Vec<String> = unique_ids(vec![finding("sda"), finding("sdb"), finding("sdc")])
+            .into_iter()
+            .map(|finding| finding.id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "serial:S1/gpt@0x200",
+                "serial:S1/gpt@0x200#2",
+                "serial:S1/gpt@0x200#3"
+            ]
+        );
+    }
 
     #[test]
     fn block_size_keeps_the_count_in_32_bits() {

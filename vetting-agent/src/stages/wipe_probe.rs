@@ -18,9 +18,12 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+use vetting_probes::Tool;
+use vetting_probes::inventory::Disk;
+use vetting_probes::parsers::wipefs::Found;
 use vetting_probes::parsers::{blkid, wipefs};
+use vetting_probes::protocol::{FINDING_UNEXPECTED_DATA, WipeFinding, wipe_finding_id};
 use vetting_probes::runner::{RunError, ToolCommand};
-use vetting_probes::{Status, Tool, Verdict};
 
 use super::{Artifact, Cancelled, StageContext, stop_if_cancelled};
 
@@ -38,10 +41,12 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 /// What the probe found on one disk.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProbeFindings {
-    /// `wipe probe: found gpt at offset 0x200 on /dev/loop3` and the like.
-    pub signatures: Vec<String>,
-    /// The data sampling's finding, when a block held data.
-    pub unexpected_data: Option<String>,
+    /// `wipe probe: found gpt at offset 0x200 on /dev/loop3` and the like,
+    /// with the signature's kind and offset.
+    pub signatures: Vec<Found>,
+    /// The data sampling's finding, when a block held data (kind
+    /// `unexpected_data`, at the first such block).
+    pub unexpected_data: Option<Found>,
     /// Byte offsets of sampled blocks ([`SAMPLE_BLOCK`] bytes) that could
     /// not be read: failing sectors. Such a disk fails and is not written.
     pub unreadable_blocks: Vec<u64>,
@@ -52,6 +57,26 @@ pub struct ProbeFindings {
 }
 
 impl ProbeFindings {
+    /// The signatures and the data finding.
+    pub fn found(&self) -> impl Iterator<Item = &Found> {
+        self.signatures.iter().chain(self.unexpected_data.iter())
+    }
+
+    /// What was found, as wire findings with stable ids (the disk's
+    /// identity, the kind, the offset).
+    pub fn wipe_findings(&self, disk: &Disk) -> Vec<WipeFinding> {
+        let identity = disk.identity();
+        self.found()
+            .map(|found| WipeFinding {
+                id: wipe_finding_id(&identity, &found.kind, found.offset),
+                disk: disk.name.clone(),
+                kind: found.kind.clone(),
+                offset: found.offset,
+                message: found.message.clone(),
+            })
+            .collect()
+    }
+
     pub fn is_clean(&self) -> bool {
         self.signatures.is_empty()
             && self.unexpected_data.is_none()
@@ -114,12 +139,7 @@ pub fn probe(
                 ));
             }
             match wipefs::parse_or_empty(&output.stdout) {
-                Ok(report) => {
-                    let verdict = wipefs::verdict(&report);
-                    findings
-                        .signatures
-                        .extend(verdict.messages(Status::Fail).map(str::to_string));
-                }
+                Ok(report) => findings.signatures.extend(wipefs::findings(&report)),
                 Err(error) => findings.errors.push(format!(
                     "wipefs output on {device_text} unreadable: {error}"
                 )),
@@ -153,11 +173,14 @@ pub fn probe(
             }
             match blkid::parse_or_empty(&output.stdout) {
                 Ok(report) => {
-                    let verdict = blkid::verdict(&report);
-                    for message in verdict.messages(Status::Fail) {
-                        // wipefs usually names the same signature: keep one line each
-                        if !findings.signatures.iter().any(|known| known == message) {
-                            findings.signatures.push(message.to_string());
+                    for found in blkid::findings(&report) {
+                        // wipefs usually names the same signature: keep one each
+                        if !findings
+                            .signatures
+                            .iter()
+                            .any(|known| same_signature(known, &found))
+                        {
+                            findings.signatures.push(found);
                         }
                     }
                 }
@@ -192,12 +215,15 @@ pub fn probe(
             }
             findings.unreadable_blocks = sampling.unreadable.clone();
             if sampling.blocks_with_data > 0 {
-                findings.unexpected_data = Some(format!(
-                    "wipe probe: {} of {} sampled block(s) on {device_text} hold data without a known signature (first at offset 0x{:x})",
-                    sampling.blocks_with_data,
-                    sampling.blocks_read,
-                    sampling.first_data_offset.unwrap_or(0)
-                ));
+                let first = sampling.first_data_offset.unwrap_or(0);
+                findings.unexpected_data = Some(Found {
+                    kind: FINDING_UNEXPECTED_DATA.to_string(),
+                    offset: Some(first),
+                    message: format!(
+                        "wipe probe: {} of {} sampled block(s) on {device_text} hold data without a known signature (first at offset 0x{first:x})",
+                        sampling.blocks_with_data, sampling.blocks_read,
+                    ),
+                });
             }
         }
         Err(error) => findings
@@ -205,6 +231,16 @@ pub fn probe(
             .push(format!("wipe probe cannot read {device_text}: {error}")),
     }
     Ok(findings)
+}
+
+/// Whether two tools name the same signature: the same kind, at the same
+/// offset where both know it.
+fn same_signature(known: &Found, other: &Found) -> bool {
+    known.kind.eq_ignore_ascii_case(&other.kind)
+        && match (known.offset, other.offset) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
 }
 
 fn probe_tool_error(error: &RunError) -> String {
@@ -327,27 +363,6 @@ fn read_block_at(file: &File, block: &mut [u8], offset: u64) -> std::io::Result<
     file.read_exact_at(block, offset)
 }
 
-/// The verdict reasons of a probe's findings, as failures.
-pub fn findings_verdict(findings: &ProbeFindings) -> Verdict {
-    let mut verdict = Verdict::pass();
-    for signature in &findings.signatures {
-        verdict.fail_with(signature.clone());
-    }
-    if let Some(data) = &findings.unexpected_data {
-        verdict.fail_with(data.clone());
-    }
-    for offset in &findings.unreadable_blocks {
-        verdict.fail_with(format!(
-            "wipe probe: block {} (offset 0x{offset:x}) cannot be read: a failing sector",
-            offset / SAMPLE_BLOCK
-        ));
-    }
-    for error in &findings.errors {
-        verdict.fail_with(error.clone());
-    }
-    verdict
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,8 +399,6 @@ mod tests {
         assert!(text.contains("128 (offset 0x80000)"), "{text}");
         assert!(text.contains("1024 (offset 0x400000)"), "{text}");
         assert_eq!(ProbeFindings::default().failing_sectors("/dev/loop3"), None);
-        let verdict = findings_verdict(&findings);
-        assert_eq!(verdict.status, Status::Fail);
     }
 
     #[test]

@@ -467,13 +467,38 @@ async fn wipe_probe_holds_and_an_override_completes_the_run() {
             reason.contains(&disk.device) || reason.contains(kind) || reason.contains("gpt"),
             "{name}: {reason}"
         );
-        // the override is recorded, Storage runs again as attempt 2
-        env.orchestrator
+        // the hold lists what the probe found, each with a stable id
+        let findings = env.orchestrator.held_findings(&run_id).await.unwrap();
+        assert!(!findings.is_empty(), "{name}: the hold lists no findings");
+        assert!(
+            findings
+                .iter()
+                .any(|finding| finding.id.contains(kind_of_finding(kind))),
+            "{name}: {findings:#?}"
+        );
+        let ids: Vec<String> = findings.iter().map(|finding| finding.id.clone()).collect();
+        // an id that is not the hold's is refused, and changes nothing
+        let refused = env
+            .orchestrator
             .override_wipe(
                 &run_id,
                 &Actor::operator("carol"),
-                format!("{} may be wiped", disk.device),
+                vec!["serial:NOT-THIS-DISK/gpt@0x200".into()],
             )
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("does not list"),
+            "{name}: {refused}"
+        );
+        assert_eq!(
+            env.orchestrator.get_run(&run_id).await.unwrap().version,
+            run.version,
+            "{name}"
+        );
+        // the override is recorded, Storage runs again as attempt 2
+        env.orchestrator
+            .override_wipe(&run_id, &Actor::operator("carol"), ids.clone())
             .await
             .unwrap();
         let state = env
@@ -496,7 +521,21 @@ async fn wipe_probe_holds_and_an_override_completes_the_run() {
         let audit = env.orchestrator.audit_log(Some(&run_id)).await.unwrap();
         let record = audit.iter().find(|r| r.action == "override_wipe").unwrap();
         assert_eq!(record.actor, "operator:carol");
+        assert_eq!(
+            record.acknowledged.as_deref(),
+            Some(ids.join(", ").as_str())
+        );
         assert!(wait_exit(&mut agent, 60).is_some());
+    }
+}
+
+/// The finding kind a hold reason's disk shows (`gpt` for the partition
+/// table, `unexpected_data` for random data).
+fn kind_of_finding(hold_reason: &str) -> &'static str {
+    if hold_reason == "wipe_signatures" {
+        "/gpt@"
+    } else {
+        "/unexpected_data@"
     }
 }
 
@@ -683,7 +722,11 @@ async fn failing_sectors_fail_storage_and_cannot_be_overridden() {
         // changes nothing
         let refused = env
             .orchestrator
-            .override_wipe(&run_id, &Actor::operator("dave"), "wipe anyway".into())
+            .override_wipe(
+                &run_id,
+                &Actor::operator("dave"),
+                vec!["wipe anyway".into()],
+            )
             .await
             .unwrap_err();
         assert!(

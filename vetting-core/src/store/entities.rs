@@ -89,6 +89,9 @@ pub mod run {
         pub hello_at_ms: Option<i64>,
         pub hold_on_failure: bool,
         pub override_flags: Option<String>,
+        /// JSON list of the wipe-probe finding ids the last override
+        /// acknowledged (armed with `override_flags`).
+        pub acknowledged_findings: Option<String>,
         pub queued_at_ms: Option<i64>,
         pub created_at_ms: i64,
         pub updated_at_ms: i64,
@@ -124,6 +127,9 @@ pub mod stage {
         pub agent_verdict: Option<String>,
         pub verdict: Option<String>,
         pub response: Option<String>,
+        /// JSON list of the wipe-probe findings of a held Storage attempt
+        /// (`vetting_probes::protocol::WipeFinding`).
+        pub wipe_findings: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

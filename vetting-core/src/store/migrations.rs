@@ -176,6 +176,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "how each run's token hash was made (NULL: bcrypt of the token itself)",
         statements: &["ALTER TABLE runs ADD COLUMN token_hash_scheme TEXT NULL"],
     },
+    Migration {
+        version: 5,
+        name: "wipe-probe findings of a held stage, and the ids an override acknowledged",
+        statements: &[
+            "ALTER TABLE stages ADD COLUMN wipe_findings TEXT NULL",
+            "ALTER TABLE runs ADD COLUMN acknowledged_findings TEXT NULL",
+        ],
+    },
 ];
 
 /// The newest schema version this binary knows.

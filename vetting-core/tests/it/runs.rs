@@ -150,7 +150,7 @@ async fn a_failure_at_each_testing_stage_holds_then_releases() {
             assert!(!orchestrator.slots_in_use().await.unwrap().contains(&run_id));
             // a failure hold cannot be overridden
             let refused = orchestrator
-                .override_wipe(&run_id, &operator(), "I know".into())
+                .override_wipe(&run_id, &operator(), vec!["I know".into()])
                 .await
                 .unwrap_err();
             assert!(
@@ -206,6 +206,10 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
                 EventContext {
                     hold_reason: Some(HoldReason::WipeSignatures),
                     reason: Some("wipe probe: gpt at offset 0x200 on /dev/loop3".into()),
+                    wipe_findings: Some(vec![
+                        finding(GPT_ON_LOOP3, "gpt", 0x200),
+                        finding(PMBR_ON_LOOP3, "PMBR", 0x1fe),
+                    ]),
                     ..agent()
                 },
             )
@@ -214,21 +218,49 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
         let held = orchestrator.get_run(&run_id).await.unwrap();
         assert_eq!(held.state, RunState::FailedHolding);
         assert_eq!(held.hold_reason, Some(HoldReason::WipeSignatures));
-        // an override must say what is acknowledged
+        // an override must name what is acknowledged, and only findings of
+        // the hold: a refusal changes nothing
+        for ids in [Vec::new(), vec![" ".to_string()]] {
+            let error = orchestrator
+                .override_wipe(&run_id, &operator(), ids)
+                .await
+                .unwrap_err();
+            assert!(matches!(error, OrchestratorError::BadRequest(_)), "{error}");
+        }
+        let unknown = "serial:OTHER/gpt@0x200";
+        let error = orchestrator
+            .override_wipe(
+                &run_id,
+                &operator(),
+                vec![GPT_ON_LOOP3.into(), unknown.into()],
+            )
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, OrchestratorError::BadRequest(_)), "{text}");
+        assert!(
+            text.contains(unknown) && text.contains("does not list") && text.contains(GPT_ON_LOOP3),
+            "{text}"
+        );
+        let unchanged = orchestrator.get_run(&run_id).await.unwrap();
+        assert_eq!(unchanged.version, held.version, "{}", db.name);
         assert!(
             orchestrator
-                .override_wipe(&run_id, &operator(), " ".into())
+                .audit_log(Some(&run_id))
                 .await
-                .is_err()
+                .unwrap()
+                .iter()
+                .all(|r| r.action != "override_wipe")
         );
         orchestrator
-            .override_wipe(&run_id, &operator(), "disk /dev/loop3 may be wiped".into())
+            .override_wipe(&run_id, &operator(), vec![GPT_ON_LOOP3.into()])
             .await
             .unwrap();
         let rerun = orchestrator.get_run(&run_id).await.unwrap();
         assert_eq!(rerun.state, RunState::Storage);
         assert_eq!(rerun.current.unwrap().attempt, 2, "{}", db.name);
         assert_eq!(rerun.override_flags, vec!["override_wipe".to_string()]);
+        assert_eq!(rerun.acknowledged_findings, vec![GPT_ON_LOOP3.to_string()]);
         assert!(orchestrator.slots_in_use().await.unwrap().contains(&run_id));
         // the agent, still on attempt 1, is told to retry the stage
         assert_eq!(
@@ -253,7 +285,7 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
             .await
             .unwrap();
         let error = orchestrator
-            .override_wipe(&run_id, &operator(), "wipe anyway".into())
+            .override_wipe(&run_id, &operator(), vec![GPT_ON_LOOP3.into()])
             .await
             .unwrap_err();
         assert!(
@@ -264,10 +296,26 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
         let audit = orchestrator.audit_log(Some(&run_id)).await.unwrap();
         let override_record = audit.iter().find(|r| r.action == "override_wipe").unwrap();
         assert_eq!(override_record.actor, "operator:alice");
+        assert_eq!(override_record.acknowledged.as_deref(), Some(GPT_ON_LOOP3));
+        let detail: serde_json::Value =
+            serde_json::from_str(override_record.detail.as_deref().unwrap()).unwrap();
         assert_eq!(
-            override_record.acknowledged.as_deref(),
-            Some("disk /dev/loop3 may be wiped")
+            detail["acknowledged_findings"],
+            serde_json::json!([GPT_ON_LOOP3])
         );
+    }
+}
+
+const GPT_ON_LOOP3: &str = "name:loop3/gpt@0x200";
+const PMBR_ON_LOOP3: &str = "name:loop3/PMBR@0x1fe";
+
+fn finding(id: &str, kind: &str, offset: u64) -> vetting_probes::protocol::WipeFinding {
+    vetting_probes::protocol::WipeFinding {
+        id: id.into(),
+        disk: "loop3".into(),
+        kind: kind.into(),
+        offset: Some(offset),
+        message: format!("wipe probe: found {kind} at offset 0x{offset:x} on /dev/loop3"),
     }
 }
 
@@ -392,6 +440,11 @@ async fn the_dispatcher_caps_runs_in_flight_and_serves_first_in_first_out() {
                 Event::StageHeld,
                 EventContext {
                     hold_reason: Some(HoldReason::UnexpectedData),
+                    wipe_findings: Some(vec![finding(
+                        "name:loop3/unexpected_data@0x0",
+                        "unexpected_data",
+                        0,
+                    )]),
                     ..agent()
                 },
             )
@@ -403,7 +456,11 @@ async fn the_dispatcher_caps_runs_in_flight_and_serves_first_in_first_out() {
         );
         // an override needs a slot again: refused while none is free
         let error = orchestrator
-            .override_wipe(&runs[0], &operator(), "data may go".into())
+            .override_wipe(
+                &runs[0],
+                &operator(),
+                vec!["name:loop3/unexpected_data@0x0".into()],
+            )
             .await
             .unwrap_err();
         assert!(

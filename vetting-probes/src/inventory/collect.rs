@@ -862,8 +862,10 @@ const VIRTUAL_DISK_MARKERS: &[&str] = &[
     "VMWARE",
 ];
 
-/// Reads one `/sys/block/NAME` entry.
-fn read_block_device(path: &Path, name: &str) -> Disk {
+/// Reads one `/sys/block/NAME` entry (`path`): what the inventory knows of
+/// a disk, and what the Storage stage reads again right before it probes
+/// or writes the disk.
+pub fn read_block_device(path: &Path, name: &str) -> Disk {
     let device = path.join("device");
     let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let resolved_text = resolved.to_string_lossy().into_owned();

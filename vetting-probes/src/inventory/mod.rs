@@ -18,7 +18,7 @@ pub mod smbios;
 pub use collect::{
     CollectOptions, Collection, CpuinfoSummary, RawOutput, apply_dmi, collect, collect_detailed,
     fill_system_from_lshw, normalize_pci_slot, parse_cpuinfo, parse_ethtool_supported_speeds,
-    parse_meminfo_total, parse_nvidia_smi_query, pci_device_from,
+    parse_meminfo_total, parse_nvidia_smi_query, pci_device_from, read_block_device,
 };
 
 /// The version of the inventory document. Bump it on any change that an

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::text;
+pub use crate::parsers::wipefs::Found;
 use crate::{ParseError, Thresholds, Tool, ToolReport, Verdict};
 
 const TOOL: &str = "blkid";
@@ -149,12 +150,30 @@ fn at_offset(device: &BlkidDevice, key: &str) -> String {
 /// Any signature, partition table or ambivalent result fails.
 pub fn verdict(report: &BlkidReport) -> Verdict {
     let mut verdict = Verdict::pass();
+    for found in findings(report) {
+        verdict.fail_with(found.message);
+    }
+    verdict
+}
+
+/// Every signature, partition table, partition entry and ambivalent
+/// result, one [`Found`] each (offsets from `SBMAGIC_OFFSET` and
+/// `PTMAGIC_OFFSET`; kinds `partition_entry` and `ambivalent` for the
+/// last two).
+pub fn findings(report: &BlkidReport) -> Vec<Found> {
+    let mut found = Vec::new();
     for device in &report.devices {
         let on = device
             .devname
             .as_deref()
             .map(|name| format!(" on {name}"))
             .unwrap_or_default();
+        let offset_of = |key: &str| {
+            device
+                .tags
+                .get(key)
+                .and_then(|offset| offset.trim().parse::<u64>().ok())
+        };
         if let Some(signature) = &device.signature_type {
             let mut details: Vec<String> = device.usage.iter().cloned().collect();
             for (tag, name) in [("LABEL", "label"), ("UUID", "UUID")] {
@@ -167,10 +186,14 @@ pub fn verdict(report: &BlkidReport) -> Verdict {
             } else {
                 format!(" ({})", details.join(", "))
             };
-            verdict.fail_with(format!(
-                "wipe probe: found {signature}{}{on}{details}",
-                at_offset(device, "SBMAGIC_OFFSET")
-            ));
+            found.push(Found {
+                kind: signature.clone(),
+                offset: offset_of("SBMAGIC_OFFSET"),
+                message: format!(
+                    "wipe probe: found {signature}{}{on}{details}",
+                    at_offset(device, "SBMAGIC_OFFSET")
+                ),
+            });
         }
         if let Some(table) = &device.partition_table {
             let uuid = device
@@ -178,21 +201,34 @@ pub fn verdict(report: &BlkidReport) -> Verdict {
                 .get("PTUUID")
                 .map(|uuid| format!(" (PTUUID {uuid})"))
                 .unwrap_or_default();
-            verdict.fail_with(format!(
-                "wipe probe: found a {table} partition table{}{on}{uuid}",
-                at_offset(device, "PTMAGIC_OFFSET")
-            ));
+            found.push(Found {
+                kind: table.clone(),
+                offset: offset_of("PTMAGIC_OFFSET"),
+                message: format!(
+                    "wipe probe: found a {table} partition table{}{on}{uuid}",
+                    at_offset(device, "PTMAGIC_OFFSET")
+                ),
+            });
         }
         if let Some(scheme) = device.tags.get("PART_ENTRY_SCHEME") {
-            verdict.fail_with(format!("wipe probe: found a {scheme} partition entry{on}"));
+            found.push(Found {
+                kind: "partition_entry".to_string(),
+                // PART_ENTRY_OFFSET counts sectors of the parent: not a byte offset
+                offset: None,
+                message: format!("wipe probe: found a {scheme} partition entry{on}"),
+            });
         }
         if device.ambivalent {
-            verdict.fail_with(format!(
-                "wipe probe: blkid found an ambivalent result{on} (several signatures: list them with wipefs)"
-            ));
+            found.push(Found {
+                kind: "ambivalent".to_string(),
+                offset: None,
+                message: format!(
+                    "wipe probe: blkid found an ambivalent result{on} (several signatures: list them with wipefs)"
+                ),
+            });
         }
     }
-    verdict
+    found
 }
 
 pub fn report(input: &[u8], _thresholds: &Thresholds) -> Result<ToolReport, ParseError> {

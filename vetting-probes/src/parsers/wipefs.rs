@@ -88,29 +88,54 @@ pub fn parse_or_empty(input: &[u8]) -> Result<WipefsReport, ParseError> {
 /// Any signature fails, naming its type and offset.
 pub fn verdict(report: &WipefsReport) -> Verdict {
     let mut verdict = Verdict::pass();
-    for signature in &report.signatures {
-        let offset = match (&signature.offset_text, signature.offset) {
-            (Some(text), _) => text.clone(),
-            (None, Some(offset)) => format!("0x{offset:x}"),
-            (None, None) => "an unknown offset".to_owned(),
-        };
-        let mut message = format!(
-            "wipe probe: found {} at offset {offset}",
-            signature.signature_type
-        );
-        if let Some(device) = &signature.device {
-            message.push_str(&format!(" on {device}"));
-        }
-        let details: Vec<String> = [("label", &signature.label), ("UUID", &signature.uuid)]
-            .iter()
-            .filter_map(|(name, value)| value.as_ref().map(|value| format!("{name} {value}")))
-            .collect();
-        if !details.is_empty() {
-            message.push_str(&format!(" ({})", details.join(", ")));
-        }
-        verdict.fail_with(message);
+    for found in findings(report) {
+        verdict.fail_with(found.message);
     }
     verdict
+}
+
+/// One thing a wipe-probe tool found: its kind (a signature type such as
+/// `gpt`, `ext4`, `LVM2_member`), its byte offset where known, and what
+/// it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub kind: String,
+    pub offset: Option<u64>,
+    pub message: String,
+}
+
+/// Every signature, one [`Found`] each, in wipefs' order.
+pub fn findings(report: &WipefsReport) -> Vec<Found> {
+    report
+        .signatures
+        .iter()
+        .map(|signature| {
+            let offset = match (&signature.offset_text, signature.offset) {
+                (Some(text), _) => text.clone(),
+                (None, Some(offset)) => format!("0x{offset:x}"),
+                (None, None) => "an unknown offset".to_owned(),
+            };
+            let mut message = format!(
+                "wipe probe: found {} at offset {offset}",
+                signature.signature_type
+            );
+            if let Some(device) = &signature.device {
+                message.push_str(&format!(" on {device}"));
+            }
+            let details: Vec<String> = [("label", &signature.label), ("UUID", &signature.uuid)]
+                .iter()
+                .filter_map(|(name, value)| value.as_ref().map(|value| format!("{name} {value}")))
+                .collect();
+            if !details.is_empty() {
+                message.push_str(&format!(" ({})", details.join(", ")));
+            }
+            Found {
+                kind: signature.signature_type.clone(),
+                offset: signature.offset,
+                message,
+            }
+        })
+        .collect()
 }
 
 pub fn report(input: &[u8], _thresholds: &Thresholds) -> Result<ToolReport, ParseError> {
