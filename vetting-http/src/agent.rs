@@ -2,6 +2,7 @@
 //! the core's run tokens, a body limit fitted to each endpoint, JSON errors
 //! that say what was wrong. Handlers parse, call core, render.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::Json;
@@ -9,7 +10,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{
-    DefaultBodyLimit, Extension, FromRequest, FromRequestParts, Path, Query, Request, State,
+    ConnectInfo, DefaultBodyLimit, Extension, FromRequest, FromRequestParts, Path, Query, Request,
+    State,
 };
 use axum::http::HeaderMap;
 use axum::routing::post;
@@ -241,9 +243,21 @@ async fn hello(
     request: Request,
 ) -> Result<Json<RunPosition>, ApiError> {
     let run = authenticate(&state, &run_id, request.headers(), false).await?;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
     let request: HelloRequest = json_body(request, &state).await?;
     check_version(request.protocol_version)?;
+    let first = run.hello_at_ms.is_none();
     let run = state.orchestrator.agent_hello(&run).await?;
+    if first
+        && let Some(peer) = peer
+        && let Err(error) = state.orchestrator.check_hello_address(&run, peer).await
+    {
+        // the hello stands: the check only reports
+        tracing::error!(run = %run.id, "checking the hello's address: {error}");
+    }
     tracing::info!(run = %run.id, addresses = ?request.addresses, agent = %request.agent_version, "agent hello");
     Ok(Json(position_of(&run)))
 }

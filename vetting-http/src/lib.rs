@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use vetting_core::boot::LeaseLookup;
+use vetting_core::boot::{BootLog, LeaseLookup};
 use vetting_core::orchestrator::Orchestrator;
 
 /// What every handler can reach.
@@ -25,6 +25,8 @@ pub struct AppState {
     /// dnsmasq's leases, where this orchestrator runs DHCP: in full-DHCP
     /// mode `/ipxe/{mac}` hands a token only to the MAC's leased address.
     pub leases: Option<Arc<dyn LeaseLookup>>,
+    /// What `/ipxe/{mac}` writes: rate-limited, off the runtime.
+    pub boot_log: Arc<BootLog>,
 }
 
 impl AppState {
@@ -32,6 +34,7 @@ impl AppState {
         AppState {
             orchestrator,
             leases: None,
+            boot_log: Arc::new(BootLog::new()),
         }
     }
 
