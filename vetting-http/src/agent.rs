@@ -113,7 +113,7 @@ pub fn routes() -> Router<AppState> {
     Router::new().nest("/api/v1", runs)
 }
 
-async fn unknown_path(uri: axum::http::Uri) -> ApiError {
+pub(crate) async fn unknown_path(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no such endpoint: {}", uri.path()))
 }
 

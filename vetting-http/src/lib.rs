@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(agent::routes())
         .merge(boot::routes(boot_dir))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -62,6 +63,17 @@ pub fn service(
     state: AppState,
 ) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, std::net::SocketAddr> {
     router(state).into_make_service_with_connect_info::<std::net::SocketAddr>()
+}
+
+/// What no route matched: under `/api/` the JSON error of the agent API
+/// (paths the `/api/v1` nest does not reach, such as `/api/v1/`).
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/api/") {
+        agent::unknown_path(uri).await.into_response()
+    } else {
+        (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
 }
 
 async fn healthz() -> &'static str {

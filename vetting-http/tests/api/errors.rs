@@ -35,6 +35,8 @@ async fn api_errors_are_json() {
     for path in [
         "/api/v1/nope",
         "/api/v1",
+        "/api/v1/",
+        "/api/v2/runs",
         "/api/v1/runs",
         &format!("/api/v1/runs/{run}/nope"),
         &format!("/api/v1/runs/{run}/hello/extra"),
