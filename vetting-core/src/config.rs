@@ -707,6 +707,31 @@ mod tests {
     }
 
     #[test]
+    fn http_limits_from_file_and_environment_and_zero_refused() {
+        let file = write("http:\n  header_timeout_secs: 3\n  max_connections: 100\n");
+        let config = Config::load_with_env(
+            Some(file.path()),
+            vec![(
+                "VETTING__HTTP__IDLE_TIMEOUT_SECS".to_string(),
+                "7".to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.http.header_timeout_secs, 3);
+        assert_eq!(config.http.max_connections, 100);
+        assert_eq!(config.http.idle_timeout_secs, 7);
+        assert_eq!(
+            config.http.body_min_bytes_per_sec,
+            HttpConfig::default().body_min_bytes_per_sec
+        );
+        let file = write("http:\n  max_connections: 0\n");
+        let error = Config::load_with_env(Some(file.path()), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("http.max_connections"), "{error}");
+    }
+
+    #[test]
     fn unknown_key_names_file_and_key() {
         let file = write("dispatcher:\n  max_in_flite: 7\n");
         let error = Config::load_with_env(Some(file.path()), Vec::new())
