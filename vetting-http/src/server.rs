@@ -99,7 +99,7 @@ pub async fn serve(
         let service_watch = watch.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
-                service_watch.request_started();
+                let number = service_watch.request_started();
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
@@ -114,9 +114,13 @@ pub async fn serve(
                 let response = router.clone().oneshot(request);
                 async move {
                     let response = response.await?;
-                    Ok::<_, std::convert::Infallible>(
-                        response.map(|body| Body::new(ResponseBody { body, watch })),
-                    )
+                    Ok::<_, std::convert::Infallible>(response.map(|body| {
+                        Body::new(ResponseBody {
+                            body,
+                            watch,
+                            number,
+                        })
+                    }))
                 }
             },
         );
@@ -199,12 +203,33 @@ enum Phase {
     Idle { deadline: Instant },
 }
 
+impl Phase {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Phase::Head { deadline } | Phase::Idle { deadline } => Some(deadline),
+            Phase::Busy => None,
+        }
+    }
+}
+
+/// A connection's phase, and the deadline its guard sleeps until.
+#[derive(Debug)]
+struct WatchState {
+    phase: Phase,
+    armed: Option<Instant>,
+    /// How many requests have started: a response ends the busy phase
+    /// only if it answers the latest.
+    requests: u64,
+}
+
 /// A connection's phase, kept by its stream (bytes arrive), its service (a
 /// request starts) and its responses (one is sent), and watched by
-/// [`ConnectionWatch::guard`].
+/// [`ConnectionWatch::guard`]. The guard is woken only when a deadline
+/// comes before the one it sleeps until (one wake per request on
+/// keep-alive); a later one it finds when it wakes.
 #[derive(Debug)]
 struct ConnectionWatch {
-    phase: Mutex<Phase>,
+    state: Mutex<WatchState>,
     changed: tokio::sync::Notify,
     limits: Limits,
 }
@@ -212,29 +237,38 @@ struct ConnectionWatch {
 impl ConnectionWatch {
     fn new(limits: Limits) -> Self {
         ConnectionWatch {
-            phase: Mutex::new(Phase::Head {
-                deadline: Instant::now() + limits.header_timeout,
+            state: Mutex::new(WatchState {
+                phase: Phase::Head {
+                    deadline: Instant::now() + limits.header_timeout,
+                },
+                armed: None,
+                requests: 0,
             }),
             changed: tokio::sync::Notify::new(),
             limits,
         }
     }
 
-    fn set(&self, update: impl FnOnce(Phase) -> Option<Phase>) {
-        let changed = {
-            let mut phase = self
-                .phase
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match update(*phase) {
-                Some(next) => {
-                    *phase = next;
-                    true
-                }
-                None => false,
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set(&self, update: impl FnOnce(&mut WatchState) -> Option<Phase>) {
+        let wake = {
+            let mut state = self.lock();
+            let Some(next) = update(&mut state) else {
+                return;
+            };
+            state.phase = next;
+            match (next.deadline(), state.armed) {
+                (Some(deadline), Some(armed)) => deadline < armed,
+                (Some(_), None) => true,
+                (None, _) => false,
             }
         };
-        if changed {
+        if wake {
             self.changed.notify_waiters();
         }
     }
@@ -242,7 +276,7 @@ impl ConnectionWatch {
     /// Bytes arrived: on an idle connection they start the next head.
     fn bytes_received(&self) {
         let header_timeout = self.limits.header_timeout;
-        self.set(|phase| match phase {
+        self.set(|state| match state.phase {
             Phase::Idle { .. } => Some(Phase::Head {
                 deadline: Instant::now() + header_timeout,
             }),
@@ -250,29 +284,26 @@ impl ConnectionWatch {
         });
     }
 
-    fn request_started(&self) {
-        self.set(|_| Some(Phase::Busy));
+    /// A request started: its number, for [`ConnectionWatch::response_sent`].
+    fn request_started(&self) -> u64 {
+        let mut number = 0;
+        self.set(|state| {
+            state.requests += 1;
+            number = state.requests;
+            Some(Phase::Busy)
+        });
+        number
     }
 
-    fn response_sent(&self) {
+    /// The response to request `number` is sent (its body dropped).
+    fn response_sent(&self, number: u64) {
         let idle_timeout = self.limits.idle_timeout;
-        self.set(|phase| match phase {
-            Phase::Busy => Some(Phase::Idle {
+        self.set(|state| match state.phase {
+            Phase::Busy if state.requests == number => Some(Phase::Idle {
                 deadline: Instant::now() + idle_timeout,
             }),
             _ => None,
         });
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        match *self
-            .phase
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-        {
-            Phase::Head { deadline } | Phase::Idle { deadline } => Some(deadline),
-            Phase::Busy => None,
-        }
     }
 
     /// Drives `connection` until it ends (`Some`), or drops it, closing
@@ -280,13 +311,19 @@ impl ConnectionWatch {
     async fn guard<F: std::future::Future>(&self, connection: F) -> Option<F::Output> {
         let mut connection = std::pin::pin!(connection);
         loop {
+            // created before the deadline is read: a change after it wakes
             let changed = self.changed.notified();
-            let deadline = self.deadline();
+            let deadline = {
+                let mut state = self.lock();
+                state.armed = state.phase.deadline();
+                state.armed
+            };
             tokio::select! {
                 output = &mut connection => return Some(output),
                 () = changed => {}
                 () = sleep_until(deadline) => {
-                    if self.deadline().is_some_and(|deadline| deadline <= Instant::now()) {
+                    let now = Instant::now();
+                    if self.lock().phase.deadline().is_some_and(|deadline| deadline <= now) {
                         return None;
                     }
                 }
@@ -359,11 +396,12 @@ impl AsyncWrite for WatchedStream {
 struct ResponseBody {
     body: Body,
     watch: Arc<ConnectionWatch>,
+    number: u64,
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        self.watch.response_sent();
+        self.watch.response_sent(self.number);
     }
 }
 

@@ -244,3 +244,40 @@ async fn connections_past_max_connections_are_refused_at_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn the_wait_between_keep_alive_requests_is_not_counted_as_the_heads() {
+    let harness = crate::harness_with(|config| {
+        config.http.header_timeout_secs = 1;
+        config.http.idle_timeout_secs = 60;
+    })
+    .await;
+    let mut kept = TcpStream::connect(harness.address()).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = crate::read_head(&mut kept, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    // a connection opened after it that never sends a head is closed at
+    // the head deadline: by then the kept one has idled past it too
+    let mut silent = TcpStream::connect(harness.address()).await.unwrap();
+    assert!(
+        read_to_end(&mut silent, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "a silent connection outlived the head deadline"
+    );
+    assert!(
+        !closed(&kept),
+        "the idle connection was closed at the head deadline"
+    );
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = crate::read_head(&mut kept, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
