@@ -1,6 +1,8 @@
 //! The agent API, `/api/v1/runs/{run_id}/...`: bearer-token auth through
-//! the core's run tokens, a body limit fitted to each endpoint, JSON errors
-//! that say what was wrong. Handlers parse, call core, render.
+//! the core's run tokens, checked from the headers before any body is read;
+//! a body limit fitted to each endpoint; JSON errors that say what was
+//! wrong, unknown paths and wrong methods included. Handlers authenticate,
+//! parse, call core, render.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
