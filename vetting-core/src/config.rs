@@ -276,7 +276,8 @@ pub struct HttpConfig {
     /// (408).
     pub body_min_bytes_per_sec: u64,
     /// A keep-alive connection waiting for its next request is closed after
-    /// this many seconds. Responses being sent (event streams) are exempt.
+    /// this many seconds. Responses being sent (event streams) are exempt,
+    /// unless a write waits this long for a client that does not read.
     pub idle_timeout_secs: u64,
     /// The most connections open at once; past it a connection is answered
     /// 503 and closed at once. Above the 1000-host target, with browsers.

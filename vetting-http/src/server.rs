@@ -7,7 +7,8 @@
 //!   request);
 //! - a keep-alive connection waiting for its next request is closed after
 //!   `idle_timeout_secs`; while a response is being sent (an event stream)
-//!   no deadline runs;
+//!   no deadline runs, unless a write waits that long for a client that
+//!   does not read;
 //! - a request body must keep up with `body_min_bytes_per_sec` (after a
 //!   grace of `header_timeout_secs` from its first read), or it is cut;
 //! - at most `max_connections` connections are open at once; past it a
@@ -220,6 +221,23 @@ struct WatchState {
     /// How many requests have started: a response ends the busy phase
     /// only if it answers the latest.
     requests: u64,
+    /// Since when a write has waited for the client to read (its socket
+    /// buffer full); none while writes go through.
+    write_blocked_since: Option<Instant>,
+}
+
+impl WatchState {
+    /// The deadline in force: the phase's, or a stalled write's
+    /// (`idle_timeout` without the client reading), whichever is first.
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let stalled = self
+            .write_blocked_since
+            .map(|since| since + limits.idle_timeout);
+        match (self.phase.deadline(), stalled) {
+            (Some(phase), Some(stalled)) => Some(phase.min(stalled)),
+            (phase, stalled) => phase.or(stalled),
+        }
+    }
 }
 
 /// A connection's phase, kept by its stream (bytes arrive), its service (a
@@ -243,6 +261,7 @@ impl ConnectionWatch {
                 },
                 armed: None,
                 requests: 0,
+                write_blocked_since: None,
             }),
             changed: tokio::sync::Notify::new(),
             limits,
@@ -262,7 +281,7 @@ impl ConnectionWatch {
                 return;
             };
             state.phase = next;
-            match (next.deadline(), state.armed) {
+            match (state.deadline(&self.limits), state.armed) {
                 (Some(deadline), Some(armed)) => deadline < armed,
                 (Some(_), None) => true,
                 (None, _) => false,
@@ -306,6 +325,26 @@ impl ConnectionWatch {
         });
     }
 
+    /// A write found the client's socket full: unless it goes on within
+    /// `idle_timeout`, the connection is closed (a client that never
+    /// reads its answer holds no connection forever; an event stream with
+    /// nothing to send writes nothing, so it is not stalled).
+    fn write_blocked(&self) {
+        self.set(|state| {
+            if state.write_blocked_since.is_some() {
+                return None;
+            }
+            state.write_blocked_since = Some(Instant::now());
+            Some(state.phase)
+        });
+    }
+
+    /// A write went through.
+    fn write_went_through(&self) {
+        let mut state = self.lock();
+        state.write_blocked_since = None;
+    }
+
     /// Drives `connection` until it ends (`Some`), or drops it, closing
     /// the socket, when the deadline of its phase passes (`None`).
     async fn guard<F: std::future::Future>(&self, connection: F) -> Option<F::Output> {
@@ -315,7 +354,7 @@ impl ConnectionWatch {
             let changed = self.changed.notified();
             let deadline = {
                 let mut state = self.lock();
-                state.armed = state.phase.deadline();
+                state.armed = state.deadline(&self.limits);
                 state.armed
             };
             tokio::select! {
@@ -323,7 +362,7 @@ impl ConnectionWatch {
                 () = changed => {}
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
-                    if self.lock().phase.deadline().is_some_and(|deadline| deadline <= now) {
+                    if self.lock().deadline(&self.limits).is_some_and(|deadline| deadline <= now) {
                         return None;
                     }
                 }
@@ -361,17 +400,32 @@ impl AsyncRead for WatchedStream {
     }
 }
 
+impl WatchedStream {
+    /// Notes whether a write went through or waits for the client.
+    fn noted<T>(&self, polled: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        match &polled {
+            Poll::Pending => self.watch.write_blocked(),
+            Poll::Ready(_) => self.watch.write_went_through(),
+        }
+        polled
+    }
+}
+
 impl AsyncWrite for WatchedStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.noted(polled)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.noted(polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -383,7 +437,9 @@ impl AsyncWrite for WatchedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.noted(polled)
     }
 
     fn is_write_vectored(&self) -> bool {

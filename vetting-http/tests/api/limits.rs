@@ -281,3 +281,58 @@ async fn the_wait_between_keep_alive_requests_is_not_counted_as_the_heads() {
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_answer_is_cut_at_idle_timeout() {
+    const SIZE: u64 = 64 * 1024 * 1024;
+    let harness = crate::harness_with(|config| {
+        config.http.header_timeout_secs = 4;
+        config.http.idle_timeout_secs = 1;
+    })
+    .await;
+    let boot = harness.orchestrator.config().boot_dir();
+    std::fs::create_dir_all(&boot).unwrap();
+    std::fs::File::create(boot.join("big.img"))
+        .unwrap()
+        .set_len(SIZE)
+        .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket
+        .connect(harness.address().parse().unwrap())
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"GET /boot/big.img HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = crate::read_head(&mut stalled, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    // not reading on: the server's writes wait. A silent connection opened
+    // now is closed at its head deadline (4 s), well past the stalled
+    // write's (1 s)
+    let mut silent = TcpStream::connect(harness.address()).await.unwrap();
+    assert!(
+        read_to_end(&mut silent, Duration::from_secs(20))
+            .await
+            .is_some()
+    );
+    let mut received = answer.len() as u64;
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match stalled.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(count) => received += count as u64,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled connection stayed open");
+    assert!(
+        received < SIZE,
+        "the whole answer went through ({received} bytes): the stalled write was not cut"
+    );
+}
