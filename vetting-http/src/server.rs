@@ -64,6 +64,7 @@ pub async fn serve(
         );
     }
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut refused = Refusals::default();
     let router = crate::router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -91,7 +92,7 @@ pub async fn serve(
             // refused at once, so the client neither hangs nor holds a
             // descriptor: the answer fits the fresh socket's buffer
             let _ = stream.try_write(TOO_MANY_CONNECTIONS);
-            tracing::warn!(%peer, "connection refused: http.max_connections are open");
+            refused.note(peer, limits.max_connections);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -150,6 +151,38 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// How often refused connections are logged: a flood of them must not
+/// become a flood of lines.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
+
+/// Connections refused past `max_connections`, logged at most once every
+/// [`REFUSALS_LOGGED_EVERY`] with the count since the last line.
+#[derive(Debug, Default)]
+struct Refusals {
+    since_logged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: std::net::SocketAddr, max_connections: usize) {
+        self.since_logged += 1;
+        let now = Instant::now();
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < REFUSALS_LOGGED_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            refused = self.since_logged,
+            "connections refused: http.max_connections ({max_connections}) are open"
+        );
+        self.since_logged = 0;
+        self.logged_at = Some(now);
+    }
 }
 
 /// The soft limit of open files of this process, if known.
