@@ -268,15 +268,15 @@ impl Default for RunsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// The whole request head (request line and headers) must arrive
-    /// within this many seconds, counted from the connection's accept or
-    /// from the first byte of a keep-alive connection's next request.
+    /// within this many seconds of its first byte.
     pub header_timeout_secs: u64,
     /// A request body must arrive at least this fast (after a grace of
     /// `header_timeout_secs` from its first read); a slower one is cut
     /// (408).
     pub body_min_bytes_per_sec: u64,
-    /// A keep-alive connection waiting for its next request is closed after
-    /// this many seconds. Responses being sent (event streams) are exempt,
+    /// A connection waiting for its first or next request is closed after
+    /// this many seconds (keep it above clients' pool idle timeouts, 90 s
+    /// for reqwest, so they close first). Responses being sent (event streams) are exempt,
     /// unless a write waits this long for a client that does not read.
     pub idle_timeout_secs: u64,
     /// The most connections open at once; past it a connection is answered

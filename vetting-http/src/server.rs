@@ -3,9 +3,8 @@
 //! client that holds a connection without making progress is cut:
 //!
 //! - the request head must arrive whole within `header_timeout_secs` of
-//!   the accept (or of the first byte of a keep-alive connection's next
-//!   request);
-//! - a keep-alive connection waiting for its next request is closed after
+//!   its first byte;
+//! - a connection waiting for its first or next request is closed after
 //!   `idle_timeout_secs`; while a response is being sent (an event stream)
 //!   no deadline runs, unless a write waits that long for a client that
 //!   does not read;
@@ -288,9 +287,12 @@ struct ConnectionWatch {
 impl ConnectionWatch {
     fn new(limits: Limits) -> Self {
         ConnectionWatch {
+            // a fresh connection idles until its first byte: clients open
+            // connections ahead and keep them in their pools unused, and
+            // cutting those at the head deadline races their first request
             state: Mutex::new(WatchState {
-                phase: Phase::Head {
-                    deadline: Instant::now() + limits.header_timeout,
+                phase: Phase::Idle {
+                    deadline: Instant::now() + limits.idle_timeout,
                 },
                 armed: None,
                 requests: 0,

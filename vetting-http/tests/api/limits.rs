@@ -133,6 +133,12 @@ async fn an_idle_keep_alive_connection_is_closed_at_idle_timeout() {
         .expect("an idle keep-alive connection stayed open");
     assert!(all.starts_with("HTTP/1.1 200"), "{all:?}");
     assert!(all.ends_with("ok\n"), "{all:?}");
+    // a connection that never sends a byte idles out the same way
+    let mut silent = TcpStream::connect(harness.address()).await.unwrap();
+    let nothing = read_to_end(&mut silent, Duration::from_secs(20))
+        .await
+        .expect("a connection that sent nothing stayed open");
+    assert!(nothing.is_empty(), "{nothing:?}");
 }
 
 fn enough_open_files(wanted: u64) -> bool {
@@ -252,6 +258,8 @@ async fn the_wait_between_keep_alive_requests_is_not_counted_as_the_heads() {
         config.http.idle_timeout_secs = 60;
     })
     .await;
+    // a connection a client opens ahead and keeps unused in its pool
+    let mut fresh = TcpStream::connect(harness.address()).await.unwrap();
     let mut kept = TcpStream::connect(harness.address()).await.unwrap();
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
         .await
@@ -260,9 +268,10 @@ async fn the_wait_between_keep_alive_requests_is_not_counted_as_the_heads() {
         .await
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-    // a connection opened after it that never sends a head is closed at
-    // the head deadline: by then the kept one has idled past it too
+    // a connection opened after it whose head never ends is closed at the
+    // head deadline: by then the kept one has idled past it too
     let mut silent = TcpStream::connect(harness.address()).await.unwrap();
+    silent.write_all(b"G").await.unwrap();
     assert!(
         read_to_end(&mut silent, Duration::from_secs(20))
             .await
@@ -273,13 +282,20 @@ async fn the_wait_between_keep_alive_requests_is_not_counted_as_the_heads() {
         !closed(&kept),
         "the idle connection was closed at the head deadline"
     );
-    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = crate::read_head(&mut kept, Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        !closed(&fresh),
+        "the unused connection was closed at the head deadline"
+    );
+    for stream in [&mut kept, &mut fresh] {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = crate::read_head(stream, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
 }
 
 #[tokio::test]
@@ -310,10 +326,11 @@ async fn a_client_that_does_not_read_its_answer_is_cut_at_idle_timeout() {
         .await
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-    // not reading on: the server's writes wait. A silent connection opened
-    // now is closed at its head deadline (4 s), well past the stalled
-    // write's (1 s)
+    // not reading on: the server's writes wait. A connection opened now
+    // whose head never ends is closed at its head deadline (4 s), well
+    // past the stalled write's (1 s)
     let mut silent = TcpStream::connect(harness.address()).await.unwrap();
+    silent.write_all(b"G").await.unwrap();
     assert!(
         read_to_end(&mut silent, Duration::from_secs(20))
             .await
