@@ -7,9 +7,18 @@
 //! the script that leaves for the local disk. The token is in the kernel
 //! command line, so where the orchestrator is the DHCP server (full-DHCP
 //! mode) it goes only to the address dnsmasq leased to that MAC.
+//!
+//! `/ipxe/{mac}` needs no authentication, so what it writes is bounded
+//! ([`BootLog`]): the same line for the same run and address at most once
+//! a window, with a count of those left out, written by a thread of its
+//! own (never on the runtime). Each address a boot script goes to is also
+//! recorded in the audit, once a window, so the agent's hello can be
+//! compared with it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::events::HubEvent;
@@ -62,12 +71,177 @@ pub enum IpxeAnswer {
     Refused { script: String, reason: String },
 }
 
+/// How long a line of `/ipxe` for the same run, kind and address stands
+/// for the ones like it.
+pub const BOOT_LOG_WINDOW_MS: i64 = 60_000;
+
+/// The most windows kept; past it the expired ones go, and if none has,
+/// all (more lines get written, never fewer records).
+const BOOT_LOG_KEYS: usize = 16_384;
+
+/// The most lines waiting for the writer thread; past it they are counted
+/// as left out.
+const BOOT_LOG_QUEUE: usize = 1024;
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    opened_ms: i64,
+    left_out: u64,
+}
+
+/// A line for a run's orchestrator log.
+#[derive(Debug)]
+struct BootLine {
+    data_dir: PathBuf,
+    hub: crate::events::EventsHub,
+    run_id: String,
+    at_ms: i64,
+    level: &'static str,
+    text: String,
+}
+
+/// What `/ipxe/{mac}` writes, rate-limited per key (run, kind, address)
+/// and written by a thread of its own. One per HTTP front.
+#[derive(Debug)]
+pub struct BootLog {
+    windows: Mutex<HashMap<String, Window>>,
+    lines: Mutex<Option<std::sync::mpsc::SyncSender<BootLine>>>,
+}
+
+impl Default for BootLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BootLog {
+    pub fn new() -> Self {
+        BootLog {
+            windows: Mutex::new(HashMap::new()),
+            lines: Mutex::new(None),
+        }
+    }
+
+    /// Whether a line under `key` is to be written at `now_ms`: `Some`
+    /// with how many like it were left out since the last one written, or
+    /// `None` (left out, and counted).
+    pub fn admit(&self, key: &str, now_ms: i64) -> Option<u64> {
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(window) = windows.get_mut(key) {
+            if now_ms.saturating_sub(window.opened_ms) < BOOT_LOG_WINDOW_MS {
+                window.left_out = window.left_out.saturating_add(1);
+                return None;
+            }
+            let left_out = window.left_out;
+            *window = Window {
+                opened_ms: now_ms,
+                left_out: 0,
+            };
+            return Some(left_out);
+        }
+        if windows.len() >= BOOT_LOG_KEYS {
+            windows
+                .retain(|_, window| now_ms.saturating_sub(window.opened_ms) < BOOT_LOG_WINDOW_MS);
+            if windows.len() >= BOOT_LOG_KEYS {
+                windows.clear();
+            }
+        }
+        windows.insert(
+            key.to_string(),
+            Window {
+                opened_ms: now_ms,
+                left_out: 0,
+            },
+        );
+        Some(0)
+    }
+
+    /// Hands `line` to the writer thread (started on first use); never
+    /// blocks. A line that finds the queue full is dropped with a warning.
+    fn write(&self, line: BootLine) {
+        let mut sender = self
+            .lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if sender.is_none() {
+            let (queue, lines) = std::sync::mpsc::sync_channel::<BootLine>(BOOT_LOG_QUEUE);
+            let started = std::thread::Builder::new()
+                .name("vetting-boot-log".into())
+                .spawn(move || {
+                    for line in lines {
+                        crate::oplog::append(
+                            &line.data_dir,
+                            &line.hub,
+                            &line.run_id,
+                            line.at_ms,
+                            line.level,
+                            &line.text,
+                        );
+                    }
+                });
+            match started {
+                Ok(_) => *sender = Some(queue),
+                Err(error) => {
+                    tracing::warn!(run = %line.run_id, "/ipxe: cannot start the log writer: {error}");
+                    return;
+                }
+            }
+        }
+        if let Some(queue) = sender.as_ref()
+            && let Err(error) = queue.try_send(line)
+        {
+            let line = match error {
+                std::sync::mpsc::TrySendError::Full(line)
+                | std::sync::mpsc::TrySendError::Disconnected(line) => line,
+            };
+            tracing::warn!(run = %line.run_id, "/ipxe: log line left out (writer busy): {}", line.text);
+        }
+    }
+
+    /// Writes `text` to the run's log unless a line of this `kind` for the
+    /// same run and `peer` was written in the window; a written line says
+    /// how many were left out. Whether it was written.
+    fn run_line(
+        &self,
+        orchestrator: &Orchestrator,
+        run_id: &str,
+        kind: &str,
+        peer: IpAddr,
+        level: &'static str,
+        text: &str,
+    ) -> bool {
+        let now_ms = orchestrator.now_ms();
+        let Some(left_out) = self.admit(&format!("{run_id}\t{kind}\t{peer}"), now_ms) else {
+            return false;
+        };
+        let text = if left_out > 0 {
+            format!("{text} ({left_out} more like it in the last window not logged)")
+        } else {
+            text.to_string()
+        };
+        self.write(BootLine {
+            data_dir: orchestrator.config().data_dir.clone(),
+            hub: orchestrator.hub().clone(),
+            run_id: run_id.to_string(),
+            at_ms: now_ms,
+            level,
+            text,
+        });
+        true
+    }
+}
+
 /// Decides the answer to an `/ipxe/{mac}` request; see the module
-/// documentation. Every boot script handed out or refused is written to
-/// the run's log.
+/// documentation. Boot scripts handed out or refused are written to the
+/// run's log through `boot_log` (rate-limited, off the runtime), and the
+/// addresses they went to to the audit.
 pub async fn ipxe_answer(
     orchestrator: &Orchestrator,
     leases: Option<&dyn LeaseLookup>,
+    boot_log: &BootLog,
     request: IpxeRequest,
 ) -> Result<IpxeAnswer, OrchestratorError> {
     let exit_script = match request.firmware {
@@ -80,7 +254,12 @@ pub async fn ipxe_answer(
             "MAC {} is not registered; it boots from its local disk",
             request.mac
         );
-        tracing::warn!(peer = %request.peer, "/ipxe: {reason}");
+        if let Some(left_out) = boot_log.admit(
+            &format!("unregistered\t{}", request.peer),
+            orchestrator.now_ms(),
+        ) {
+            tracing::warn!(peer = %request.peer, left_out, "/ipxe: {reason}");
+        }
         return Ok(IpxeAnswer::Exit {
             script: exit_script,
             reason,
@@ -101,22 +280,9 @@ pub async fn ipxe_answer(
         });
     };
     let config = orchestrator.config();
-    let log = |level: &str, text: &str| {
-        crate::oplog::append(
-            &config.data_dir,
-            orchestrator.hub(),
-            &run.id,
-            orchestrator.now_ms(),
-            level,
-            text,
-        );
-    };
     if let Some(leases) = leases.filter(|leases| leases.hands_out_addresses()) {
         let leased = leases.leased_address(request.mac).await;
-        let peer = match request.peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(request.peer),
-            v4 => v4,
-        };
+        let peer = crate::orchestrator::plain_address(request.peer);
         if leased.map(IpAddr::V4) != Some(peer) {
             let reason = match leased {
                 Some(address) => format!(
@@ -128,8 +294,9 @@ pub async fn ipxe_answer(
                     run.id, request.mac
                 ),
             };
-            tracing::warn!(run = %run.id, "/ipxe: {reason}");
-            log("warn", &reason);
+            if boot_log.run_line(orchestrator, &run.id, "refused", peer, "warn", &reason) {
+                tracing::warn!(run = %run.id, "/ipxe: {reason}");
+            }
             return Ok(IpxeAnswer::Refused {
                 script: exit_script,
                 reason,
@@ -153,13 +320,18 @@ pub async fn ipxe_answer(
     let firmware = request
         .firmware
         .map_or_else(|| "unknown".to_string(), |firmware| firmware.to_string());
-    log(
-        "info",
-        &format!(
-            "iPXE boot script for the live image handed to {} (MAC {}, firmware {firmware})",
-            request.peer, request.mac
-        ),
+    let peer = crate::orchestrator::plain_address(request.peer);
+    let text = format!(
+        "iPXE boot script for the live image handed to {peer} (MAC {}, firmware {firmware})",
+        request.mac
     );
+    if boot_log.run_line(orchestrator, &run.id, "handed", peer, "info", &text) {
+        // once a window per address, before the token leaves: the hello
+        // is compared with it
+        orchestrator
+            .record_boot_script_fetch(&run, peer, &request.mac.to_string())
+            .await?;
+    }
     Ok(IpxeAnswer::Boot {
         run_id: run.id,
         script,

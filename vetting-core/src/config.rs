@@ -55,6 +55,8 @@ pub struct Config {
     pub boot: BootConfig,
     /// Power actions (Wake-on-LAN, IPMI, Redfish, manual).
     pub power: PowerConfig,
+    /// Connection and read limits of the HTTP server.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             pxe: PxeConfig::default(),
             boot: BootConfig::default(),
             power: PowerConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -258,6 +261,40 @@ impl Default for RunsConfig {
     }
 }
 
+/// Connection and read limits of the HTTP server: a client that holds a
+/// connection without making progress is cut, so slow clients cannot use
+/// up the orchestrator's connections or file descriptors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The whole request head (request line and headers) must arrive
+    /// within this many seconds of its first byte.
+    pub header_timeout_secs: u64,
+    /// A request body must arrive at least this fast (after a grace of
+    /// `header_timeout_secs` from its first read); a slower one is cut
+    /// (408).
+    pub body_min_bytes_per_sec: u64,
+    /// A connection waiting for its first or next request is closed after
+    /// this many seconds (keep it above clients' pool idle timeouts, 90 s
+    /// for reqwest, so they close first). Responses being sent (event streams) are exempt,
+    /// unless a write waits this long for a client that does not read.
+    pub idle_timeout_secs: u64,
+    /// The most connections open at once; past it a connection is answered
+    /// 503 and closed at once. Above the 1000-host target, with browsers.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_secs: 10,
+            body_min_bytes_per_sec: 1024,
+            idle_timeout_secs: 120,
+            max_connections: 4096,
+        }
+    }
+}
+
 /// A config that could not be loaded; the message names the file and key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -384,6 +421,18 @@ impl Config {
                     "key `{key}`: `{name}` must be a file name in boot.dir, without `/`"
                 ));
             }
+        }
+        if self.http.header_timeout_secs == 0 {
+            return Err("key `http.header_timeout_secs`: must be at least 1".into());
+        }
+        if self.http.idle_timeout_secs == 0 {
+            return Err("key `http.idle_timeout_secs`: must be at least 1".into());
+        }
+        if self.http.body_min_bytes_per_sec == 0 {
+            return Err("key `http.body_min_bytes_per_sec`: must be at least 1".into());
+        }
+        if self.http.max_connections == 0 {
+            return Err("key `http.max_connections`: must be at least 1".into());
         }
         if self.power.attempts == 0 {
             return Err("key `power.attempts`: must be at least 1".into());
@@ -656,6 +705,31 @@ mod tests {
         .unwrap();
         assert_eq!(config.dispatcher.max_in_flight, 9);
         assert!(!config.runs.hold_on_failure);
+    }
+
+    #[test]
+    fn http_limits_from_file_and_environment_and_zero_refused() {
+        let file = write("http:\n  header_timeout_secs: 3\n  max_connections: 100\n");
+        let config = Config::load_with_env(
+            Some(file.path()),
+            vec![(
+                "VETTING__HTTP__IDLE_TIMEOUT_SECS".to_string(),
+                "7".to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.http.header_timeout_secs, 3);
+        assert_eq!(config.http.max_connections, 100);
+        assert_eq!(config.http.idle_timeout_secs, 7);
+        assert_eq!(
+            config.http.body_min_bytes_per_sec,
+            HttpConfig::default().body_min_bytes_per_sec
+        );
+        let file = write("http:\n  max_connections: 0\n");
+        let error = Config::load_with_env(Some(file.path()), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("http.max_connections"), "{error}");
     }
 
     #[test]

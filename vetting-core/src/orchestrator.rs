@@ -1397,6 +1397,99 @@ impl Orchestrator {
         self.get_run(&run.id).await
     }
 
+    /// Records that `run`'s boot script, token included, went to `peer`
+    /// (an audit record `boot_script`): the agent's hello is compared with
+    /// it ([`Orchestrator::check_hello_address`]).
+    pub async fn record_boot_script_fetch(
+        &self,
+        run: &Run,
+        peer: std::net::IpAddr,
+        mac: &str,
+    ) -> Result<()> {
+        let txn = self
+            .conn()
+            .begin()
+            .await
+            .map_err(db("recording a boot script"))?;
+        insert_audit(
+            &txn,
+            self.now_ms(),
+            &Actor::orchestrator(),
+            BOOT_SCRIPT_AUDIT,
+            Some(&run.id),
+            Some(run.host_id),
+            None,
+            Some(
+                serde_json::json!({"peer": plain_address(peer).to_string(), "mac": mac})
+                    .to_string(),
+            ),
+        )
+        .await?;
+        txn.commit().await.map_err(db("recording a boot script"))?;
+        Ok(())
+    }
+
+    /// The agent's first hello came from `hello_peer`. Where the boot
+    /// script went to another address, or to more than this one, a warning
+    /// goes to the run's log and an audit record `hello_address_mismatch`
+    /// names them all: whoever fetched the token first can say hello and
+    /// close the real host's boot window. The hello stands (the token is
+    /// the gate); nothing is said when no fetch was recorded.
+    pub async fn check_hello_address(&self, run: &Run, hello_peer: std::net::IpAddr) -> Result<()> {
+        let hello = plain_address(hello_peer).to_string();
+        let fetched: std::collections::BTreeSet<String> = self
+            .audit_log(Some(&run.id))
+            .await?
+            .into_iter()
+            .filter(|record| record.action == BOOT_SCRIPT_AUDIT)
+            .filter_map(|record| {
+                let detail: serde_json::Value =
+                    serde_json::from_str(record.detail.as_deref()?).ok()?;
+                Some(detail.get("peer")?.as_str()?.to_string())
+            })
+            .collect();
+        if fetched.is_empty() || fetched.iter().all(|peer| *peer == hello) {
+            return Ok(());
+        }
+        let fetched: Vec<String> = fetched.into_iter().collect();
+        let text = format!(
+            "agent hello from {hello}, but the boot script with the run's token was fetched by {}",
+            fetched.join(", ")
+        );
+        tracing::warn!(run = %run.id, "{text}");
+        let now = self.now_ms();
+        crate::oplog::append(
+            &self.config().data_dir,
+            self.hub(),
+            &run.id,
+            now,
+            "warn",
+            &text,
+        );
+        let txn = self
+            .conn()
+            .begin()
+            .await
+            .map_err(db("recording a hello address mismatch"))?;
+        insert_audit(
+            &txn,
+            now,
+            &Actor::orchestrator(),
+            "hello_address_mismatch",
+            Some(&run.id),
+            Some(run.host_id),
+            None,
+            Some(
+                serde_json::json!({"hello": hello, "boot_script_fetched_by": fetched}).to_string(),
+            ),
+        )
+        .await?;
+        txn.commit()
+            .await
+            .map_err(db("recording a hello address mismatch"))?;
+        Ok(())
+    }
+
     /// The agent claims the run: bcrypt is checked here, once per run.
     pub async fn claim(&self, run: &Run, token: &str) -> Result<Run> {
         if run.claimed_at_ms.is_none() {
@@ -1701,6 +1794,17 @@ fn clean(value: Option<String>) -> Option<String> {
     value
         .map(|text| text.trim().to_string())
         .filter(|text| !text.is_empty())
+}
+
+/// The audit action of a boot script handed out.
+const BOOT_SCRIPT_AUDIT: &str = "boot_script";
+
+/// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) as plain IPv4.
+pub fn plain_address(address: std::net::IpAddr) -> std::net::IpAddr {
+    match address {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, std::net::IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

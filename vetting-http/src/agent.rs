@@ -1,14 +1,20 @@
 //! The agent API, `/api/v1/runs/{run_id}/...`: bearer-token auth through
-//! the core's run tokens, a body limit fitted to each endpoint, JSON errors
-//! that say what was wrong. Handlers parse, call core, render.
+//! the core's run tokens, checked from the headers before any body is read;
+//! a body limit fitted to each endpoint; JSON errors that say what was
+//! wrong, unknown paths and wrong methods included. Handlers authenticate,
+//! parse, call core, render.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Extension, FromRequest, FromRequestParts, Path, Query, Request,
+    State,
+};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use serde::Deserialize;
@@ -70,38 +76,83 @@ impl Writer {
     }
 }
 
-/// The agent API routes.
+/// The agent API routes, under `/api/v1`. Every answer that is not a
+/// success is JSON ([`ApiError`]), an unknown path (404) and a wrong method
+/// (405) included.
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    let runs = Router::new()
         .route(
-            "/api/v1/runs/{run_id}/hello",
+            "/runs/{run_id}/hello",
             post(hello).layer(DefaultBodyLimit::max(SMALL_LIMIT)),
         )
         .route(
-            "/api/v1/runs/{run_id}/claim",
+            "/runs/{run_id}/claim",
             post(claim).layer(DefaultBodyLimit::max(SMALL_LIMIT)),
         )
         .route(
-            "/api/v1/runs/{run_id}/heartbeat",
+            "/runs/{run_id}/heartbeat",
             post(heartbeat).layer(DefaultBodyLimit::max(SMALL_LIMIT)),
         )
         .route(
-            "/api/v1/runs/{run_id}/log",
+            "/runs/{run_id}/log",
             post(log).layer(DefaultBodyLimit::max(LOG_LIMIT)),
         )
         .route(
-            "/api/v1/runs/{run_id}/sensor",
+            "/runs/{run_id}/sensor",
             post(sensor).layer(DefaultBodyLimit::max(SENSOR_LIMIT)),
         )
         .route(
-            "/api/v1/runs/{run_id}/result",
+            "/runs/{run_id}/result",
             post(result).layer(DefaultBodyLimit::max(RESULT_LIMIT)),
         )
         .route(
-            "/api/v1/runs/{run_id}/artifact",
+            "/runs/{run_id}/artifact",
             post(artifact).layer(DefaultBodyLimit::max(ARTIFACT_LIMIT)),
         )
-        .layer(Extension(Writer::default()))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(Extension(Writer::default()));
+    Router::new().nest("/api/v1", runs)
+}
+
+pub(crate) async fn unknown_path(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn wrong_method(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed here"),
+    )
+}
+
+/// The `{run_id}` of the path; a rejection is an [`ApiError`] (400).
+#[derive(Debug)]
+pub struct RunPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RunPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(run_id)) => Ok(RunPath(run_id)),
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "bad path: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// The JSON body of `request`, read only now: every handler checks the
+/// token from the headers first, so a body without a valid token is never
+/// read.
+async fn json_body<T: DeserializeOwned>(request: Request, state: &AppState) -> Result<T, ApiError> {
+    let AppJson(value) = AppJson::<T>::from_request(request, state).await?;
+    Ok(value)
 }
 
 /// JSON whose rejection is an [`ApiError`] saying what was wrong.
@@ -124,6 +175,9 @@ where
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if crate::server::is_slow_body(&rejection) {
+        return slow_body();
+    }
     let status = rejection.status();
     let message = match &rejection {
         JsonRejection::JsonDataError(error) => {
@@ -136,6 +190,14 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         other => other.body_text(),
     };
     ApiError::new(status, message)
+}
+
+/// The answer to a body cut for arriving too slowly.
+fn slow_body() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        "the request body arrived too slowly",
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -179,13 +241,25 @@ fn check_version(version: u32) -> Result<(), ApiError> {
 
 async fn hello(
     State(state): State<AppState>,
-    Path(run_id): Path<String>,
-    headers: HeaderMap,
-    AppJson(request): AppJson<HelloRequest>,
+    RunPath(run_id): RunPath,
+    request: Request,
 ) -> Result<Json<RunPosition>, ApiError> {
+    let run = authenticate(&state, &run_id, request.headers(), false).await?;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let request: HelloRequest = json_body(request, &state).await?;
     check_version(request.protocol_version)?;
-    let run = authenticate(&state, &run_id, &headers, false).await?;
+    let first = run.hello_at_ms.is_none();
     let run = state.orchestrator.agent_hello(&run).await?;
+    if first
+        && let Some(peer) = peer
+        && let Err(error) = state.orchestrator.check_hello_address(&run, peer).await
+    {
+        // the hello stands: the check only reports
+        tracing::error!(run = %run.id, "checking the hello's address: {error}");
+    }
     tracing::info!(run = %run.id, addresses = ?request.addresses, agent = %request.agent_version, "agent hello");
     Ok(Json(position_of(&run)))
 }
@@ -193,13 +267,13 @@ async fn hello(
 async fn claim(
     State(state): State<AppState>,
     Extension(writer): Extension<Writer>,
-    Path(run_id): Path<String>,
-    headers: HeaderMap,
-    AppJson(request): AppJson<ClaimRequest>,
+    RunPath(run_id): RunPath,
+    request: Request,
 ) -> Result<Json<ClaimResponse>, ApiError> {
+    let token = bearer(request.headers())?.to_string();
+    let run = authenticate(&state, &run_id, request.headers(), false).await?;
+    let request: ClaimRequest = json_body(request, &state).await?;
     check_version(request.protocol_version)?;
-    let token = bearer(&headers)?.to_string();
-    let run = authenticate(&state, &run_id, &headers, false).await?;
     let busy = || {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -216,44 +290,44 @@ async fn claim(
 async fn heartbeat(
     State(state): State<AppState>,
     Extension(writer): Extension<Writer>,
-    Path(run_id): Path<String>,
-    headers: HeaderMap,
-    AppJson(request): AppJson<HeartbeatRequest>,
+    RunPath(run_id): RunPath,
+    request: Request,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    check_token(&state, &run_id, &headers).await?;
+    check_token(&state, &run_id, request.headers()).await?;
+    let request: HeartbeatRequest = json_body(request, &state).await?;
     Ok(Json(writer.of(&state).heartbeat(&run_id, &request).await?))
 }
 
 async fn log(
     State(state): State<AppState>,
     Extension(writer): Extension<Writer>,
-    Path(run_id): Path<String>,
-    headers: HeaderMap,
-    AppJson(batch): AppJson<LogBatch>,
+    RunPath(run_id): RunPath,
+    request: Request,
 ) -> Result<Json<BatchAck>, ApiError> {
-    check_token(&state, &run_id, &headers).await?;
+    check_token(&state, &run_id, request.headers()).await?;
+    let batch: LogBatch = json_body(request, &state).await?;
     Ok(Json(writer.of(&state).log(&run_id, batch).await?))
 }
 
 async fn sensor(
     State(state): State<AppState>,
     Extension(writer): Extension<Writer>,
-    Path(run_id): Path<String>,
-    headers: HeaderMap,
-    AppJson(batch): AppJson<SensorBatch>,
+    RunPath(run_id): RunPath,
+    request: Request,
 ) -> Result<Json<BatchAck>, ApiError> {
-    check_token(&state, &run_id, &headers).await?;
+    check_token(&state, &run_id, request.headers()).await?;
+    let batch: SensorBatch = json_body(request, &state).await?;
     Ok(Json(writer.of(&state).sensor(&run_id, batch).await?))
 }
 
 async fn result(
     State(state): State<AppState>,
     Extension(writer): Extension<Writer>,
-    Path(run_id): Path<String>,
-    headers: HeaderMap,
-    AppJson(result): AppJson<StageResult>,
+    RunPath(run_id): RunPath,
+    request: Request,
 ) -> Result<Json<ResultResponse>, ApiError> {
-    let run = authenticate(&state, &run_id, &headers, false).await?;
+    let run = authenticate(&state, &run_id, request.headers(), false).await?;
+    let result: StageResult = json_body(request, &state).await?;
     Ok(Json(writer.of(&state).result(&run, result).await?))
 }
 
@@ -275,7 +349,7 @@ pub struct ArtifactQuery {
 async fn artifact(
     State(state): State<AppState>,
     Extension(writer): Extension<Writer>,
-    Path(run_id): Path<String>,
+    RunPath(run_id): RunPath,
     headers: HeaderMap,
     query: Result<Query<ArtifactQuery>, axum::extract::rejection::QueryRejection>,
     request: Request,
@@ -304,7 +378,13 @@ async fn artifact(
         })?;
         let body = Bytes::from_request(request, &state)
             .await
-            .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+            .map_err(|rejection| {
+                if crate::server::is_slow_body(&rejection) {
+                    slow_body()
+                } else {
+                    ApiError::new(rejection.status(), rejection.body_text())
+                }
+            })?;
         state
             .orchestrator
             .write_artifact_file(&run, upload, &body)

@@ -67,6 +67,7 @@ async fn ipxe(
     let answer = ipxe_answer(
         &state.orchestrator,
         state.leases.as_deref(),
+        &state.boot_log,
         IpxeRequest {
             mac,
             firmware,

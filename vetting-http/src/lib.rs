@@ -5,12 +5,17 @@
 pub mod agent;
 pub mod boot;
 pub mod error;
+pub mod server;
+
+pub use server::{
+    READ_BUFFER_LIMIT, SHUTDOWN_GRACE, open_file_limit, raise_open_file_limit, serve,
+};
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use vetting_core::boot::LeaseLookup;
+use vetting_core::boot::{BootLog, LeaseLookup};
 use vetting_core::orchestrator::Orchestrator;
 
 /// What every handler can reach.
@@ -20,6 +25,8 @@ pub struct AppState {
     /// dnsmasq's leases, where this orchestrator runs DHCP: in full-DHCP
     /// mode `/ipxe/{mac}` hands a token only to the MAC's leased address.
     pub leases: Option<Arc<dyn LeaseLookup>>,
+    /// What `/ipxe/{mac}` writes: rate-limited, off the runtime.
+    pub boot_log: Arc<BootLog>,
 }
 
 impl AppState {
@@ -27,6 +34,7 @@ impl AppState {
         AppState {
             orchestrator,
             leases: None,
+            boot_log: Arc::new(BootLog::new()),
         }
     }
 
@@ -45,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(agent::routes())
         .merge(boot::routes(boot_dir))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -56,74 +65,15 @@ pub fn service(
     router(state).into_make_service_with_connect_info::<std::net::SocketAddr>()
 }
 
-/// The most a connection's read buffer grows to. hyper's default (about
-/// 400 KiB) lets every connection that once uploaded an artifact keep a
-/// buffer of that size: with a thousand agents each holding a connection,
-/// that alone was 130 MB of the orchestrator's memory. Headers must fit.
-pub const READ_BUFFER_LIMIT: usize = 32 * 1024;
-
-/// How long open connections get to finish after `shutdown` resolves.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Serves [`router`] on `listener` until `shutdown` resolves, then lets
-/// open requests finish (up to [`SHUTDOWN_GRACE`]). HTTP/1.1 with
-/// keep-alive; each request carries the client's address (`ConnectInfo`).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> std::io::Result<()> {
-    use tower::ServiceExt;
-
-    let router = router(state);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .max_buf_size(READ_BUFFER_LIMIT)
-        .timer(hyper_util::rt::TokioTimer::new());
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // out of file descriptors and the like: wait, go on
-                    tracing::warn!("accepting a connection failed: {error}");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                router.clone().oneshot(request.map(axum::body::Body::new))
-            },
-        );
-        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, "connection ended: {error}");
-            }
-        });
+/// What no route matched: under `/api/` the JSON error of the agent API
+/// (paths the `/api/v1` nest does not reach, such as `/api/v1/`).
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/api/") {
+        agent::unknown_path(uri).await.into_response()
+    } else {
+        (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response()
     }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "connections still open {} s after shutdown; closing them",
-            SHUTDOWN_GRACE.as_secs()
-        );
-    }
-    Ok(())
 }
 
 async fn healthz() -> &'static str {

@@ -39,12 +39,17 @@ fn config(dir: &std::path::Path, public_url: &str) -> Config {
 /// A registered host with a run dispatched and powered on (manual power):
 /// it waits in `Booting` for the agent's hello.
 async fn booting_run(orchestrator: &Orchestrator) -> String {
+    booting_run_of(orchestrator, "node-1", HOST_MAC).await
+}
+
+/// [`booting_run`] for a host of this name and MAC.
+async fn booting_run_of(orchestrator: &Orchestrator, name: &str, mac: &str) -> String {
     let actor = Actor::operator("alice");
     let host = orchestrator
         .register_host(
             NewHost {
-                name: "node-1".into(),
-                macs: vec![HOST_MAC.into()],
+                name: name.into(),
+                macs: vec![mac.into()],
                 ..Default::default()
             },
             &actor,
@@ -65,6 +70,18 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
     let response = client.get(url).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.text().await.unwrap())
+}
+
+/// Waits until the run's orchestrator log holds `wanted` (its lines of
+/// `/ipxe` are written by a thread of their own), then returns it.
+async fn log_with(orchestrator: &Orchestrator, run_id: &str, wanted: &str) -> String {
+    wait_until(
+        &format!("`{wanted}` in the run's log"),
+        Duration::from_secs(10),
+        || async { orchestrator_log(orchestrator, run_id).contains(wanted) },
+    )
+    .await;
+    orchestrator_log(orchestrator, run_id)
 }
 
 fn orchestrator_log(orchestrator: &Orchestrator, run_id: &str) -> String {
@@ -113,14 +130,15 @@ async fn boot_script_until_hello_then_exit_script_and_malformed_macs_are_400() {
         .authenticate(&run_id, &token, false)
         .await
         .unwrap();
-    let log = orchestrator_log(&orchestrator, &run_id);
+    let log = log_with(
+        &orchestrator,
+        &run_id,
+        "iPXE boot script for the live image handed to 127.0.0.1 (MAC 52:54:00:aa:00:01, firmware uefi)",
+    )
+    .await;
     assert!(
         log.contains("manual"),
         "the power action is in the run's log: {log}"
-    );
-    assert!(
-        log.contains("iPXE boot script for the live image handed to 127.0.0.1 (MAC 52:54:00:aa:00:01, firmware uefi)"),
-        "{log}"
     );
     // the other notations of the same MAC get the same run
     for notation in ["52-54-00-aa-00-01", "5254.00aa.0001", "525400AA0001"] {
@@ -375,25 +393,207 @@ fn full_dhcp_mode_hands_the_token_only_to_the_leased_address() {
             !body.contains("vetting.token") && body.contains("sanboot"),
             "{body}"
         );
-        let log = orchestrator_log(&orchestrator, &run_id);
-        assert!(
-            log.contains(&format!(
-                "refused to 10.66.0.50: MAC {HOST_MAC} leased {leased}"
-            )),
-            "{log}"
-        );
+        log_with(
+            &orchestrator,
+            &run_id,
+            &format!("refused to 10.66.0.50: MAC {HOST_MAC} leased {leased}"),
+        )
+        .await;
 
         // the leased address gets the boot script with the token
         let (status, body) = curl(host_ns).await;
         assert_eq!(status, "200", "{body}");
         let token = orchestrator.token_for(&run_id).await.unwrap();
         assert!(body.contains(&format!("vetting.token={token}")), "{body}");
-        assert!(orchestrator_log(&orchestrator, &run_id).contains(&format!(
-            "handed to {leased} (MAC {HOST_MAC}, firmware bios)"
-        )),);
+        log_with(
+            &orchestrator,
+            &run_id,
+            &format!("handed to {leased} (MAC {HOST_MAC}, firmware bios)"),
+        )
+        .await;
         drop(orchestrator);
         if let Ok(supervisor) = Arc::try_unwrap(supervisor) {
             supervisor.shutdown().await;
         }
     });
+}
+
+/// An orchestrator over `dir` with `clock`, served by `vetting_http::serve`
+/// (the production server) on loopback: its URL.
+async fn serve_with(
+    dir: &std::path::Path,
+    clock: Arc<dyn vetting_core::clock::Clock>,
+) -> (String, Orchestrator) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let orchestrator = Orchestrator::open(config(dir, &url), clock)
+        .await
+        .unwrap()
+        .with_bcrypt_cost(4);
+    tokio::spawn(vetting_http::serve(
+        listener,
+        vetting_http::AppState::new(orchestrator.clone()),
+        std::future::pending(),
+    ));
+    (url, orchestrator)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipxe_flood_writes_one_line_a_window_with_the_count_left_out() {
+    const FLOOD: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = vetting_core::clock::ManualClock::new(1_700_000_000_000);
+    let (url, orchestrator) = serve_with(dir.path(), Arc::new(clock.clone())).await;
+    let run_id = booting_run(&orchestrator).await;
+    let client = reqwest::Client::new();
+    let script_url = format!("{url}/ipxe/{HOST_MAC}");
+    let token = orchestrator.token_for(&run_id).await.unwrap();
+    use futures::StreamExt;
+    futures::stream::iter(0..FLOOD)
+        .map(|_| get(&client, &script_url))
+        .buffer_unordered(8)
+        .for_each(|(status, script)| {
+            assert_eq!(status, 200);
+            assert!(script.contains(&format!("vetting.token={token}")));
+            std::future::ready(())
+        })
+        .await;
+    // past the window, one more: its line counts the ones left out, and
+    // (the writer keeps order) every line of the flood is written by then
+    clock.advance_ms(vetting_core::boot::BOOT_LOG_WINDOW_MS);
+    let (status, _) = get(&client, &script_url).await;
+    assert_eq!(status, 200);
+    let left_out = FLOOD - 1;
+    let log = log_with(
+        &orchestrator,
+        &run_id,
+        &format!("({left_out} more like it in the last window not logged)"),
+    )
+    .await;
+    let handed = log
+        .lines()
+        .filter(|line| line.contains("handed to"))
+        .count();
+    assert_eq!(handed, 2, "{FLOOD} + 1 requests in two windows: {log}");
+    // the audit keeps the address once a window too
+    let fetches = orchestrator
+        .audit_log(Some(&run_id))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|record| record.action == "boot_script")
+        .count();
+    assert_eq!(fetches, 2);
+}
+
+/// Opens the read end of a FIFO without blocking when dropped, so a writer
+/// blocked on it (the old code, on a runtime thread) is let go.
+struct LetWriterGo(std::path::PathBuf);
+
+impl Drop for LetWriterGo {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipxe_log_writes_are_off_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, orchestrator) = serve_with(dir.path(), Arc::new(SystemClock)).await;
+    let run_id = booting_run(&orchestrator).await;
+    // the run's log becomes a FIFO nobody reads: writing it blocks
+    let file = vetting_core::oplog::path(dir.path(), &run_id);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&file);
+    nix::unistd::mkfifo(
+        &file,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .unwrap();
+    let _let_go = LetWriterGo(file.clone());
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let (status, script) = tokio::time::timeout(
+            Duration::from_secs(10),
+            get(&client, &format!("{url}/ipxe/{HOST_MAC}")),
+        )
+        .await
+        .expect("/ipxe waited for its log write");
+        assert_eq!(status, 200);
+        assert!(script.contains("vetting.token="), "{script}");
+    }
+    // the line waits in the writer thread until the FIFO is read
+    let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(&file))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(text.contains("handed to 127.0.0.1"), "{text:?}");
+}
+
+#[tokio::test]
+async fn a_hello_from_another_address_than_the_boot_script_is_logged_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, orchestrator) = serve_with(dir.path(), Arc::new(SystemClock)).await;
+    let run_a = booting_run_of(&orchestrator, "node-1", HOST_MAC).await;
+    let run_b = booting_run_of(&orchestrator, "node-2", "52:54:00:aa:00:02").await;
+    let client = reqwest::Client::new();
+    for mac in [HOST_MAC, "52:54:00:aa:00:02"] {
+        let (status, script) = get(&client, &format!("{url}/ipxe/{mac}")).await;
+        assert_eq!(status, 200);
+        assert!(script.contains("vetting.token="), "{script}");
+    }
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        .build()
+        .unwrap();
+    let hello = serde_json::json!({"protocol_version": 1, "agent_version": "t"});
+    for (run, from) in [(&run_a, &elsewhere), (&run_b, &client)] {
+        let token = orchestrator.token_for(run).await.unwrap();
+        let response = from
+            .post(format!("{url}/api/v1/runs/{run}/hello"))
+            .bearer_auth(token)
+            .json(&hello)
+            .send()
+            .await
+            .unwrap();
+        // the token is the gate: the hello stands
+        assert_eq!(response.status().as_u16(), 200);
+        assert!(
+            orchestrator
+                .get_run(run)
+                .await
+                .unwrap()
+                .hello_at_ms
+                .is_some()
+        );
+    }
+    log_with(
+        &orchestrator,
+        &run_a,
+        "agent hello from 127.0.0.2, but the boot script with the run's token was fetched by 127.0.0.1",
+    )
+    .await;
+    let mismatches = |records: Vec<vetting_core::model::AuditRecord>| {
+        records
+            .into_iter()
+            .filter(|record| record.action == "hello_address_mismatch")
+            .map(|record| record.detail.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    let found = mismatches(orchestrator.audit_log(Some(&run_a)).await.unwrap());
+    assert_eq!(found.len(), 1, "{found:?}");
+    let detail: serde_json::Value = serde_json::from_str(&found[0]).unwrap();
+    assert_eq!(detail["hello"], "127.0.0.2", "{detail}");
+    assert_eq!(
+        detail["boot_script_fetched_by"],
+        serde_json::json!(["127.0.0.1"]),
+        "{detail}"
+    );
+    // the same address for both: nothing said
+    assert!(mismatches(orchestrator.audit_log(Some(&run_b)).await.unwrap()).is_empty());
+    assert!(!orchestrator_log(&orchestrator, &run_b).contains("agent hello from"));
 }

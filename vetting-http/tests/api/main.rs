@@ -4,8 +4,6 @@
 //! gets the same answer; a result out of order gets 409 with the position.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod results;
-
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -15,6 +13,12 @@ use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::{EventContext, Orchestrator};
 use vetting_core::state_machine::{Event, RunState};
 
+mod body_before_auth;
+mod errors;
+mod fuzz;
+mod limits;
+mod results;
+
 struct Harness {
     url: String,
     orchestrator: Orchestrator,
@@ -23,6 +27,13 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(|_| {}).await
+}
+
+/// A server over a fresh data folder, through `vetting_http::serve` (the
+/// production server of `vetting serve`), with `adjust` applied to its
+/// config.
+async fn harness_with(adjust: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         data_dir: dir.path().to_path_buf(),
@@ -30,14 +41,15 @@ async fn harness() -> Harness {
         ..Config::default()
     };
     config.iperf.enabled = false;
+    adjust(&mut config);
     let orchestrator = Orchestrator::open(config, Arc::new(SystemClock))
         .await
         .unwrap()
         .with_bcrypt_cost(4);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = vetting_http::service(vetting_http::AppState::new(orchestrator.clone()));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let state = vetting_http::AppState::new(orchestrator.clone());
+    tokio::spawn(vetting_http::serve(listener, state, std::future::pending()));
     Harness {
         url,
         orchestrator,
@@ -299,4 +311,39 @@ async fn batches_are_stored_exactly_once_and_results_repeat() {
     assert_eq!(again, first, "a repeated result must get the same answer");
     let state = harness.orchestrator.get_run(&run).await.unwrap().state;
     assert_eq!(state, RunState::Smart);
+}
+
+/// The address `host:port` of the harness's server.
+impl Harness {
+    fn address(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+}
+
+/// Reads from `stream` until a whole response head or the end of the
+/// stream, for at most `limit`: the head read (maybe partial), or `None`
+/// when nothing came in time.
+async fn read_head(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(count) => {
+                    head.extend_from_slice(&buffer[..count]);
+                    if head.windows(4).any(|window| window == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&head).into_owned())
 }
