@@ -912,7 +912,10 @@ impl Orchestrator {
                     if stored > 0 {
                         announced.push(HubEvent::Log {
                             run_id: run_id.clone(),
-                            lines: fresh.into_iter().map(|line| line.text).collect(),
+                            lines: fresh
+                                .iter()
+                                .map(|line| runlogs::visible(&line.text))
+                                .collect(),
                         });
                     }
                     pending.push((

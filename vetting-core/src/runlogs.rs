@@ -42,7 +42,10 @@ pub fn format_line(line: &LogLine) -> String {
 }
 
 /// A text as one line of a file: `\`, newline and carriage return
-/// escaped as `\\`, `\n` and `\r`.
+/// escaped as `\\`, `\n` and `\r`; every other control character but tab
+/// (ANSI escapes, NUL, C1 controls) becomes visible as `\u{1b}`, which
+/// [`unescape`] leaves as it is: what an agent logs can never drive the
+/// terminal or page that shows it.
 pub fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
@@ -50,10 +53,25 @@ pub fn escape(text: &str) -> String {
             '\\' => escaped.push_str("\\\\"),
             '\n' => escaped.push_str("\\n"),
             '\r' => escaped.push_str("\\r"),
+            c if c.is_control() && c != '\t' => {
+                escaped.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
             c => escaped.push(c),
         }
     }
     escaped
+}
+
+/// A text as it is shown live (the events hub): control characters but
+/// newline and tab made visible as [`escape`] writes them.
+pub fn visible(text: &str) -> String {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return text.to_string();
+    }
+    unescape(&escape(text))
 }
 
 /// The text [`escape`] was given, read in one pass (so that an escaped
@@ -252,5 +270,21 @@ mod tests {
             assert_eq!(lengths[i], append.text.len() as u64);
             assert_eq!(std::fs::read_to_string(&append.path).unwrap(), append.text);
         }
+    }
+    #[test]
+    fn control_characters_are_stored_and_shown_visible() {
+        let text = "\u{1b}[31mred\u{1b}[0m nul\0 c1\u{9b}2J tab\tend";
+        let stored = escape(text);
+        assert!(
+            !stored.chars().any(|c| c.is_control() && c != '\t'),
+            "{stored:?}"
+        );
+        let read = unescape(&stored);
+        assert_eq!(
+            read,
+            "\\u{1b}[31mred\\u{1b}[0m nul\\u{0} c1\\u{9b}2J tab\tend"
+        );
+        assert_eq!(visible(text), read);
+        assert_eq!(visible("plain\nline"), "plain\nline");
     }
 }

@@ -6,7 +6,6 @@
 //! content) are fingerprinted before and after.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -14,7 +13,6 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
-use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -276,54 +274,7 @@ impl World {
 
     /// Every table's rows and every file of the data folder.
     async fn fingerprint(&self) -> String {
-        let db = self.harness.orchestrator.store().db();
-        let query =
-            |sql: String| db.query_all_raw(Statement::from_string(DatabaseBackend::Sqlite, sql));
-        let mut tables = BTreeMap::new();
-        let names =
-            query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name".into())
-                .await
-                .unwrap();
-        for row in names {
-            let name: String = row.try_get("", "name").unwrap();
-            let columns: Vec<String> = query(format!("PRAGMA table_info(\"{name}\")"))
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|column| column.try_get::<String>("", "name").unwrap())
-                .collect();
-            let quoted = columns
-                .iter()
-                .map(|column| format!("quote(\"{column}\")"))
-                .collect::<Vec<_>>()
-                .join(" || '|' || ");
-            let rows: Vec<String> = query(format!(
-                "SELECT {quoted} AS row FROM \"{name}\" ORDER BY rowid"
-            ))
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|row| row.try_get::<String>("", "row").unwrap())
-            .collect();
-            tables.insert(name, rows);
-        }
-        let mut files = BTreeMap::new();
-        let mut folders = vec![self.harness._dir.path().to_path_buf()];
-        while let Some(folder) = folders.pop() {
-            for entry in std::fs::read_dir(&folder).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    folders.push(path);
-                } else if !path.to_string_lossy().ends_with("-shm") {
-                    // the -shm file holds readers' marks: it changes on reads
-                    let content = std::fs::read(&path).unwrap();
-                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                    content.hash(&mut hasher);
-                    files.insert(path, (content.len(), hasher.finish()));
-                }
-            }
-        }
-        format!("{tables:?}\n{files:?}")
+        self.harness.fingerprint().await
     }
 }
 

@@ -4,7 +4,11 @@
 //! gets the same answer; a result out of order gets 409 with the position.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, Statement};
+use sha2::{Digest, Sha256};
 
 use serde_json::{Value, json};
 use vetting_core::clock::SystemClock;
@@ -122,6 +126,69 @@ impl Harness {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// Every row of every table, and every file under the data folder
+    /// (but the database's own files) with its SHA-256.
+    async fn fingerprint(&self) -> String {
+        let db = self.orchestrator.store().db();
+        let backend = db.get_database_backend();
+        let tables = db
+            .query_all_raw(Statement::from_string(
+                backend,
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+            ))
+            .await
+            .unwrap();
+        let mut out = String::new();
+        for table in tables {
+            let name: String = table.try_get_by_index(0).unwrap();
+            let columns = db
+                .query_all_raw(Statement::from_string(
+                    backend,
+                    format!("SELECT name FROM pragma_table_info('{name}')"),
+                ))
+                .await
+                .unwrap();
+            let columns: Vec<String> = columns
+                .iter()
+                .map(|row| format!("quote(\"{}\")", row.try_get_by_index::<String>(0).unwrap()))
+                .collect();
+            let rows = db
+                .query_all_raw(Statement::from_string(
+                    backend,
+                    format!(
+                        "SELECT {} FROM \"{name}\" ORDER BY rowid",
+                        columns.join(" || '|' || ")
+                    ),
+                ))
+                .await
+                .unwrap();
+            out.push_str(&format!("== {name}\n"));
+            for row in rows {
+                out.push_str(&row.try_get_by_index::<String>(0).unwrap_or_default());
+                out.push('\n');
+            }
+        }
+        let mut files = Vec::new();
+        walk(&self.orchestrator.config().data_dir, &mut files);
+        files.sort();
+        for file in files {
+            let name = file.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("vetting.db") {
+                continue;
+            }
+            let kind = std::fs::symlink_metadata(&file).unwrap().file_type();
+            let what = if kind.is_file() {
+                hex::encode(Sha256::digest(std::fs::read(&file).unwrap()))
+            } else if kind.is_symlink() {
+                format!("link to {}", std::fs::read_link(&file).unwrap().display())
+            } else {
+                format!("{kind:?}") // a FIFO is listed, never opened
+            };
+            out.push_str(&format!("{} {what}\n", file.display()));
+        }
+        out
     }
 
     /// A fingerprint of everything stored about runs.
@@ -346,4 +413,19 @@ async fn read_head(
     .await;
     read.ok()
         .map(|()| String::from_utf8_lossy(&head).into_owned())
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            walk(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
 }

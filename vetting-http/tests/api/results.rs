@@ -5,46 +5,14 @@
 //! evidence cannot be rewritten, one agent cannot stall the others, and
 //! large measurement sets are stored.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use vetting_core::clock::SystemClock;
-use vetting_core::config::{Config, Secret};
-use vetting_core::orchestrator::Orchestrator;
 use vetting_core::state_machine::RunState;
 
-use crate::{Harness, booting_run, hello};
-
-const SECRET_KEY_HEX_BYTE: &str = "5a";
-
-async fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        secret_key: Some(Secret(SECRET_KEY_HEX_BYTE.repeat(32))),
-        ..Config::default()
-    };
-    config.iperf.enabled = false;
-    edit(&mut config);
-    let orchestrator = Orchestrator::open(config, Arc::new(SystemClock))
-        .await
-        .unwrap()
-        .with_bcrypt_cost(4);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = vetting_http::AppState::new(orchestrator.clone());
-    tokio::spawn(vetting_http::serve(listener, state, std::future::pending()));
-    Harness {
-        url,
-        orchestrator,
-        _dir: dir,
-        client: reqwest::Client::new(),
-    }
-}
+use crate::{Harness, booting_run, harness_with, hello};
 
 fn fixture(relative: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -127,84 +95,6 @@ impl Harness {
     fn data_dir(&self) -> PathBuf {
         self.orchestrator.config().data_dir.clone()
     }
-
-    /// Every row of every table, and every file under the data folder
-    /// (but the database's own files) with its SHA-256.
-    async fn fingerprint(&self) -> String {
-        let db = self.orchestrator.store().db();
-        let backend = db.get_database_backend();
-        let tables = db
-            .query_all_raw(Statement::from_string(
-                backend,
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
-            ))
-            .await
-            .unwrap();
-        let mut out = String::new();
-        for table in tables {
-            let name: String = table.try_get_by_index(0).unwrap();
-            let columns = db
-                .query_all_raw(Statement::from_string(
-                    backend,
-                    format!("SELECT name FROM pragma_table_info('{name}')"),
-                ))
-                .await
-                .unwrap();
-            let columns: Vec<String> = columns
-                .iter()
-                .map(|row| format!("quote(\"{}\")", row.try_get_by_index::<String>(0).unwrap()))
-                .collect();
-            let rows = db
-                .query_all_raw(Statement::from_string(
-                    backend,
-                    format!(
-                        "SELECT {} FROM \"{name}\" ORDER BY rowid",
-                        columns.join(" || '|' || ")
-                    ),
-                ))
-                .await
-                .unwrap();
-            out.push_str(&format!("== {name}\n"));
-            for row in rows {
-                out.push_str(&row.try_get_by_index::<String>(0).unwrap_or_default());
-                out.push('\n');
-            }
-        }
-        let mut files = Vec::new();
-        walk(&self.data_dir(), &mut files);
-        files.sort();
-        for file in files {
-            let name = file.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("vetting.db") {
-                continue;
-            }
-            let kind = std::fs::symlink_metadata(&file).unwrap().file_type();
-            let what = if kind.is_file() {
-                hex::encode(Sha256::digest(std::fs::read(&file).unwrap()))
-            } else if kind.is_symlink() {
-                format!("link to {}", std::fs::read_link(&file).unwrap().display())
-            } else {
-                format!("{kind:?}") // a FIFO is listed, never opened
-            };
-            out.push_str(&format!("{} {what}\n", file.display()));
-        }
-        out
-    }
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let kind = entry.file_type().unwrap();
-        if kind.is_dir() {
-            walk(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }
 
 fn smart_result(artifacts: Value) -> Value {
@@ -219,7 +109,7 @@ async fn result_references_open_nothing_outside_the_runs_artifacts() {
     let harness = harness_with(|_| {}).await;
     let (run, token) = harness.smart_run(1).await;
     let key_path = harness.data_dir().join("secret.key");
-    let key = std::fs::read_to_string(&key_path).unwrap_or_else(|_| SECRET_KEY_HEX_BYTE.repeat(32));
+    let key = std::fs::read_to_string(&key_path).unwrap_or_else(|_| "22".repeat(32));
     // a key file to steal, whether or not config holds the key
     std::fs::write(&key_path, &key).unwrap();
     let stage_dir = harness
