@@ -270,7 +270,7 @@ fn serve_with_pxe_enabled_runs_dnsmasq_serves_ipxe_and_dies_with_it() {
         .unwrap();
     let script = String::from_utf8_lossy(&output.stdout);
     assert!(
-        script.starts_with("#!ipxe") && script.contains("\nexit\n"),
+        script.starts_with("#!ipxe") && script.contains("\nexit 1\n"),
         "{script}"
     );
 
