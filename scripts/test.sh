@@ -96,5 +96,8 @@ if ((test_status != 0)); then
     failed=1
   fi
 fi
+if ((failed > 0 && test_status == 0)); then
+  test_status=1
+fi
 echo "$((passed - skipped)) passed, $failed failed, $skipped skipped"
 exit "$test_status"
