@@ -10,6 +10,8 @@ packages=(
   # the boot chain and its tests
   dnsmasq-base busybox-static iproute2 ipxe ipxe-qemu qemu-system-x86 ovmf
   openipmi
+  # the UEFI VM's local disk: a FAT image booting a standalone GRUB
+  grub-efi-amd64-bin dosfstools mtools
   # FUSE for the failing-disk test
   fuse3 python3-fuse
   # PostgreSQL for the store tests

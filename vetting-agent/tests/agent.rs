@@ -31,6 +31,11 @@ use vetting_probes::{Status, Thresholds, Verdict};
 
 // ---------------------------------------------------------------------------
 // A fake orchestrator: one request per connection, `Connection: close`.
+// It records every request; the test body asserts on them. A handler that
+// panics (a body that is not the expected JSON) answers 500 and is recorded
+// as a failure, which fails the test when the fake is dropped: a panic in
+// the connection's task alone would only drop the connection, and the agent
+// would retry it.
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
@@ -81,12 +86,22 @@ type Handler = Arc<dyn Fn(&HttpRequest) -> Reply + Send + Sync>;
 struct FakeOrchestrator {
     url: String,
     requests: Arc<Mutex<Vec<HttpRequest>>>,
+    handler_failures: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for FakeOrchestrator {
     fn drop(&mut self) {
         self.task.abort();
+        let failures = self.handler_failures.lock().unwrap().clone();
+        if failures.is_empty() {
+            return;
+        }
+        if std::thread::panicking() {
+            eprintln!("the fake orchestrator's handler failed: {failures:#?}");
+        } else {
+            panic!("the fake orchestrator's handler failed: {failures:#?}");
+        }
     }
 }
 
@@ -95,7 +110,9 @@ impl FakeOrchestrator {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let handler_failures = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&requests);
+        let failures = Arc::clone(&handler_failures);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -103,20 +120,27 @@ impl FakeOrchestrator {
                 };
                 let handler = Arc::clone(&handler);
                 let recorded = Arc::clone(&recorded);
+                let failures = Arc::clone(&failures);
                 tokio::spawn(async move {
-                    serve_connection(stream, handler, recorded).await;
+                    serve_connection(stream, handler, recorded, failures).await;
                 });
             }
         });
         FakeOrchestrator {
             url,
             requests,
+            handler_failures,
             task,
         }
     }
 
     fn requests(&self) -> Vec<HttpRequest> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// What the handler panicked on so far: `METHOD PATH: message`.
+    fn handler_failures(&self) -> Vec<String> {
+        self.handler_failures.lock().unwrap().clone()
     }
 }
 
@@ -178,12 +202,29 @@ async fn serve_connection(
     mut stream: TcpStream,
     handler: Handler,
     recorded: Arc<Mutex<Vec<HttpRequest>>>,
+    failures: Arc<Mutex<Vec<String>>>,
 ) {
     let Some(request) = read_request(&mut stream).await else {
         return;
     };
     recorded.lock().unwrap().push(request.clone());
-    match handler(&request) {
+    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&request)))
+        .unwrap_or_else(|payload| {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            failures
+                .lock()
+                .unwrap()
+                .push(format!("{} {}: {message}", request.method, request.path));
+            Reply::Json(
+                500,
+                r#"{"error":"the fake orchestrator's handler failed"}"#.into(),
+            )
+        });
+    match reply {
         Reply::Close => {}
         Reply::Json(status, body) => {
             let response = format!(
@@ -286,11 +327,6 @@ async fn every_log_line_arrives_exactly_once_across_an_outage() {
     let handler: Handler = {
         let state = Arc::clone(&state);
         Arc::new(move |request| {
-            assert_eq!(
-                request.headers.get("authorization").map(String::as_str),
-                Some("Bearer secret-token")
-            );
-            assert_eq!(request.path, "/api/v1/runs/run-7/log");
             let mut state = state.lock().unwrap();
             if state.down {
                 // alternate the two kinds of outage
@@ -393,6 +429,18 @@ async fn every_log_line_arrives_exactly_once_across_an_outage() {
         .collect();
     assert_eq!(agent, expected_agent);
     assert_eq!(outbox.given_up(), 0);
+    // every request, refused or not, carried the run's token to its log
+    let requests = server.requests();
+    assert!(requests.len() as u32 > state.refused_with_503 + state.refused_by_closing);
+    for request in &requests {
+        assert_eq!(
+            request.headers.get("authorization").map(String::as_str),
+            Some("Bearer secret-token"),
+            "{request:?}"
+        );
+        assert_eq!(request.path, "/api/v1/runs/run-7/log");
+    }
+    assert_eq!(server.handler_failures(), Vec::<String>::new());
 }
 
 // ---------------------------------------------------------------------------
@@ -683,6 +731,7 @@ async fn abort_kills_the_tool_group_heartbeats_slowly_and_shutdown_exits_0() {
     for (index, line) in state.log.items.iter().enumerate() {
         assert_eq!(line.seq, index as u64);
     }
+    assert_eq!(server.handler_failures(), Vec::<String>::new());
 }
 
 // ---------------------------------------------------------------------------
@@ -1031,6 +1080,7 @@ async fn a_whole_run_follows_positions_uploads_artifacts_first_and_obeys_a_409()
                 && line.stage.is_some_and(|s| s.stage == Stage::CpuStress)),
         "tool output is logged"
     );
+    assert_eq!(server.handler_failures(), Vec::<String>::new());
 }
 
 // ---------------------------------------------------------------------------

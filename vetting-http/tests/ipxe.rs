@@ -190,12 +190,13 @@ async fn boot_script_until_hello_then_exit_script_and_malformed_macs_are_400() {
     let (status, exit) = get(&client, &format!("{url}/ipxe/{HOST_MAC}?platform=efi")).await;
     assert_eq!(status, 200);
     assert!(
-        exit.contains("\nexit\n") && !exit.contains("vetting.token") && !exit.contains("sanboot"),
+        exit.contains("\nexit 1\n") && !exit.contains("vetting.token") && !exit.contains("sanboot"),
         "{exit}"
     );
     let (_, exit_any) = get(&client, &format!("{url}/ipxe/{HOST_MAC}")).await;
     assert!(
-        exit_any.contains("iseq ${platform} efi && exit ||") && !exit_any.contains("vetting.token"),
+        exit_any.contains("iseq ${platform} efi && exit 1 ||")
+            && !exit_any.contains("vetting.token"),
         "{exit_any}"
     );
 }

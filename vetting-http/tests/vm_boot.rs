@@ -4,7 +4,9 @@
 //! `vetting-http` router answering `/ipxe/{mac}` and `/boot/` for a
 //! registered host whose run waits to boot. The VM fetches the boot script
 //! with its run's token and then asks for the live image's kernel; a host
-//! without a run waiting gets the exit script and leaves for its disk.
+//! without a run waiting gets the exit script and leaves for its disk: a FAT
+//! disk whose `\EFI\BOOT\BOOTX64.EFI` (a GRUB image) prints a marker on the
+//! serial console.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../vetting-core/tests/it/netns.rs"]
@@ -25,11 +27,14 @@ use vetting_core::orchestrator::Orchestrator;
 use vetting_core::pxe::{DhcpMode, MacAddress, PxeSettings, PxeSupervisor};
 use vetting_core::state_machine::RunState;
 
-use self::netns::{Lan, block_on_in_netns, netns_available, wait_until};
+use self::netns::{Lan, block_on_in_netns, netns_available, run, wait_until};
 
 const VM_MAC: &str = "52:54:00:66:00:01";
 const URL: &str = "http://10.66.0.1:8080";
 const VM_BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+/// What the local disk's boot loader prints (it is in no script vetting
+/// serves, so only that disk's loader can print it).
+const DISK_MARKER: &str = "vetting-test-disk: the firmware booted the local disk";
 
 type Seen = Arc<Mutex<Vec<(String, SocketAddr)>>>;
 
@@ -205,6 +210,43 @@ async fn wait_for_request(seen: &Seen, prefix: &str, vm: &Vm) -> (String, Socket
     }
 }
 
+/// A FAT disk image (no partition table: OVMF reads it whole) whose
+/// removable-media boot loader `\EFI\BOOT\BOOTX64.EFI` is a standalone
+/// GRUB (grub-efi-amd64-bin) that prints [`DISK_MARKER`] and powers off.
+fn local_disk_printing_a_marker(folder: &Path) -> PathBuf {
+    let config = folder.join("grub.cfg");
+    std::fs::write(&config, format!("echo \"{DISK_MARKER}\"\nhalt\n")).unwrap();
+    let loader = folder.join("BOOTX64.EFI");
+    run(
+        "grub-mkstandalone",
+        &[
+            "--format=x86_64-efi",
+            "--output",
+            loader.to_str().unwrap(),
+            "--install-modules=normal echo halt configfile memdisk tar",
+            "--modules=halt",
+            "--locales=",
+            "--fonts=",
+            "--themes=",
+            &format!("boot/grub/grub.cfg={}", config.display()),
+        ],
+    );
+    let disk = folder.join("disk.img");
+    let image = disk.to_str().unwrap();
+    run("mkfs.vfat", &["-C", image, "4096"]);
+    run("mmd", &["-i", image, "::/EFI", "::/EFI/BOOT"]);
+    run(
+        "mcopy",
+        &[
+            "-i",
+            image,
+            loader.to_str().unwrap(),
+            "::/EFI/BOOT/BOOTX64.EFI",
+        ],
+    );
+    disk
+}
+
 fn pxe_settings(state_dir: &Path, dhcp: DhcpMode) -> PxeSettings {
     let mut settings = PxeSettings::new(
         "br0",
@@ -313,6 +355,19 @@ fn uefi_vm_chainloads_ipxe_over_tftp_and_without_a_run_exits_to_disk() {
     if !netns_available() {
         return;
     }
+    if !vetting_testkit::prerequisite(vetting_testkit::all_of([
+        vetting_testkit::program("qemu-system-x86_64"),
+        vetting_testkit::file("/usr/share/ovmf/OVMF.fd", "OVMF (ovmf)"),
+        vetting_testkit::program("grub-mkstandalone"),
+        vetting_testkit::file(
+            "/usr/lib/grub/x86_64-efi",
+            "GRUB's EFI modules (grub-efi-amd64-bin)",
+        ),
+        vetting_testkit::program("mkfs.vfat"),
+        vetting_testkit::program("mcopy"),
+    ])) {
+        return;
+    }
     let lan = Lan::new();
     lan.add_tap("tap0");
     let folder = tempfile::tempdir().unwrap();
@@ -336,10 +391,27 @@ fn uefi_vm_chainloads_ipxe_over_tftp_and_without_a_run_exits_to_disk() {
         let supervisor = Arc::new(PxeSupervisor::start(settings, hosts).await.unwrap());
         let seen = serve(&orchestrator, Some(supervisor.clone())).await;
         // virtio-net without an iPXE option ROM: OVMF's own PXE client asks
-        // with client architecture 7 and gets snponly.efi over TFTP.
+        // with client architecture 7 and gets snponly.efi over TFTP. The
+        // local disk comes second in the boot order; OVMF's IPv6 stack is
+        // off, so that no PXEv6 or HTTPv6 attempt stands before the disk.
+        let disk = local_disk_printing_a_marker(&folder_path);
         let vm = Vm::start(
             &folder_path,
-            &["-bios", "/usr/share/ovmf/OVMF.fd"],
+            &[
+                "-bios",
+                "/usr/share/ovmf/OVMF.fd",
+                "-fw_cfg",
+                "name=opt/org.tianocore/IPv6PXESupport,string=no",
+                "-fw_cfg",
+                "name=opt/org.tianocore/IPv6Support,string=no",
+                "-drive",
+                &format!(
+                    "file={},format=raw,if=none,id=disk0,readonly=on",
+                    disk.display()
+                ),
+                "-device",
+                "virtio-blk-pci,drive=disk0,bootindex=2",
+            ],
             &format!("virtio-net-pci,netdev=n0,mac={VM_MAC},romfile=,bootindex=1"),
         );
 
@@ -367,6 +439,25 @@ fn uefi_vm_chainloads_ipxe_over_tftp_and_without_a_run_exits_to_disk() {
             },
         )
         .await;
+        // iPXE's `exit 1` hands back to the firmware, which tries the NIC's
+        // HTTP boot (about a minute under TCG) and then boots the disk
+        let deadline = tokio::time::Instant::now() + VM_BOOT_TIMEOUT;
+        while !vm.serial().contains(DISK_MARKER) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the firmware did not boot the local disk after the exit script within {VM_BOOT_TIMEOUT:?}; VM serial output:\n{}",
+                vm.serial()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let serial = vm.serial();
+        let exit_script = serial
+            .find("no run is waiting to boot on this host")
+            .unwrap();
+        assert!(
+            serial[exit_script..].contains(DISK_MARKER),
+            "the disk booted before the exit script ran:\n{serial}"
+        );
         assert!(requests_to(&seen, "/boot/").is_empty());
         vm.stop().await;
     });

@@ -130,12 +130,15 @@ struct LanNamespace(String);
 impl LanNamespace {
     fn new() -> Option<Self> {
         let name = format!("vtserve{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|status| status.success());
-        if !ok {
-            eprintln!("skipped: network namespaces need root and iproute2");
+        let missing = match Command::new("ip").args(["netns", "add", &name]).output() {
+            Ok(output) if output.status.success() => None,
+            Ok(output) => Some(format!(
+                "network namespaces (`ip netns add` failed: {})",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )),
+            Err(error) => Some(format!("iproute2 `ip` ({error})")),
+        };
+        if !vetting_testkit::prerequisite(missing) {
             return None;
         }
         let namespace = LanNamespace(name);
@@ -200,8 +203,7 @@ fn process_is_gone(pid: u32) -> bool {
 
 #[test]
 fn serve_with_pxe_enabled_runs_dnsmasq_serves_ipxe_and_dies_with_it() {
-    if !nix_is_root() {
-        eprintln!("skipped: needs root");
+    if !vetting_testkit::prerequisite(vetting_testkit::root()) {
         return;
     }
     let Some(namespace) = LanNamespace::new() else {
@@ -268,7 +270,7 @@ fn serve_with_pxe_enabled_runs_dnsmasq_serves_ipxe_and_dies_with_it() {
         .unwrap();
     let script = String::from_utf8_lossy(&output.stdout);
     assert!(
-        script.starts_with("#!ipxe") && script.contains("\nexit\n"),
+        script.starts_with("#!ipxe") && script.contains("\nexit 1\n"),
         "{script}"
     );
 
@@ -283,11 +285,4 @@ fn serve_with_pxe_enabled_runs_dnsmasq_serves_ipxe_and_dies_with_it() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"))
 }

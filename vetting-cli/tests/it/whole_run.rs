@@ -32,14 +32,6 @@ pub fn agent_binary() -> PathBuf {
     path
 }
 
-pub fn can_use_loop_devices() -> bool {
-    Path::new("/dev/loop-control").exists()
-        && Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
-}
-
 /// A loop device over a file, detached on drop.
 pub struct LoopDevice {
     pub device: String,
@@ -279,6 +271,11 @@ impl Env {
 
     /// Starts a real agent process for the run.
     pub async fn agent(&self, run_id: &str, disks: &[&str]) -> Child {
+        self.agent_with(run_id, disks, &[]).await
+    }
+
+    /// Starts a real agent process for the run, with more arguments.
+    pub async fn agent_with(&self, run_id: &str, disks: &[&str], arguments: &[&str]) -> Child {
         let filter: Vec<&str> = disks
             .iter()
             .map(|d| d.trim_start_matches("/dev/"))
@@ -295,6 +292,7 @@ impl Env {
             .arg("--allow-loop-devices")
             .args(["--disk-filter", &filter.join(",")])
             .args(["--work-dir", work.to_str().unwrap()])
+            .args(arguments)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(work.join("agent.log")).unwrap())
@@ -366,8 +364,7 @@ const MIB: u64 = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_run_completes_and_never_writes_the_unexpected_disk() {
-    if !can_use_loop_devices() {
-        eprintln!("skipped: needs root and loop devices");
+    if !vetting_testkit::prerequisite(vetting_testkit::loop_devices()) {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -427,8 +424,7 @@ async fn a_whole_run_completes_and_never_writes_the_unexpected_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wipe_probe_holds_and_an_override_completes_the_run() {
-    if !can_use_loop_devices() {
-        eprintln!("skipped: needs root and loop devices");
+    if !vetting_testkit::prerequisite(vetting_testkit::loop_devices()) {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -674,11 +670,11 @@ impl Drop for FaultyDisk {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_sectors_fail_storage_and_cannot_be_overridden() {
-    if !can_use_loop_devices()
-        || !Path::new("/dev/fuse").exists()
-        || !Path::new("/usr/bin/python3").exists()
-    {
-        eprintln!("skipped: needs root, loop devices, FUSE and /usr/bin/python3 (python3-fuse)");
+    if !vetting_testkit::prerequisite(vetting_testkit::all_of([
+        vetting_testkit::loop_devices(),
+        vetting_testkit::file("/dev/fuse", "FUSE"),
+        vetting_testkit::file("/usr/bin/python3", "python3 (with python3-fuse)"),
+    ])) {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -780,8 +776,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_during_stress_shuts_the_agent_down_and_leaves_no_tool() {
-    if !can_use_loop_devices() {
-        eprintln!("skipped: needs root and loop devices");
+    if !vetting_testkit::prerequisite(vetting_testkit::loop_devices()) {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -836,17 +831,80 @@ fn agent_emitted(log: &str) -> Option<(u64, u64)> {
     Some((lines, samples))
 }
 
+/// A sysfs root for the agent: the real `/sys` through symlinks, but for
+/// `class/hwmon`, which holds one coretemp chip (a package and two cores)
+/// and a fan, so that the thermal sidecar has readings to send.
+fn sys_root_with_sensors(folder: &Path) -> PathBuf {
+    let root = folder.join("sys");
+    let class = root.join("class");
+    std::fs::create_dir_all(&class).unwrap();
+    for (real, fake) in [("/sys", &root), ("/sys/class", &class)] {
+        for entry in std::fs::read_dir(real).unwrap() {
+            let name = entry.unwrap().file_name();
+            if name != "class" && name != "hwmon" {
+                std::os::unix::fs::symlink(Path::new(real).join(&name), fake.join(&name)).unwrap();
+            }
+        }
+    }
+    let chip = class.join("hwmon/hwmon0");
+    std::fs::create_dir_all(&chip).unwrap();
+    std::fs::write(chip.join("name"), "coretemp\n").unwrap();
+    for (n, label, millidegrees) in [
+        (1, "Package id 0", 47_000),
+        (2, "Core 0", 45_000),
+        (3, "Core 1", 46_000),
+    ] {
+        for (file, text) in [
+            ("label", label.to_string()),
+            ("input", millidegrees.to_string()),
+            ("max", "90000".into()),
+            ("crit", "100000".into()),
+        ] {
+            std::fs::write(chip.join(format!("temp{n}_{file}")), format!("{text}\n")).unwrap();
+        }
+    }
+    let fans = class.join("hwmon/hwmon1");
+    std::fs::create_dir_all(&fans).unwrap();
+    std::fs::write(fans.join("name"), "nct6775\n").unwrap();
+    std::fs::write(fans.join("fan1_input"), "1500\n").unwrap();
+    root
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_orchestrator_loses_and_duplicates_nothing() {
-    if !can_use_loop_devices() {
-        eprintln!("skipped: needs root and loop devices");
+    if !vetting_testkit::prerequisite(vetting_testkit::loop_devices()) {
         return;
     }
+    sigkilled_orchestrator("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_orchestrator_loses_and_duplicates_nothing_on_postgresql() {
+    if !vetting_testkit::prerequisite(vetting_testkit::loop_devices()) {
+        return;
+    }
+    // a database of its own on the test server (vetting-core's helper)
+    let Some(database) = crate::support::postgres_db().await else {
+        return;
+    };
+    sigkilled_orchestrator(&format!("database_url: \"{}\"\n", database.url)).await;
+}
+
+/// The crash test on the database `extra_config` names (SQLite without).
+async fn sigkilled_orchestrator(extra_config: &str) {
     let _serial = SERIAL.lock().await;
-    let mut env = env_with(8, "").await;
+    let mut env = env_with(8, extra_config).await;
     let disk = LoopDevice::new(&env.dir.path().join("crash.img"), 43 * MIB, |_| {});
     let run_id = env.start_run("crash-safety", Some(43 * MIB)).await;
-    let mut agent = KillOnDrop(env.agent(&run_id, &[&disk.device]).await);
+    let sys_root = sys_root_with_sensors(env.dir.path());
+    let mut agent = KillOnDrop(
+        env.agent_with(
+            &run_id,
+            &[&disk.device],
+            &["--sys-root", sys_root.to_str().unwrap()],
+        )
+        .await,
+    );
     // kill the orchestrator at pseudo-random moments and restart it on the
     // same database and port: three times before Storage (log lines,
     // sensor readings and results on the wire; the 8 s stress stage leaves
@@ -959,6 +1017,13 @@ async fn a_sigkilled_orchestrator_loses_and_duplicates_nothing() {
         .unwrap();
     let expected: Vec<i64> = (0..run.next_sensor_seq).collect();
     assert_eq!(readings, expected, "readings lost or duplicated");
+    // the sensor tree's readings flowed (the comparison below is not of two
+    // empty sets): the stress stage alone reads it every second for 8 s
+    assert!(
+        readings.len() >= 8,
+        "only {} readings were stored",
+        readings.len()
+    );
     // and it is everything the agent emitted
     let agent_log = std::fs::read_to_string(
         env.dir
@@ -985,12 +1050,12 @@ async fn a_sigkilled_orchestrator_loses_and_duplicates_nothing() {
         "(log lines, readings) the agent emitted vs those stored; agent log tail:\n{tail}"
     );
     assert!(emitted_lines > 0);
+    assert!(emitted_samples > 0);
 }
 
 #[test]
 fn vetting_demo_completes_with_both_reports() {
-    if !can_use_loop_devices() {
-        eprintln!("skipped: needs root and loop devices");
+    if !vetting_testkit::prerequisite(vetting_testkit::loop_devices()) {
         return;
     }
     let _serial = SERIAL.blocking_lock();

@@ -218,12 +218,13 @@ reboot
 /// The iPXE script that leaves the network boot and boots the local disk,
 /// fitted to the firmware: BIOS boots the first disk through INT 13h
 /// (`sanboot --no-describe --drive 0x80`, falling back to `exit`); UEFI
-/// returns to the firmware's boot manager (`exit`), which goes on with the
-/// next boot entry.
+/// returns to the firmware's boot manager with an error (`exit 1`), so that
+/// it goes on with the next boot entry: a boot entry that returns success
+/// sends EDK2-based firmware (OVMF among them) to its setup menu instead.
 pub fn exit_script(firmware: Firmware) -> String {
     let action = match firmware {
         Firmware::Bios => "sanboot --no-describe --drive 0x80 || exit",
-        Firmware::Uefi => "exit",
+        Firmware::Uefi => "exit 1",
     };
     format!(
         "#!ipxe
@@ -240,7 +241,7 @@ pub fn exit_script_any_firmware() -> String {
     "#!ipxe
 # vetting: nothing to boot from the network for this host
 echo vetting: no run is waiting to boot on this host; booting from the local disk
-iseq ${platform} efi && exit ||
+iseq ${platform} efi && exit 1 ||
 sanboot --no-describe --drive 0x80 || exit
 "
     .to_owned()

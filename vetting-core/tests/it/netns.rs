@@ -12,7 +12,8 @@ use nix::sched::{CloneFlags, setns};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
-/// Whether namespaces can be made here; prints why not. Also sends
+/// Whether namespaces can be made here (`vetting_testkit::prerequisite`:
+/// skipped visibly, or a failure under `VETTING_REQUIRE_ALL=1`). Also sends
 /// `tracing` output (dnsmasq's log among it) to the test's output.
 pub fn netns_available() -> bool {
     let _ = tracing_subscriber::fmt()
@@ -22,24 +23,18 @@ pub fn netns_available() -> bool {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("vetting=debug")),
         )
         .try_init();
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: network namespace tests need root");
+    if !vetting_testkit::prerequisite(vetting_testkit::root()) {
         return false;
     }
-    match Command::new("ip").args(["netns", "list"]).output() {
-        Ok(output) if output.status.success() => true,
-        Ok(output) => {
-            eprintln!(
-                "skipped: `ip netns` does not work here: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            false
-        }
-        Err(error) => {
-            eprintln!("skipped: iproute2 `ip` is missing: {error}");
-            false
-        }
-    }
+    let missing = match Command::new("ip").args(["netns", "list"]).output() {
+        Ok(output) if output.status.success() => None,
+        Ok(output) => Some(format!(
+            "network namespaces (`ip netns` does not work here: {})",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(error) => Some(format!("iproute2 `ip` ({error})")),
+    };
+    vetting_testkit::prerequisite(missing)
 }
 
 /// Runs a command to completion; panics with its stderr when it fails.

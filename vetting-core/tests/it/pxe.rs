@@ -193,13 +193,13 @@ fn ipxe_scripts_carry_the_run_and_fit_the_firmware() {
     );
     let uefi = ipxe::exit_script(Firmware::Uefi);
     assert!(
-        uefi.lines().any(|line| line == "exit") && !uefi.contains("sanboot"),
+        uefi.lines().any(|line| line == "exit 1") && !uefi.contains("sanboot"),
         "{uefi}"
     );
     assert!(!bios.contains("vetting.token") && !uefi.contains("vetting.token"));
     let any = ipxe::exit_script_any_firmware();
     assert!(
-        any.contains("iseq ${platform} efi && exit ||")
+        any.contains("iseq ${platform} efi && exit 1 ||")
             && any.contains("sanboot --no-describe --drive 0x80")
     );
 }

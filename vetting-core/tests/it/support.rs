@@ -45,7 +45,10 @@ pub async fn postgres_db() -> Option<TestDb> {
         if std::env::var("VETTING_REQUIRE_POSTGRES").is_ok_and(|value| value == "1") {
             panic!("VETTING_REQUIRE_POSTGRES=1 but VETTING_TEST_POSTGRES_URL is not set");
         }
-        eprintln!("PostgreSQL not configured (VETTING_TEST_POSTGRES_URL): SQLite only");
+        // the SQLite half runs; the PostgreSQL half is skipped visibly
+        vetting_testkit::prerequisite(Some(
+            "PostgreSQL (VETTING_TEST_POSTGRES_URL is not set: SQLite only)".into(),
+        ));
         return None;
     };
     let name = format!("vt_{}", uuid::Uuid::new_v4().simple());

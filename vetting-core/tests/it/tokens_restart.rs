@@ -3,7 +3,11 @@
 //! impossible to mint from a database dump without the secret key. And the
 //! schema guard: a database newer than the binary is refused.
 
-use sea_orm::ConnectionTrait;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 use vetting_core::clock::ManualClock;
 use vetting_core::config::Config;
 use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
@@ -85,6 +89,102 @@ async fn tokens_are_refused_when_wrong_foreign_or_expired() {
     }
 }
 
+/// Every row of every table, as `(table, bytes)`: SQLite values hex-encoded
+/// by the database and decoded here (so blobs and text alike are compared as
+/// bytes), PostgreSQL rows as `row_to_json` text (bytea shows as hex there).
+async fn dump_every_table(store: &Store) -> Vec<(String, Vec<u8>)> {
+    let backend = store.backend();
+    let query = |sql: String| {
+        let statement = Statement::from_string(backend, sql);
+        async move { store.db().query_all_raw(statement).await.unwrap() }
+    };
+    let tables: Vec<String> = query(match backend {
+        DatabaseBackend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'".into(),
+        _ => "SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema()".into(),
+    })
+    .await
+    .iter()
+    .map(|row| row.try_get::<String>("", "name").unwrap())
+    .collect();
+    let mut dump = Vec::new();
+    for table in tables {
+        let rows = match backend {
+            DatabaseBackend::Sqlite => {
+                let columns: Vec<String> =
+                    query(format!("SELECT name FROM pragma_table_info('{table}')"))
+                        .await
+                        .iter()
+                        .map(|row| row.try_get::<String>("", "name").unwrap())
+                        .collect();
+                let row_hex = columns
+                    .iter()
+                    .map(|column| format!("hex(\"{column}\")"))
+                    .collect::<Vec<_>>()
+                    .join(" || '00' || ");
+                query(format!("SELECT {row_hex} AS row FROM \"{table}\""))
+                    .await
+                    .iter()
+                    .map(|row| hex::decode(row.try_get::<String>("", "row").unwrap()).unwrap())
+                    .collect::<Vec<_>>()
+            }
+            _ => query(format!(
+                "SELECT row_to_json(t)::text AS row FROM \"{table}\" t"
+            ))
+            .await
+            .iter()
+            .map(|row| row.try_get::<String>("", "row").unwrap().into_bytes())
+            .collect(),
+        };
+        for row in rows {
+            dump.push((table.clone(), row));
+        }
+    }
+    dump
+}
+
+/// Every file under `folder`, recursively, with its bytes.
+fn every_file(folder: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut folders = vec![folder.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// The encodings a secret could be stored in: raw, hex (both cases), base64.
+fn encodings(name: &str, secret: &[u8]) -> Vec<(String, Vec<u8>)> {
+    vec![
+        (format!("{name} (raw)"), secret.to_vec()),
+        (format!("{name} (hex)"), hex::encode(secret).into_bytes()),
+        (
+            format!("{name} (HEX)"),
+            hex::encode_upper(secret).into_bytes(),
+        ),
+        (
+            format!("{name} (base64)"),
+            STANDARD.encode(secret).into_bytes(),
+        ),
+        (
+            format!("{name} (base64url)"),
+            URL_SAFE_NO_PAD.encode(secret).into_bytes(),
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn a_token_survives_a_restart_and_a_dump_cannot_mint_one() {
     for db in test_dbs().await {
@@ -103,6 +203,87 @@ async fn a_token_survives_a_restart_and_a_dump_cannot_mint_one() {
         let reopened = open(config.clone(), &clock).await;
         reopened.authenticate(&run_id, &token, false).await.unwrap();
         assert_eq!(reopened.token_for(&run_id).await.unwrap(), token);
+
+        // A dump: every table, and every file under the data folder. The
+        // token (whole, or its MAC: the nonce is stored on purpose) is in
+        // none of them; the key only in `secret.key`.
+        let key_hex = std::fs::read_to_string(&key_file).unwrap();
+        let key = hex::decode(key_hex.trim()).unwrap();
+        let tail = token.rsplit_once('.').unwrap().1;
+        let nonce_and_mac = URL_SAFE_NO_PAD.decode(tail).unwrap();
+        let (stored_nonce, mac) = nonce_and_mac.split_at(16);
+        assert_eq!(mac.len(), 32);
+        // the stored nonce is in the dump: what it reads is what is stored
+        let stored_nonce = hex::encode(stored_nonce).into_bytes();
+        let mut token_needles = vec![
+            ("the token".to_string(), token.clone().into_bytes()),
+            (
+                "the token's nonce and MAC".to_string(),
+                tail.as_bytes().to_vec(),
+            ),
+        ];
+        token_needles.extend(encodings("the token's MAC", mac));
+        token_needles.extend(encodings("the token", token.as_bytes()));
+        let key_needles = encodings("the secret key", &key);
+
+        let dump = dump_every_table(reopened.store()).await;
+        let run_rows: Vec<&Vec<u8>> = dump
+            .iter()
+            .filter(|(table, row)| table == "runs" && contains(row, run_id.as_bytes()))
+            .map(|(_, row)| row)
+            .collect();
+        assert_eq!(
+            run_rows.len(),
+            1,
+            "{}: the dump holds the run's row",
+            db.name
+        );
+        assert!(
+            contains(run_rows[0], &stored_nonce),
+            "{}: the nonce",
+            db.name
+        );
+        assert!(dump.iter().any(|(table, _)| table == "hosts"));
+        for (table, row) in &dump {
+            for (what, needle) in token_needles.iter().chain(&key_needles) {
+                assert!(
+                    !contains(row, needle),
+                    "{}: table {table} holds {what}: {}",
+                    db.name,
+                    String::from_utf8_lossy(row)
+                );
+            }
+        }
+        let files = every_file(db.dir.path());
+        assert!(files.iter().any(|(path, _)| path == &key_file));
+        if db.name == "sqlite" {
+            assert!(
+                files.iter().any(|(path, bytes)| {
+                    path.to_string_lossy().contains("vetting.db") && contains(bytes, &stored_nonce)
+                }),
+                "the SQLite database (with the nonce) is among the files"
+            );
+        }
+        for (path, bytes) in &files {
+            for (what, needle) in &token_needles {
+                assert!(
+                    !contains(bytes, needle),
+                    "{}: {} holds {what}",
+                    db.name,
+                    path.display()
+                );
+            }
+            let holds_key = key_needles
+                .iter()
+                .any(|(_, needle)| contains(bytes, needle));
+            assert_eq!(
+                holds_key,
+                path == &key_file,
+                "{}: {} and the secret key",
+                db.name,
+                path.display()
+            );
+        }
 
         // Everything the database holds about the token, read as a dump would.
         let row = reopened

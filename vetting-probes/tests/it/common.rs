@@ -22,8 +22,3 @@ pub fn fixture_names(folder: &str) -> Vec<String> {
     names.sort();
     names
 }
-
-/// Whether this process may create loop devices (root with /dev/loop-control).
-pub fn can_use_loop_devices() -> bool {
-    std::path::Path::new("/dev/loop-control").exists() && nix::unistd::Uid::effective().is_root()
-}

@@ -559,13 +559,7 @@ fn non_smartctl_json_and_garbage_are_errors() {
 }
 
 fn smartctl_installed() -> bool {
-    let found = ["/usr/sbin/smartctl", "/usr/bin/smartctl"]
-        .iter()
-        .any(|path| std::path::Path::new(path).exists());
-    if !found {
-        eprintln!("skipping: smartctl is not installed (scripts/install-deps.sh installs it)");
-    }
-    found
+    vetting_testkit::prerequisite(vetting_testkit::program("smartctl"))
 }
 
 fn run_smartctl(args: &[&str]) -> Vec<u8> {
@@ -609,8 +603,10 @@ fn real_smartctl_on_a_device_it_cannot_read_is_a_skip_with_its_message() {
 
 #[test]
 fn real_smartctl_forced_sat_on_a_loop_device_is_a_skip_naming_the_exit_bits() {
-    if !smartctl_installed() || !crate::common::can_use_loop_devices() {
-        eprintln!("skipping: needs smartctl, root and loop devices");
+    if !vetting_testkit::prerequisite(vetting_testkit::all_of([
+        vetting_testkit::program("smartctl"),
+        vetting_testkit::loop_devices(),
+    ])) {
         return;
     }
     let loop_device = crate::storage_tools::LoopDevice::new();

@@ -5,7 +5,6 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -13,7 +12,7 @@ use serde_json::json;
 use vetting_probes::parsers::{badblocks, blkid, fio, lsblk, wipefs};
 use vetting_probes::{ParseError, Status, Thresholds, Tool, Verdict, parse_and_judge};
 
-use crate::common::{can_use_loop_devices, fixture, fixture_names};
+use crate::common::{fixture, fixture_names};
 
 /// Size of every loop device backing file.
 const LOOP_SIZE_BYTES: u64 = 16 * 1024 * 1024;
@@ -78,23 +77,12 @@ fn run(program: &str, args: &[&str]) -> (Vec<u8>, Option<i32>) {
     (combined, output.status.code())
 }
 
-fn tool_exists(program: &str) -> bool {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .any(|folder| Path::new(folder).join(program).exists())
-}
-
-/// Whether the loop-device tests can run here; prints why not.
+/// Whether the loop-device tests can run here (`vetting_testkit::prerequisite`).
 fn loop_devices_usable(tools: &[&str]) -> bool {
-    if !can_use_loop_devices() {
-        eprintln!("skipping: not root or no /dev/loop-control, so no loop devices");
-        return false;
-    }
-    if let Some(missing) = tools.iter().find(|tool| !tool_exists(tool)) {
-        eprintln!("skipping: {missing} is not installed (scripts/install-deps.sh installs it)");
-        return false;
-    }
-    true
+    vetting_testkit::prerequisite(vetting_testkit::all_of(
+        std::iter::once(vetting_testkit::loop_devices())
+            .chain(tools.iter().map(|tool| vetting_testkit::program(tool))),
+    ))
 }
 
 #[track_caller]
@@ -194,8 +182,7 @@ fn fio_verify_on_a_loop_device_passes() {
 
 #[test]
 fn fio_fails_on_a_real_verify_error() {
-    if !tool_exists("fio") {
-        eprintln!("skipping: fio is not installed");
+    if !vetting_testkit::prerequisite(vetting_testkit::program("fio")) {
         return;
     }
     // A plain file: no root needed. Write with crc32c headers, corrupt one
