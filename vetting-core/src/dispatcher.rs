@@ -232,16 +232,22 @@ impl Dispatcher {
         let (event, reason) = match outcome {
             Ok(outcome) => (Event::PowerOnSent, outcome.to_string()),
             Err((error, message)) => {
-                let failures = {
+                let retry = {
                     let mut power = self.lock_power();
                     let attempt = power.entry(run.id.clone()).or_default();
                     attempt.failures += 1;
-                    attempt.in_flight = false;
-                    attempt.next_try_ms =
-                        self.orchestrator.now_ms() + config.power.retry_secs as i64 * 1000;
-                    attempt.failures
+                    let retry = retryable(&error) && attempt.failures < config.power.attempts;
+                    if retry {
+                        // a final failure stays in flight until PowerFailed
+                        // is applied, or a reconciler pass in between would
+                        // try the BMC again
+                        attempt.in_flight = false;
+                        attempt.next_try_ms =
+                            self.orchestrator.now_ms() + config.power.retry_secs as i64 * 1000;
+                    }
+                    retry.then_some(attempt.failures)
                 };
-                if retryable(&error) && failures < config.power.attempts {
+                if let Some(failures) = retry {
                     let line = format!(
                         "power action failed (attempt {failures} of {}); trying again in {} s",
                         config.power.attempts, config.power.retry_secs

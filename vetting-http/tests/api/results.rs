@@ -569,3 +569,44 @@ async fn one_agent_cannot_stall_the_other_runs() {
         assert_eq!(state, RunState::Smart, "{other} was failed");
     }
 }
+
+#[tokio::test]
+async fn a_run_minted_before_the_hash_scheme_keeps_its_scheme() {
+    let harness = harness_with(|_| {}).await;
+    let db = harness.orchestrator.store().db();
+    let backend = db.get_database_backend();
+    // as migration 4 found it: bcrypt over the token itself, scheme NULL
+    let (run, token) = booting_run(&harness, 20).await;
+    let old_hash = bcrypt::hash(&token, 4).unwrap();
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        "UPDATE runs SET token_hash = ?, token_hash_scheme = NULL WHERE id = ?",
+        [old_hash.into(), run.clone().into()],
+    ))
+    .await
+    .unwrap();
+    let claim = json!({"protocol_version": 1, "agent_version": "t"});
+    let (status, body) = harness.post(&run, "hello", Some(&token), hello()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = harness
+        .post(&run, "claim", Some(&token), claim.clone())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // a scheme this build does not know is refused, never guessed
+    let (other, other_token) = booting_run(&harness, 21).await;
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        "UPDATE runs SET token_hash_scheme = 'md5' WHERE id = ?",
+        [other.clone().into()],
+    ))
+    .await
+    .unwrap();
+    let (status, body) = harness
+        .post(&other, "hello", Some(&other_token), hello())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = harness
+        .post(&other, "claim", Some(&other_token), claim)
+        .await;
+    assert_eq!(status, 401, "{body}");
+}

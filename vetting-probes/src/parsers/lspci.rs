@@ -179,21 +179,37 @@ fn record(fields: Vec<(String, String)>, line: usize) -> Result<PciRecord, Parse
 /// Notes records that repeat an earlier function's bus address and ids
 /// under another domain.
 fn duplicate_notes(devices: &[PciRecord]) -> Vec<String> {
+    // Per bus address and ids, the first record of each of the first two
+    // domains seen: the earliest record under another domain than a later
+    // one's is always one of those two. One pass, so a hostile output of
+    // many records costs linear time, not quadratic.
+    type Key<'a> = (
+        String,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let mut first: std::collections::HashMap<Key<'_>, Vec<&PciRecord>> =
+        std::collections::HashMap::new();
     let mut notes = Vec::new();
-    for (index, later) in devices.iter().enumerate() {
-        let earlier = devices[..index].iter().find(|earlier| {
-            earlier.bus_address() == later.bus_address()
-                && earlier.domain != later.domain
-                && earlier.vendor_id == later.vendor_id
-                && earlier.device_id == later.device_id
-                && earlier.vendor == later.vendor
-                && earlier.device == later.device
-        });
-        if let Some(earlier) = earlier {
+    for later in devices {
+        let key = (
+            later.bus_address(),
+            later.vendor_id.as_deref(),
+            later.device_id.as_deref(),
+            later.vendor.as_deref(),
+            later.device.as_deref(),
+        );
+        let seen = first.entry(key).or_default();
+        if let Some(earlier) = seen.iter().find(|earlier| earlier.domain != later.domain) {
             notes.push(format!(
                 "{} repeats {} (same bus address and ids in another PCI domain): likely a duplicate record",
                 later.slot, earlier.slot
             ));
+        }
+        if seen.len() < 2 && seen.iter().all(|earlier| earlier.domain != later.domain) {
+            seen.push(later);
         }
     }
     notes
@@ -228,5 +244,36 @@ mod tests {
         assert_eq!(data.devices[0].function.as_deref(), Some("1"));
         assert_eq!(data.devices[1].domain, None);
         assert_eq!(data.devices[1].class_id, None);
+    }
+    #[test]
+    fn a_repeat_names_the_earliest_record_of_another_domain() {
+        let record = |domain: Option<&str>, slot: &str| PciRecord {
+            slot: slot.into(),
+            domain: domain.map(str::to_string),
+            bus: Some("02".into()),
+            device_number: Some("05".into()),
+            function: Some("0".into()),
+            vendor_id: Some("8086".into()),
+            device_id: Some("2021".into()),
+            ..Default::default()
+        };
+        let devices = vec![
+            record(None, "02:05.0"),
+            record(None, "02:05.0 again"),
+            record(Some("ff"), "ff:02:05.0"),
+            record(Some("ee"), "ee:02:05.0"),
+            record(None, "02:05.0 third"),
+        ];
+        assert_eq!(
+            duplicate_notes(&devices)
+                .iter()
+                .map(|note| note.split(" (").next().unwrap_or_default().to_string())
+                .collect::<Vec<_>>(),
+            [
+                "ff:02:05.0 repeats 02:05.0",
+                "ee:02:05.0 repeats 02:05.0",
+                "02:05.0 third repeats ff:02:05.0",
+            ]
+        );
     }
 }
