@@ -134,13 +134,13 @@ pub enum NotCounted {
 }
 
 impl NotCounted {
-    /// `removable`, `on USB`, `an MMC/SD card`, `transport unknown`.
+    /// `removable`, `on USB`, `an MMC/SD card`, `of unknown transport`.
     pub fn why(self) -> &'static str {
         match self {
             NotCounted::Removable => "removable",
             NotCounted::Usb => "on USB",
             NotCounted::Mmc => "an MMC/SD card",
-            NotCounted::TransportUnknown => "transport unknown",
+            NotCounted::TransportUnknown => "of unknown transport",
         }
     }
 }
