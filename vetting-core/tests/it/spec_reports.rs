@@ -352,6 +352,42 @@ disks:
     }
 }
 
+/// More disks fit a group than its count, or two disks report one serial:
+/// the agent writes none of them, so the diff counts none of them present
+/// (critical, before anything destructive) instead of picking the first.
+#[test]
+fn too_many_disks_for_a_group_or_a_serial_are_ambiguous_on_both_sides() {
+    let mut inventory = dl380_inventory();
+    let mut third = inventory.disks[0].clone();
+    third.name = "sdc".into();
+    third.serial = Some("S455NY0M999999".into());
+    inventory.disks.push(third);
+    let mut twin = inventory.disks[0].clone();
+    twin.name = "sdd".into();
+    let named = parse_spec("schema_version: 1\ndisks:\n  devices:\n    - serial: S455NY0M123456\n")
+        .unwrap();
+    let mut twins = dl380_inventory();
+    twins.disks.push(twin);
+    for (spec, inventory, matching) in [
+        (dl380_spec(), &inventory, "3 disks match (sda, sdb, sdc)"),
+        (named, &twins, "2 disks match (sda, sdd)"),
+    ] {
+        let allowlist =
+            vetting_agent::stages::allowlist::decide(&inventory.disks, &expected_disks(&spec));
+        assert!(allowlist.candidates.is_empty(), "{allowlist:#?}");
+        assert!(matched_disks(&spec, inventory).is_empty());
+        let diffs = diff(&spec, inventory);
+        let ambiguous = with_severity(&diffs, Severity::Critical, "disks.devices[0]");
+        assert_eq!(ambiguous.len(), 1, "{diffs:#?}");
+        assert!(
+            ambiguous[0].message.contains("ambiguous disk")
+                && ambiguous[0].message.contains(matching),
+            "{}",
+            ambiguous[0].message
+        );
+    }
+}
+
 #[test]
 fn the_dl380_matches_its_spec_and_a_10g_nic_linked_at_1g_passes() {
     let inventory = dl380_inventory();
