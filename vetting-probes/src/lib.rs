@@ -5,7 +5,9 @@
 //! Nothing here knows about HTTP servers or databases: a probe returns data
 //! and knows nothing of where it goes.
 
+pub mod disks;
 pub mod error;
+pub mod glob;
 pub mod inventory;
 pub mod parsers;
 pub mod protocol;

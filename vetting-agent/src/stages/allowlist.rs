@@ -1,28 +1,26 @@
 //! The device allowlist of the Storage stage: which disks may be written.
 //!
-//! Only disks that match the expected disks (StorageParams.expected_disks)
-//! are candidates: by serial or WWN where the entry gives one, otherwise by
-//! model (a glob, as in the spec) and size (within 1 %, the spec's default
-//! tolerance) with the exact count: when more or fewer disks match an entry
-//! than its `count`, all of them are refused and the stage fails
-//! ("expected N, found M"). Removable, USB and MMC/SD disks are never
-//! candidates, even when an entry names them (many USB enclosures report
-//! `removable = 0`, so the transport counts on its own); a disk whose
-//! transport is unknown is a candidate only when an entry names it by
-//! serial or WWN; a disk that no entry names (an unexpected disk) is never
-//! one. All of them are reported. With no expected disks there are no
-//! candidates at all.
+//! The disks that the expected disks (StorageParams.expected_disks) match
+//! under the disk rule of [`vetting_probes::disks`] (the one the
+//! orchestrator's spec diff uses) are the candidates: by serial or WWN
+//! where the entry gives one, otherwise by model (a glob, as in the spec)
+//! and size (within 1 %, the spec's default tolerance) with the exact
+//! count: when more or fewer disks match an entry than its `count`, all of
+//! them are refused and the stage fails ("expected N, found M"). Removable,
+//! USB and MMC/SD disks are never candidates, even when an entry names them
+//! (many USB enclosures report `removable = 0`, so the transport counts on
+//! its own); a disk whose transport is unknown is a candidate only when an
+//! entry names it by serial or WWN; a disk that no entry names (an
+//! unexpected disk) is never one. All of them are reported. With no
+//! expected disks there are no candidates at all.
 
 use std::path::Path;
 
+use vetting_probes::disks::{DiskRule, match_disks, never_counted};
 use vetting_probes::inventory::{Disk, read_block_device};
 use vetting_probes::protocol::ExpectedDisk;
 
 use crate::params::DiskSelection;
-
-/// The size tolerance for model/size entries, in percent (the spec's
-/// default, `DEFAULT_DISK_TOLERANCE_PERCENT` in vetting-core).
-pub const SIZE_TOLERANCE_PERCENT: f64 = 1.0;
 
 /// A disk that will not be written, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,173 +44,82 @@ pub struct Allowlist {
 
 /// Decides which of `disks` may be written, from the expected disks.
 pub fn decide(disks: &[Disk], expected: &[ExpectedDisk]) -> Allowlist {
+    let rules: Vec<DiskRule> = expected.iter().map(DiskRule::from).collect();
+    let matched = match_disks(disks, &rules);
     let mut allowlist = Allowlist::default();
-    // index of the entry that claimed each disk
-    let mut claimed: Vec<Option<usize>> = vec![None; disks.len()];
-    let mut refused_by_entry: Vec<Option<String>> = vec![None; disks.len()];
-
-    // First the entries that name a disk (serial / WWN).
-    for (entry_index, entry) in expected.iter().enumerate() {
-        if !identified(entry) {
-            continue;
-        }
-        let matches: Vec<usize> = (0..disks.len())
-            .filter(|&index| identifies(entry, &disks[index]))
-            .collect();
-        let wanted = entry.count.unwrap_or(1) as usize;
-        if matches.len() != wanted {
-            allowlist.problems.push(format!(
-                "expected {wanted} disk(s) {}, found {}",
-                describe_entry(entry),
-                matches.len()
-            ));
-            for index in matches {
-                refused_by_entry[index] = Some(format!(
-                    "matches {} but the count is wrong (expected {wanted})",
-                    describe_entry(entry)
+    // the serial/WWN entries' problems first, then the groups'
+    for identified in [true, false] {
+        for (index, rule) in rules.iter().enumerate() {
+            if rule.is_identified() != identified {
+                continue;
+            }
+            let found = &matched.rules[index];
+            if !rule.selects() {
+                allowlist.problems.push(
+                    "an expected disk has no serial, WWN, model or size: it cannot select a disk"
+                        .to_string(),
+                );
+                continue;
+            }
+            let entry = describe_entry(&expected[index]);
+            if identified {
+                for (at, why) in &found.not_counted {
+                    allowlist.problems.push(format!(
+                        "{} matches {entry} but is {}: it is not tested",
+                        disks[*at].name,
+                        why.why()
+                    ));
+                }
+            }
+            let seen = found.counted.len()
+                + if identified {
+                    found.not_counted.len()
+                } else {
+                    0
+                };
+            if seen != found.wanted {
+                allowlist.problems.push(format!(
+                    "expected {} disk(s) {entry}, found {seen}",
+                    found.wanted
                 ));
             }
-            continue;
-        }
-        for index in matches {
-            claimed[index] = Some(entry_index);
         }
     }
-    // Then model/size groups, over the disks not named by serial or WWN.
-    for (entry_index, entry) in expected.iter().enumerate() {
-        if identified(entry) {
-            continue;
-        }
-        if entry.model.is_none() && entry.size_bytes.is_none() {
-            allowlist.problems.push(
-                "an expected disk has no serial, WWN, model or size: it cannot select a disk"
-                    .to_string(),
+
+    for (at, disk) in disks.iter().enumerate() {
+        let reason = if let Some(why) = never_counted(disk) {
+            Some(format!("{}: never written", why.why()))
+        } else if let Some(index) = matched.refused_by[at] {
+            let (entry, wanted) = (
+                describe_entry(&expected[index]),
+                matched.rules[index].wanted,
             );
-            continue;
-        }
-        let matches: Vec<usize> = (0..disks.len())
-            .filter(|&index| claimed[index].is_none() && fits_group(entry, &disks[index]))
-            .collect();
-        let wanted = entry.count.unwrap_or(1) as usize;
-        if matches.len() != wanted {
-            allowlist.problems.push(format!(
-                "expected {wanted} disk(s) {}, found {}",
-                describe_entry(entry),
-                matches.len()
-            ));
-            for index in matches {
-                refused_by_entry[index] = Some(format!(
-                    "matches {} but expected {wanted} such disk(s), found another number: none is written",
-                    describe_entry(entry)
-                ));
-            }
-            continue;
-        }
-        for index in matches {
-            claimed[index] = Some(entry_index);
-        }
-    }
-
-    for (index, disk) in disks.iter().enumerate() {
-        let never = never_written(disk);
-        let reason = if let Some(why) = never {
-            Some(format!("{why}: never written"))
-        } else if let Some(reason) = refused_by_entry[index].take() {
-            Some(reason)
-        } else if claimed[index].is_none() && disk.transport.is_none() {
+            Some(if rules[index].is_identified() {
+                format!("matches {entry} but the count is wrong (expected {wanted})")
+            } else {
+                format!(
+                    "matches {entry} but expected {wanted} such disk(s), found another number: none is written"
+                )
+            })
+        } else if matched.claimed_by[at].is_some() {
+            None
+        } else if disk.transport.is_none() {
             Some(
                 "transport unknown: written only when the spec names it by serial or WWN"
                     .to_string(),
             )
-        } else if claimed[index].is_none() {
-            Some("unexpected: no expected disk names it".to_string())
         } else {
-            None
+            Some("unexpected: no expected disk names it".to_string())
         };
         match reason {
-            Some(reason) => {
-                if let Some(why) = never
-                    && let Some(entry) = claimed[index]
-                {
-                    allowlist.problems.push(format!(
-                        "{} matches {} but is {why}: it is not tested",
-                        disk.name,
-                        describe_entry(&expected[entry])
-                    ));
-                }
-                allowlist.refused.push(Refused {
-                    disk: disk.clone(),
-                    reason,
-                });
-            }
+            Some(reason) => allowlist.refused.push(Refused {
+                disk: disk.clone(),
+                reason,
+            }),
             None => allowlist.candidates.push(disk.clone()),
         }
     }
     allowlist
-}
-
-/// Why a disk is never written whatever the spec says: `removable`,
-/// `on USB`, `an MMC/SD card`.
-pub fn never_written(disk: &Disk) -> Option<&'static str> {
-    let transport = disk.transport.as_deref().map(str::to_ascii_lowercase);
-    if disk.removable {
-        Some("removable")
-    } else if transport.as_deref() == Some("usb") {
-        Some("on USB")
-    } else if transport.as_deref() == Some("mmc") || disk.name.starts_with("mmcblk") {
-        Some("an MMC/SD card")
-    } else {
-        None
-    }
-}
-
-fn identified(entry: &ExpectedDisk) -> bool {
-    entry.serial.is_some() || entry.wwn.is_some()
-}
-
-/// Whether `disk` is the one a serial/WWN entry names (removable, USB and
-/// MMC disks match too, so that they are reported rather than called
-/// missing).
-fn identifies(entry: &ExpectedDisk, disk: &Disk) -> bool {
-    let serial_ok = match (&entry.serial, &disk.serial) {
-        (Some(expected), Some(actual)) => expected.trim().eq_ignore_ascii_case(actual.trim()),
-        (Some(_), None) => false,
-        (None, _) => true,
-    };
-    let wwn_ok = match (&entry.wwn, &disk.wwn) {
-        (Some(expected), Some(actual)) => normalize_wwn(expected) == normalize_wwn(actual),
-        (Some(_), None) => false,
-        (None, _) => true,
-    };
-    serial_ok && wwn_ok
-}
-
-/// Whether `disk` belongs to a model/size entry. Disks that are never
-/// written never do, nor do disks whose transport is unknown (only a
-/// serial or WWN may name those).
-fn fits_group(entry: &ExpectedDisk, disk: &Disk) -> bool {
-    if never_written(disk).is_some() || disk.transport.is_none() {
-        return false;
-    }
-    let model_ok = match (&entry.model, &disk.model) {
-        (Some(pattern), Some(model)) => {
-            glob_matches(pattern, model)
-                || disk
-                    .vendor
-                    .as_ref()
-                    .is_some_and(|vendor| glob_matches(pattern, &format!("{vendor} {model}")))
-        }
-        (Some(_), None) => false,
-        (None, _) => true,
-    };
-    let size_ok = match entry.size_bytes {
-        Some(expected) => {
-            (disk.size_bytes as f64 - expected as f64).abs()
-                <= expected as f64 * SIZE_TOLERANCE_PERCENT / 100.0
-        }
-        None => true,
-    };
-    model_ok && size_ok
 }
 
 /// `serial S1`, `model "X*", size 1920383410176 bytes`.
@@ -258,55 +165,6 @@ pub fn describe_disk(disk: &Disk) -> String {
         parts.push("removable".into());
     }
     format!("{} ({})", disk.name, parts.join(", "))
-}
-
-/// A WWN without its notation (`0x`, `naa.`, `eui.`, `wwn-`), lower-case.
-pub fn normalize_wwn(wwn: &str) -> String {
-    let lower = wwn.trim().to_ascii_lowercase();
-    let stripped = ["wwn-", "0x", "naa.", "eui.", "nguid."]
-        .iter()
-        .fold(lower.as_str(), |text, prefix| {
-            text.strip_prefix(prefix).unwrap_or(text)
-        })
-        .to_string();
-    let stripped = stripped.strip_prefix("0x").unwrap_or(&stripped).to_string();
-    stripped
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect()
-}
-
-/// The spec's glob: `*` any run, `?` one character; case-insensitive,
-/// whitespace runs count as one space; the whole value must match.
-pub fn glob_matches(pattern: &str, value: &str) -> bool {
-    let normalize = |text: &str| -> Vec<char> {
-        text.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-            .chars()
-            .collect()
-    };
-    let pattern = normalize(pattern);
-    let value = normalize(value);
-    let (mut p, mut v) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while v < value.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == value[v]) {
-            p += 1;
-            v += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
-            star = Some((p, v));
-            p += 1;
-        } else if let Some((star_p, star_v)) = star {
-            p = star_p + 1;
-            v = star_v + 1;
-            star = Some((star_p, star_v + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|c| *c == '*')
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
@@ -596,20 +454,6 @@ mod tests {
             }],
         );
         assert!(far.candidates.is_empty());
-    }
-
-    #[test]
-    fn glob_semantics_follow_the_spec() {
-        assert!(glob_matches(
-            "*E5-2620*",
-            "Intel(R) Xeon(R) CPU E5-2620 0 @ 2.00GHz"
-        ));
-        assert!(glob_matches(
-            "samsung   mz7lh*",
-            "SAMSUNG MZ7LH1T9HMLT-00005"
-        ));
-        assert!(!glob_matches("E5", "E5-2620"));
-        assert!(glob_matches("a?c", "abc"));
     }
 
     #[test]

@@ -124,7 +124,8 @@ pub fn differences(allowlisted: &Disk, now: &Disk) -> Vec<String> {
             shown(&now.serial)
         ));
     }
-    let normalized = |wwn: &Option<String>| wwn.as_deref().map(super::allowlist::normalize_wwn);
+    let normalized =
+        |wwn: &Option<String>| wwn.as_deref().map(vetting_probes::disks::normalize_wwn);
     if normalized(&allowlisted.wwn) != normalized(&now.wwn) {
         changes.push(format!(
             "WWN {} → {}",
@@ -152,7 +153,7 @@ fn by_id_link(dev_root: &Path, disk: &Disk, rdev: u64) -> Option<PathBuf> {
         marks.push(serial.replace(' ', "_").to_ascii_lowercase());
     }
     if let Some(wwn) = &disk.wwn {
-        let wwn = super::allowlist::normalize_wwn(wwn);
+        let wwn = vetting_probes::disks::normalize_wwn(wwn);
         if !wwn.is_empty() {
             marks.push(wwn);
         }

@@ -2,12 +2,13 @@
 //! severity (critical fails SpecValidate), and the identity check that
 //! stands before anything destructive.
 
+use vetting_probes::disks::{DiskRule, match_disks, never_counted, same_serial};
 use vetting_probes::inventory::{Disk, Inventory, LinkState, Nic};
 use vetting_probes::parsers::dmidecode::{is_placeholder_uuid, meaningful};
 
 use super::{
-    DEFAULT_DISK_TOLERANCE_PERCENT, DEFAULT_MEMORY_TOLERANCE_PERCENT, DiskSpec, Severity, Spec,
-    SpecDiff, format_bytes_binary, format_bytes_decimal, glob_matches,
+    DEFAULT_DISK_TOLERANCE_PERCENT, DEFAULT_MEMORY_TOLERANCE_PERCENT, DiskSpec, DisksSpec,
+    Severity, Spec, SpecDiff, format_bytes_binary, format_bytes_decimal, glob_matches,
 };
 
 /// Compares the host record's identity (serial, UUID) with what the machine
@@ -84,10 +85,6 @@ fn reported_uuid(inventory: &Inventory) -> Option<String> {
         .as_deref()
         .and_then(meaningful)
         .filter(|uuid| !is_placeholder_uuid(uuid))
-}
-
-fn same_serial(a: &str, b: &str) -> bool {
-    a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 /// UUIDs compare by their hex digits, case-insensitively; the byte order of
@@ -383,62 +380,6 @@ fn check_memory(spec: &Spec, inventory: &Inventory, diffs: &mut Vec<SpecDiff>) {
     }
 }
 
-/// A WWN without its notation (`0x`, `naa.`, `eui.`, `wwn-`), lower-case.
-fn normalize_wwn(wwn: &str) -> String {
-    let lower = wwn.trim().to_ascii_lowercase();
-    let stripped = ["wwn-", "0x", "naa.", "eui.", "nguid."]
-        .iter()
-        .fold(lower.as_str(), |text, prefix| {
-            text.strip_prefix(prefix).unwrap_or(text)
-        })
-        .to_string();
-    let stripped = stripped.strip_prefix("0x").unwrap_or(&stripped).to_string();
-    stripped
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect()
-}
-
-/// Whether `disk` is the one a serial/WWN entry names.
-fn identifies(entry: &DiskSpec, disk: &Disk) -> bool {
-    let serial_ok = match (&entry.serial, &disk.serial) {
-        (Some(expected), Some(actual)) => same_serial(expected, actual),
-        (Some(_), None) => false,
-        (None, _) => true,
-    };
-    let wwn_ok = match (&entry.wwn, &disk.wwn) {
-        (Some(expected), Some(actual)) => normalize_wwn(expected) == normalize_wwn(actual),
-        (Some(_), None) => false,
-        (None, _) => true,
-    };
-    serial_ok && wwn_ok
-}
-
-/// Whether `disk` belongs to a model/size group entry.
-fn fits_group(entry: &DiskSpec, disk: &Disk) -> bool {
-    let model_ok = match (&entry.model, &disk.model) {
-        (Some(pattern), Some(model)) => {
-            glob_matches(pattern, model)
-                || disk
-                    .vendor
-                    .as_ref()
-                    .is_some_and(|vendor| glob_matches(pattern, &format!("{vendor} {model}")))
-        }
-        (Some(_), None) => false,
-        (None, _) => true,
-    };
-    let size_ok = match entry.size_bytes {
-        Some(expected) => {
-            let tolerance = entry
-                .size_tolerance_percent
-                .unwrap_or(DEFAULT_DISK_TOLERANCE_PERCENT);
-            (disk.size_bytes as f64 - expected as f64).abs() <= expected as f64 * tolerance / 100.0
-        }
-        None => true,
-    };
-    model_ok && size_ok
-}
-
 /// `sdb (MZ7LH1T9HMLT-00005, serial S1, 1.92 TB)`.
 pub(crate) fn describe_disk(disk: &Disk) -> String {
     let mut parts = Vec::new();
@@ -460,106 +401,123 @@ fn check_disks(spec: &Spec, inventory: &Inventory, diffs: &mut Vec<SpecDiff>) {
         return;
     };
     let disks = &inventory.disks;
-    let mut claimed = vec![false; disks.len()];
-    // disks named by serial or WWN first, then the model/size groups
-    for (index, entry) in disks_spec.devices.iter().enumerate() {
-        if !entry.is_identified() {
-            continue;
-        }
-        let path = format!("disks.devices[{index}]");
-        let found = (0..disks.len()).find(|&at| !claimed[at] && identifies(entry, &disks[at]));
-        match found {
-            Some(at) => {
-                claimed[at] = true;
-                diffs.push(SpecDiff::new(
-                    Severity::Info,
-                    path,
-                    Some(entry.describe()),
-                    Some(describe_disk(&disks[at])),
-                    format!("disk {} found: {}", entry.describe(), disks[at].name),
-                ));
-            }
-            None => diffs.push(SpecDiff::new(
-                Severity::Critical,
-                path,
-                Some(entry.describe()),
-                None,
-                format!("missing disk: {} is not in the machine", entry.describe()),
-            )),
-        }
-    }
-    for (index, entry) in disks_spec.devices.iter().enumerate() {
-        if entry.is_identified() {
-            continue;
-        }
-        let path = format!("disks.devices[{index}]");
-        let wanted = entry.wanted() as usize;
-        let mut found = Vec::new();
-        for at in 0..disks.len() {
-            if found.len() == wanted {
-                break;
-            }
-            if !claimed[at] && !disks[at].removable && fits_group(entry, &disks[at]) {
-                claimed[at] = true;
-                found.push(at);
-            }
-        }
-        let names: Vec<String> = found.iter().map(|&at| disks[at].name.clone()).collect();
-        let actual = (!found.is_empty()).then(|| {
+    let matched = match_disks(disks, &disk_rules(disks_spec));
+    let names = |found: &[usize]| -> String {
+        found
+            .iter()
+            .map(|&at| disks[at].name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let described = |found: &[usize]| -> Option<String> {
+        (!found.is_empty()).then(|| {
             found
                 .iter()
                 .map(|&at| describe_disk(&disks[at]))
                 .collect::<Vec<_>>()
                 .join("; ")
-        });
-        if found.len() < wanted {
+        })
+    };
+    // disks named by serial or WWN first, then the model/size groups
+    for identified in [true, false] {
+        for (index, entry) in disks_spec.devices.iter().enumerate() {
+            if entry.is_identified() != identified {
+                continue;
+            }
+            let path = format!("disks.devices[{index}]");
+            let found = &matched.rules[index];
+            let not_counted = found
+                .not_counted
+                .iter()
+                .map(|&(at, why)| format!("{} is {}: not counted", disks[at].name, why.why()))
+                .collect::<Vec<_>>();
+            let not_counted_text = if not_counted.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", not_counted.join("; "))
+            };
+            let (severity, message) = if found.met && identified {
+                (
+                    Severity::Info,
+                    format!("disk {} found: {}", entry.describe(), names(&found.counted)),
+                )
+            } else if found.met {
+                (
+                    Severity::Info,
+                    format!("{} found: {}", entry.describe(), names(&found.counted)),
+                )
+            } else if found.counted.len() > found.wanted
+                || (identified && !found.counted.is_empty())
+            {
+                let all: Vec<usize> = found
+                    .counted
+                    .iter()
+                    .copied()
+                    .chain(found.not_counted.iter().map(|&(at, _)| at))
+                    .collect();
+                (
+                    Severity::Critical,
+                    format!(
+                        "ambiguous disk: the spec expects {} × {}, {} disks match ({}){not_counted_text}: \
+                         the Storage stage writes none of them",
+                        found.wanted,
+                        describe_group(entry),
+                        all.len(),
+                        names(&all)
+                    ),
+                )
+            } else if identified && found.not_counted.is_empty() {
+                (
+                    Severity::Critical,
+                    format!("missing disk: {} is not in the machine", entry.describe()),
+                )
+            } else {
+                (
+                    Severity::Critical,
+                    format!(
+                        "missing disk: the spec expects {} × {}, found {}{}{not_counted_text}",
+                        found.wanted,
+                        describe_group(entry),
+                        found.counted.len(),
+                        if found.counted.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", names(&found.counted))
+                        }
+                    ),
+                )
+            };
             diffs.push(SpecDiff::new(
-                Severity::Critical,
+                severity,
                 path,
                 Some(entry.describe()),
-                actual,
-                format!(
-                    "missing disk: the spec expects {wanted} × {}, found {}{}",
-                    describe_group(entry),
-                    found.len(),
-                    if names.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", names.join(", "))
-                    }
-                ),
-            ));
-        } else {
-            diffs.push(SpecDiff::new(
-                Severity::Info,
-                path,
-                Some(entry.describe()),
-                actual,
-                format!("{} found: {}", entry.describe(), names.join(", ")),
+                described(&found.counted),
+                message,
             ));
         }
     }
     let mut unmatched = Vec::new();
     for (at, disk) in disks.iter().enumerate() {
-        if claimed[at] {
+        if matched.claimed_by[at].is_some() {
             continue;
         }
-        if disk.removable {
+        if let Some(why) = never_counted(disk) {
             diffs.push(SpecDiff::new(
                 Severity::Info,
                 "disks",
                 None,
                 Some(describe_disk(disk)),
                 format!(
-                    "removable disk {} is not counted and never tested",
-                    describe_disk(disk)
+                    "disk {} is {}: not counted and never tested",
+                    describe_disk(disk),
+                    why.why()
                 ),
             ));
         } else {
             unmatched.push(disk);
         }
     }
-    let total = claimed.iter().filter(|&&taken| taken).count() + unmatched.len();
+    let total = matched.matched().len() + unmatched.len();
     let unmatched_text = unmatched
         .iter()
         .map(|disk| describe_disk(disk))
@@ -608,6 +566,39 @@ fn check_disks(spec: &Spec, inventory: &Inventory, diffs: &mut Vec<SpecDiff>) {
         }
         None => {}
     }
+}
+
+/// The spec's disks as the shared disk rule (with their tolerance).
+fn disk_rules(disks_spec: &DisksSpec) -> Vec<DiskRule> {
+    disks_spec
+        .devices
+        .iter()
+        .map(|entry| DiskRule {
+            serial: entry.serial.clone(),
+            wwn: entry.wwn.clone(),
+            model: entry.model.clone(),
+            size_bytes: entry.size_bytes,
+            size_tolerance_percent: entry
+                .size_tolerance_percent
+                .unwrap_or(DEFAULT_DISK_TOLERANCE_PERCENT),
+            count: entry.wanted(),
+        })
+        .collect()
+}
+
+/// The names of the disks that make an expected disk present, in the
+/// inventory's order: the matched set of the disk rule
+/// ([`vetting_probes::disks`]), the same disks the agent's allowlist may
+/// write. Removable, USB and MMC/SD disks are never among them.
+pub fn matched_disks(spec: &Spec, inventory: &Inventory) -> Vec<String> {
+    let Some(disks_spec) = &spec.disks else {
+        return Vec::new();
+    };
+    match_disks(&inventory.disks, &disk_rules(disks_spec))
+        .matched()
+        .into_iter()
+        .map(|at| inventory.disks[at].name.clone())
+        .collect()
 }
 
 /// `model X, 1.92 TB` without the count.
@@ -852,13 +843,6 @@ mod tests {
             dmidecode,
             "36363535-3533-435a-3232-343630335139"
         ));
-    }
-
-    #[test]
-    fn wwns_compare_without_notation() {
-        assert_eq!(normalize_wwn("0x5000C500A1B2C3D4"), "5000c500a1b2c3d4");
-        assert_eq!(normalize_wwn("naa.5000c500a1b2c3d4"), "5000c500a1b2c3d4");
-        assert_eq!(normalize_wwn("wwn-0x5000c500a1b2c3d4"), "5000c500a1b2c3d4");
     }
 
     #[test]

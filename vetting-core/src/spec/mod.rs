@@ -21,7 +21,7 @@
 //!   tolerance_percent: 5        # default 5
 //!   dimm_count: 10
 //! disks:
-//!   exact_count: 3              # non-removable disks, in total
+//!   exact_count: 3              # disks in total, not counting removable, USB, MMC/SD
 //!   devices:
 //!     - serial: S3Z8NB0K123456
 //!     - wwn: "0x5000c500a1b2c3d4"
@@ -54,15 +54,14 @@
 //! operator's guide is `docs/spec.md`.
 
 mod diff;
-mod glob;
 mod store;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use vetting_probes::protocol::{ExpectedDisk, ExpectedParts};
 
-pub use diff::{diff, identity_diff};
-pub use glob::glob_matches;
+pub use diff::{diff, identity_diff, matched_disks};
 pub use store::{SpecOutcome, SpecProfile};
+pub use vetting_probes::glob::glob_matches;
 
 /// The spec schema version this build reads and writes.
 pub const SPEC_SCHEMA_VERSION: u32 = 1;
@@ -71,7 +70,8 @@ pub const SPEC_SCHEMA_VERSION: u32 = 1;
 pub const DEFAULT_MEMORY_TOLERANCE_PERCENT: f64 = 5.0;
 
 /// The default disk size tolerance, in percent of the expected size.
-pub const DEFAULT_DISK_TOLERANCE_PERCENT: f64 = 1.0;
+pub const DEFAULT_DISK_TOLERANCE_PERCENT: f64 =
+    vetting_probes::disks::DEFAULT_SIZE_TOLERANCE_PERCENT;
 
 /// The expected hardware of a host (or of a server model, as a profile).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,7 +150,8 @@ pub struct MemorySpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DisksSpec {
-    /// How many non-removable disks the machine has in total: fewer is
+    /// How many disks the machine has in total, not counting removable,
+    /// USB and MMC/SD disks (see [`vetting_probes::disks`]): fewer is
     /// critical, more a warning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact_count: Option<u32>,

@@ -10,7 +10,7 @@ use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
 use vetting_core::reports::{build_report, write_reports};
 use vetting_core::spec::{
     Severity, Spec, SpecDiff, diff, effective_spec, expected_disks, expected_parts, identity_diff,
-    parse_spec,
+    matched_disks, parse_spec,
 };
 use vetting_core::state_machine::{Event, RunState};
 use vetting_core::store::entities::{artifact, inventory, measurement, spec_diff};
@@ -233,6 +233,159 @@ fn per_host_overrides_merge_over_the_profile() {
     .unwrap_err();
     assert!(bad.to_string().contains("totl"), "{bad}");
     assert!(effective_spec(Some(&profile), Some(&serde_json::json!([1]))).is_err());
+}
+
+/// One disk rule: the same inventory and spec go to the agent's allowlist
+/// (what it may write) and to the spec diff (which expected disks are
+/// present), and both find the same disks. A USB disk, a removable disk
+/// and an MMC card never count, even when the spec names them or they fit
+/// a group; a disk of unknown transport counts when named by serial, not
+/// when it only fits a model/size group.
+#[test]
+fn the_agent_allowlist_and_the_spec_diff_match_the_same_disks() {
+    let base = |name: &str, serial: &str, transport: Option<&str>| Disk {
+        name: name.into(),
+        model: Some("MZ7LH1T9HMLT-00005".into()),
+        serial: Some(serial.into()),
+        size_bytes: 1_920_383_410_176,
+        transport: transport.map(Into::into),
+        ..Disk::default()
+    };
+    let mut removable = base("sdd", "S4", Some("sata"));
+    removable.removable = true;
+    let mut unknown_hdd = base("sde", "H1", None);
+    unknown_hdd.model = Some("HUH721212ALE600".into());
+    unknown_hdd.size_bytes = 12_000_138_625_024;
+    let mut inventory = dl380_inventory();
+    inventory.disks = vec![
+        base("sda", "S1", Some("sata")),
+        base("sdb", "S2", Some("sata")),
+        // fits the group, on USB (and not flagged removable)
+        base("sdc", "S3", Some("usb")),
+        // fits the group, removable
+        removable,
+        // named by serial, an MMC card
+        base("mmcblk0", "MMC-1", Some("mmc")),
+        // named by serial, a USB stick
+        base("sdf", "USB-1", Some("usb")),
+        // named by serial, transport unknown
+        base("nvme0n1", "N1", None),
+        // fits a model/size group only, transport unknown
+        unknown_hdd,
+    ];
+    let spec = parse_spec(
+        r#"
+schema_version: 1
+disks:
+  devices:
+    - model: "MZ7LH1T9*"
+      size: 1.92TB
+      count: 2
+    - serial: N1
+    - serial: MMC-1
+    - serial: USB-1
+    - model: "HUH721212*"
+      size: 12TB
+"#,
+    )
+    .unwrap();
+
+    let allowlist =
+        vetting_agent::stages::allowlist::decide(&inventory.disks, &expected_disks(&spec));
+    let written: Vec<&str> = allowlist
+        .candidates
+        .iter()
+        .map(|disk| disk.name.as_str())
+        .collect();
+    assert_eq!(written, ["sda", "sdb", "nvme0n1"], "{allowlist:#?}");
+    assert_eq!(matched_disks(&spec, &inventory), written);
+
+    let diffs = diff(&spec, &inventory);
+    let entry = |index: usize| {
+        let path = format!("disks.devices[{index}]");
+        let found: Vec<&SpecDiff> = diffs.iter().filter(|diff| diff.path == path).collect();
+        assert_eq!(found.len(), 1, "{path}: {diffs:#?}");
+        found[0]
+    };
+    assert_eq!(entry(0).severity, Severity::Info, "{:?}", entry(0));
+    assert!(
+        entry(0).message.contains("sda, sdb"),
+        "{}",
+        entry(0).message
+    );
+    assert_eq!(entry(1).severity, Severity::Info, "{:?}", entry(1));
+    // named, but only a card and a stick carry the serials: missing
+    for (index, name, why) in [(2, "mmcblk0", "an MMC/SD card"), (3, "sdf", "on USB")] {
+        let found = entry(index);
+        assert_eq!(found.severity, Severity::Critical, "{found:?}");
+        assert!(found.message.contains("missing disk"), "{}", found.message);
+        assert!(
+            found
+                .message
+                .contains(&format!("{name} is {why}: not counted")),
+            "{}",
+            found.message
+        );
+    }
+    // a group that only a disk of unknown transport fits is missing
+    let hdd = entry(4);
+    assert_eq!(hdd.severity, Severity::Critical, "{hdd:?}");
+    assert!(
+        hdd.message.contains("found 0") && hdd.message.contains("sde is of unknown transport"),
+        "{}",
+        hdd.message
+    );
+    // the disks that never count are named as such
+    for (name, why) in [
+        ("sdc", "on USB"),
+        ("sdd", "removable"),
+        ("mmcblk0", "an MMC/SD card"),
+        ("sdf", "on USB"),
+    ] {
+        assert!(
+            diffs.iter().any(|diff| diff.path == "disks"
+                && diff.severity == Severity::Info
+                && diff.message.contains(&format!("disk {name} "))
+                && diff.message.contains(&format!("is {why}: not counted"))),
+            "{name}: {diffs:#?}"
+        );
+    }
+}
+
+/// More disks fit a group than its count, or two disks report one serial:
+/// the agent writes none of them, so the diff counts none of them present
+/// (critical, before anything destructive) instead of picking the first.
+#[test]
+fn too_many_disks_for_a_group_or_a_serial_are_ambiguous_on_both_sides() {
+    let mut inventory = dl380_inventory();
+    let mut third = inventory.disks[0].clone();
+    third.name = "sdc".into();
+    third.serial = Some("S455NY0M999999".into());
+    inventory.disks.push(third);
+    let mut twin = inventory.disks[0].clone();
+    twin.name = "sdd".into();
+    let named = parse_spec("schema_version: 1\ndisks:\n  devices:\n    - serial: S455NY0M123456\n")
+        .unwrap();
+    let mut twins = dl380_inventory();
+    twins.disks.push(twin);
+    for (spec, inventory, matching) in [
+        (dl380_spec(), &inventory, "3 disks match (sda, sdb, sdc)"),
+        (named, &twins, "2 disks match (sda, sdd)"),
+    ] {
+        let allowlist =
+            vetting_agent::stages::allowlist::decide(&inventory.disks, &expected_disks(&spec));
+        assert!(allowlist.candidates.is_empty(), "{allowlist:#?}");
+        assert!(matched_disks(&spec, inventory).is_empty());
+        let diffs = diff(&spec, inventory);
+        let ambiguous = with_severity(&diffs, Severity::Critical, "disks.devices[0]");
+        assert_eq!(ambiguous.len(), 1, "{diffs:#?}");
+        assert!(
+            ambiguous[0].message.contains("ambiguous disk")
+                && ambiguous[0].message.contains(matching),
+            "{}",
+            ambiguous[0].message
+        );
+    }
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! Glob patterns of the spec: `*` matches any run of characters, `?` one
-//! character, everything else itself. Case-insensitive; runs of whitespace
-//! count as one space on both sides; the whole value must match.
+//! Glob patterns of the spec (CPU, product, GPU and disk models): `*`
+//! matches any run of characters, `?` one character, everything else
+//! itself. Case-insensitive; runs of whitespace count as one space on both
+//! sides; the whole value must match. One matcher for the orchestrator's
+//! spec diff and the agent's device allowlist.
 
 /// Whether `value` matches the glob `pattern` (see the module docs).
 pub fn glob_matches(pattern: &str, value: &str) -> bool {
@@ -49,12 +51,14 @@ mod tests {
         ));
         assert!(!glob_matches("E5-2620", cpu));
         assert!(!glob_matches("*E5-2620 v4*", cpu));
+        assert!(glob_matches("MZ7LH1T9HMLT-0000?", "MZ7LH1T9HMLT-00005"));
         assert!(glob_matches(
-            "MZ7LH1T9HMLT-0000?",
-            "SAMSUNG MZ7LH1T9HMLT-00005".split_once(' ').unwrap().1
+            "samsung   mz7lh*",
+            "SAMSUNG MZ7LH1T9HMLT-00005"
         ));
         assert!(glob_matches("*", ""));
         assert!(!glob_matches("?", ""));
+        assert!(glob_matches("a?c", "abc"));
         assert!(glob_matches("a*b*c", "aXXbYYc"));
         assert!(!glob_matches("a*b*c", "aXXbYY"));
     }
