@@ -54,15 +54,7 @@ impl Harness {
     async fn smart_run(&self, index: u32) -> (String, String) {
         let (run, token) = self.claimed_run(index).await;
         let (status, body) = self
-            .post(
-                &run,
-                "result",
-                Some(&token),
-                json!({
-                    "stage": "InventoryCheck", "attempt": 1, "outcome": "passed",
-                    "verdict": pass_verdict(), "inventory": inventory()
-                }),
-            )
+            .post(&run, "result", Some(&token), inventory_result())
             .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["position"]["state"], "SMART", "{body}");
@@ -92,9 +84,23 @@ impl Harness {
         )
     }
 
+    /// An upload that must be taken.
+    async fn upload_ok(&self, run: &str, token: &str, query: &str, body: impl Into<reqwest::Body>) {
+        let (status, answer) = self.upload(run, token, query, body).await;
+        assert_eq!(status, 200, "{query}: {answer}");
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.orchestrator.config().data_dir.clone()
     }
+}
+
+/// A passing InventoryCheck result carrying an (empty) inventory.
+fn inventory_result() -> Value {
+    json!({
+        "stage": "InventoryCheck", "attempt": 1, "outcome": "passed",
+        "verdict": pass_verdict(), "inventory": inventory()
+    })
 }
 
 fn smart_result(artifacts: Value) -> Value {
@@ -161,15 +167,14 @@ async fn result_references_open_nothing_outside_the_runs_artifacts() {
 async fn a_link_put_in_place_of_an_upload_is_not_followed() {
     let harness = harness_with(|_| {}).await;
     let (run, token) = harness.smart_run(2).await;
-    let (status, body) = harness
-        .upload(
+    harness
+        .upload_ok(
             &run,
             &token,
             "name=lspci.txt&tool=lspci&stage=SMART&attempt=1",
             fixture("lspci/jc-ubuntu-20.10-lspci-nnmmv.out"),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
     // someone replaces the stored file by a link to the key
     let key_path = harness.data_dir().join("secret.key");
     std::fs::write(&key_path, "00112233445566778899aabbccddeeff").unwrap();
@@ -201,15 +206,14 @@ async fn every_upload_of_the_stage_is_rejudged_and_unreadable_output_fails() {
     let harness = harness_with(|_| {}).await;
     // 1. an upload the result leaves out is judged all the same
     let (run, token) = harness.smart_run(3).await;
-    let (status, body) = harness
-        .upload(
+    harness
+        .upload_ok(
             &run,
             &token,
             "name=smartctl-nvme0.json&tool=smartctl&stage=SMART&attempt=1",
             fixture("smartctl/scrutiny-smart-nvme-failed.json"),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
     let (status, body) = harness
         .post(&run, "result", Some(&token), smart_result(json!([])))
         .await;
@@ -224,15 +228,14 @@ async fn every_upload_of_the_stage_is_rejudged_and_unreadable_output_fails() {
     // without its content
     let (run, token) = harness.smart_run(4).await;
     let garbage = b"\x00\x01 TOPSECRET-CONTENT \xff\xfe".to_vec();
-    let (status, body) = harness
-        .upload(
+    harness
+        .upload_ok(
             &run,
             &token,
             "name=smartctl-sda.json&tool=smartctl&stage=SMART&attempt=1",
             garbage,
         )
         .await;
-    assert_eq!(status, 200, "{body}");
     let (status, body) = harness
         .post(
             &run,
@@ -282,26 +285,17 @@ async fn every_upload_of_the_stage_is_rejudged_and_unreadable_output_fails() {
             fixture("lspci/jc-ubuntu-20.10-lspci-nnmmv.out"),
         ),
     ] {
-        let (status, answer) = harness
-            .upload(
+        harness
+            .upload_ok(
                 &run,
                 &token,
                 &format!("name={name}&tool={tool}&stage=InventoryCheck&attempt=1"),
                 body,
             )
             .await;
-        assert_eq!(status, 200, "{answer}");
     }
     let (status, body) = harness
-        .post(
-            &run,
-            "result",
-            Some(&token),
-            json!({
-                "stage": "InventoryCheck", "attempt": 1, "outcome": "passed",
-                "verdict": pass_verdict(), "inventory": inventory()
-            }),
-        )
+        .post(&run, "result", Some(&token), inventory_result())
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["verdict"]["status"], "warn", "{body}");
@@ -317,15 +311,7 @@ async fn every_upload_of_the_stage_is_rejudged_and_unreadable_output_fails() {
         .await;
     assert_eq!(status, 200);
     let (status, body) = harness
-        .post(
-            &run,
-            "result",
-            Some(&token),
-            json!({
-                "stage": "InventoryCheck", "attempt": 1, "outcome": "passed",
-                "verdict": pass_verdict(), "inventory": inventory()
-            }),
-        )
+        .post(&run, "result", Some(&token), inventory_result())
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["verdict"]["status"], "fail", "{body}");
@@ -428,25 +414,16 @@ async fn fifty_thousand_measurements_are_stored() {
 async fn evidence_of_another_stage_cannot_be_written() {
     let harness = harness_with(|_| {}).await;
     let (run, token) = harness.claimed_run(11).await;
-    let (status, body) = harness
-        .upload(
+    harness
+        .upload_ok(
             &run,
             &token,
             "name=lspci.txt&tool=lspci&stage=InventoryCheck&attempt=1",
             fixture("lspci/jc-ubuntu-20.10-lspci-nnmmv.out"),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
     let (status, body) = harness
-        .post(
-            &run,
-            "result",
-            Some(&token),
-            json!({
-                "stage": "InventoryCheck", "attempt": 1, "outcome": "passed",
-                "verdict": pass_verdict(), "inventory": inventory()
-            }),
-        )
+        .post(&run, "result", Some(&token), inventory_result())
         .await;
     assert_eq!(status, 200, "{body}");
     let before = harness.fingerprint().await;
@@ -500,15 +477,14 @@ async fn one_agent_cannot_stall_the_other_runs() {
         serde_json::from_slice(&fixture("smartctl/scrutiny-smart-nvme.json")).unwrap();
     document["padding"] = Value::String("x".repeat(32 << 20));
     let big = serde_json::to_vec(&document).unwrap();
-    let (status, body) = harness
-        .upload(
+    harness
+        .upload_ok(
             &run,
             &token,
             "name=smartctl-nvme0.json&tool=smartctl&stage=SMART&attempt=1",
             big,
         )
         .await;
-    assert_eq!(status, 200, "{body}");
     // distinct names past the cap are refused outright
     let many: Vec<Value> = (0..300)
         .map(|i| json!({"name": format!("a{i}.json"), "tool": "smartctl"}))
