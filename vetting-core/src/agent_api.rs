@@ -1180,7 +1180,12 @@ impl Orchestrator {
             .count(self.store().db())
             .await
             .map_err(db("counting a stage's artifacts"))?;
-        let cap = evidence::artifact_cap(self.allowlisted_disks(run).await?);
+        // the host's disks are read only when the base allowance is used up
+        let cap = if (others as usize) < evidence::ARTIFACTS_PER_STAGE {
+            evidence::ARTIFACTS_PER_STAGE
+        } else {
+            evidence::artifact_cap(self.allowlisted_disks(run).await?)
+        };
         if others as usize >= cap {
             return Err(OrchestratorError::BadRequest(format!(
                 "{stage} attempt {attempt} already has {others} artifacts; at most {cap} are taken"
@@ -1329,8 +1334,12 @@ impl Orchestrator {
             .all(self.store().db())
             .await
             .map_err(db("reading a stage's artifacts"))?;
-        let cap = evidence::artifact_cap(self.allowlisted_disks(&run).await?);
         let references = evidence::merge_references(&result.artifacts);
+        let cap = if references.len() <= evidence::ARTIFACTS_PER_STAGE {
+            evidence::ARTIFACTS_PER_STAGE
+        } else {
+            evidence::artifact_cap(self.allowlisted_disks(&run).await?)
+        };
         evidence::check_references(&references, &rows, result.stage, result.attempt, cap)
             .map_err(|error| OrchestratorError::BadRequest(error.to_string()))?;
         let dir = self.artifacts_dir(&run.id).join(format!(
