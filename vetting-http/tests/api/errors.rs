@@ -46,15 +46,7 @@ async fn api_errors_are_json() {
         assert_eq!(status, 404, "{path}: {body}");
     }
 
-    for endpoint in [
-        "hello",
-        "claim",
-        "heartbeat",
-        "log",
-        "sensor",
-        "result",
-        "artifact",
-    ] {
+    for endpoint in crate::ENDPOINTS {
         let response = client
             .get(format!("{url}/api/v1/runs/{run}/{endpoint}"))
             .send()

@@ -16,15 +16,7 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const ENDPOINTS: [&str; 7] = [
-    "hello",
-    "claim",
-    "heartbeat",
-    "log",
-    "sensor",
-    "result",
-    "artifact",
-];
+use crate::ENDPOINTS;
 
 /// Which token a request carries.
 #[derive(Debug, Clone)]

@@ -23,6 +23,17 @@ mod fuzz;
 mod limits;
 mod results;
 
+/// Every agent endpoint under `/api/v1/runs/{run}/`.
+const ENDPOINTS: [&str; 7] = [
+    "hello",
+    "claim",
+    "heartbeat",
+    "log",
+    "sensor",
+    "result",
+    "artifact",
+];
+
 struct Harness {
     url: String,
     orchestrator: Orchestrator,
