@@ -184,6 +184,14 @@ pub const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE runs ADD COLUMN acknowledged_findings TEXT NULL",
         ],
     },
+    Migration {
+        version: 6,
+        name: "indexes for a stage attempt's artifacts and a run's components",
+        statements: &[
+            "CREATE INDEX artifacts_stage ON artifacts(run_id, stage, attempt, name)",
+            "CREATE INDEX components_run ON components(run_id)",
+        ],
+    },
 ];
 
 /// The newest schema version this binary knows.
