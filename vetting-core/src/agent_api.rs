@@ -1240,18 +1240,12 @@ impl Orchestrator {
             stage: result.stage,
             attempt: result.attempt,
         };
-        if run.current != Some(reference) || run.state != state_of(result.stage) {
+        if let Err(not_current) = check_current(&run, reference) {
             // a repeat of a result already taken?
             if let Some(response) = self.taken_result(&run, reference).await? {
                 return Ok(Prepared::Repeat(response));
             }
-            return Err(OrchestratorError::NotCurrentStage {
-                run_id: run.id.clone(),
-                state: run.state,
-                stage: result.stage.as_str().to_string(),
-                attempt: result.attempt,
-                position: position_of(&run),
-            });
+            return Err(not_current);
         }
         let hold_reason = match (result.outcome, result.hold_reason.as_deref()) {
             // only the wipe probe holds, and only Storage runs it
