@@ -11,9 +11,9 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
+use vetting_core::machine::{Event, RunState, lookup};
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::{EventContext, Orchestrator};
-use vetting_core::state_machine::{Event, RunState, decide};
 use vetting_core::tokens::{self, SecretKey};
 
 fn token_check(c: &mut Criterion) {
@@ -30,8 +30,8 @@ fn token_check(c: &mut Criterion) {
             .unwrap()
         })
     });
-    c.bench_function("state table lookup (decide)", |b| {
-        b.iter(|| decide(std::hint::black_box(RunState::Storage), Event::StagePassed).unwrap())
+    c.bench_function("state table lookup", |b| {
+        b.iter(|| lookup(std::hint::black_box(RunState::Storage), Event::StagePassed).unwrap())
     });
 }
 

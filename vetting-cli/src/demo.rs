@@ -13,9 +13,9 @@ use anyhow::{Context, bail};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::Config;
 use vetting_core::dispatcher::{Dispatcher, run_reconcilers};
+use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
-use vetting_core::state_machine::RunState;
 
 /// Options of `vetting demo`.
 #[derive(Debug, Clone)]

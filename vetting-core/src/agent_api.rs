@@ -22,12 +22,12 @@ use vetting_probes::{Status, Tool, Verdict};
 
 use crate::events::HubEvent;
 use crate::evidence;
+use crate::machine::{Effect, Event, HoldReason, RunState, state_of};
 use crate::model::{Actor, Run};
 use crate::orchestrator::{
     EventContext, Orchestrator, OrchestratorError, command_for, position_of,
 };
 use crate::runlogs;
-use crate::state_machine::{Event, HoldReason, RunState, state_of};
 use crate::store::StoreError;
 use crate::store::entities::{artifact, component, inventory, log_file, measurement, run, stage};
 use crate::tokens::{self, TokenError};
@@ -589,7 +589,7 @@ impl Orchestrator {
         if !run.state.agent_is_active() && run.state != RunState::FailedHolding {
             return Err(OrchestratorError::InvalidTransition {
                 run_id: run.id.clone(),
-                source: crate::state_machine::InvalidTransition {
+                source: crate::machine::InvalidTransition {
                     state: run.state,
                     event: Event::Claim,
                 },
@@ -1488,31 +1488,31 @@ impl Orchestrator {
         };
         let verdict_json = serde_json::to_string(&verdict).map_err(internal)?;
         let agent_verdict_json = serde_json::to_string(&agent_verdict).map_err(internal)?;
-        self.apply(
-            &run.id,
-            event,
-            EventContext {
-                actor: Some(Actor::agent()),
-                expected_version: Some(run.version),
-                hold_reason,
-                reason,
-                outcome: Some(outcome_name.to_string()),
-                verdict_json: Some(verdict_json),
-                agent_verdict_json: Some(agent_verdict_json),
-                stage_data: Some(std::sync::Arc::new(data)),
-                wipe_findings,
-                ..Default::default()
-            },
-        )
-        .await?;
-        // SpecValidate resolves inside this request; the reports are
-        // written off the request path (the reconcilers pick up a run left
-        // in Reporting by a restart)
-        self.resolve_spec_validate(&run.id).await?;
-        let run = self.get_run(&run.id).await?;
-        if run.state == RunState::Reporting || run.state.is_terminal() {
-            self.queue_resolution(&run.id);
+        let applied = self
+            .apply(
+                &run.id,
+                event,
+                EventContext {
+                    actor: Some(Actor::agent()),
+                    expected_version: Some(run.version),
+                    hold_reason,
+                    reason,
+                    outcome: Some(outcome_name.to_string()),
+                    verdict_json: Some(verdict_json),
+                    agent_verdict_json: Some(agent_verdict_json),
+                    stage_data: Some(std::sync::Arc::new(data)),
+                    wipe_findings,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        // SpecValidate resolves inside this request (the reports are
+        // written off the request path, by the report worker the
+        // transition's effect queued it for)
+        if applied.effects.contains(&Effect::ValidateSpec) {
+            self.resolve_spec_validate(&run.id).await?;
         }
+        let run = self.get_run(&run.id).await?;
         let response = ResultResponse {
             position: position_of(&run),
             verdict,
@@ -1593,8 +1593,10 @@ impl Orchestrator {
                 Err(error) => return Err(error),
             }
         }
-        if self.get_run(run_id).await?.state.is_terminal() {
-            // reports of failed and cancelled runs too
+        let state = self.get_run(run_id).await?.state;
+        if state.is_terminal() || state == RunState::FailedHolding {
+            // the report with the final state, and the reports of failed,
+            // held and cancelled runs
             if let Err(error) = crate::reports::write_reports(self, run_id).await {
                 tracing::warn!(run = %run_id, "cannot write the report: {error}");
             }

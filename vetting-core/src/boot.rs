@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::events::HubEvent;
+use crate::machine::RunState;
 use crate::model::{Host, Mac};
 use crate::orchestrator::{Orchestrator, OrchestratorError};
 use crate::pxe::ipxe::{self, BootParams, Firmware};
 use crate::pxe::{HostEntry, MacAddress, PxeSupervisor};
-use crate::state_machine::RunState;
 
 /// Where the leases come from when the orchestrator is the DHCP server.
 #[async_trait::async_trait]

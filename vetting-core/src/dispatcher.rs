@@ -17,13 +17,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::machine::{Event, RunState};
 use crate::model::{Actor, Host, Run};
 use crate::orchestrator::{EventContext, Orchestrator, OrchestratorError};
 use crate::power::{
     self, ManualDriver, ManualSettings, PowerDriver, PowerError, PowerLog, PowerLogLevel,
     PowerOutcome, PowerSettings,
 };
-use crate::state_machine::{Event, RunState};
 
 /// Picks the power driver of a host. The default reads the host's stored
 /// [`PowerSettings`]; an embedding program can give its own (and so add
@@ -130,6 +130,29 @@ impl PowerLog for RunPowerLog {
     }
 }
 
+/// The runs whose dispatch asked for a power action (the `PowerOn`
+/// effect), waiting for the dispatcher to start it. The reconcilers' scan
+/// of `WaitingWoL` runs is left with retries and with runs a restart
+/// interrupted.
+#[derive(Debug, Default)]
+pub(crate) struct PowerRequests(Mutex<Vec<String>>);
+
+impl PowerRequests {
+    pub(crate) fn request(&self, run_id: &str) {
+        self.lock().push(run_id.to_string());
+    }
+
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The reconcilers of one orchestrator process.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
@@ -186,15 +209,33 @@ impl Dispatcher {
         } else {
             orchestrator.iperf().stop().await;
         }
-        let now = orchestrator.now_ms();
+        // the power actions the committed dispatches asked for, then the
+        // ones to retry and those a restart interrupted
+        let mut waiting = Vec::new();
+        for run_id in orchestrator.take_power_requests() {
+            let run = orchestrator.get_run(&run_id).await?;
+            if run.state == RunState::WaitingWoL {
+                waiting.push(run);
+            }
+        }
+        waiting.extend(
+            runs.into_iter()
+                .filter(|run| run.state == RunState::WaitingWoL),
+        );
+        self.start_power_actions(&waiting);
+        Ok(moved)
+    }
+
+    /// Starts the power action of each run in `WaitingWoL` that has none
+    /// in flight and is not waiting to retry, each in a task of its own;
+    /// forgets the attempts of runs that left `WaitingWoL`.
+    fn start_power_actions(&self, waiting: &[Run]) {
+        let now = self.orchestrator.now_ms();
         let mut to_start = Vec::new();
         {
             let mut power = self.lock_power();
-            power.retain(|run_id, _| {
-                runs.iter()
-                    .any(|run| &run.id == run_id && run.state == RunState::WaitingWoL)
-            });
-            for run in runs.iter().filter(|run| run.state == RunState::WaitingWoL) {
+            power.retain(|run_id, _| waiting.iter().any(|run| &run.id == run_id));
+            for run in waiting {
                 let attempt = power.entry(run.id.clone()).or_default();
                 if attempt.version != run.version {
                     *attempt = PowerAttempt {
@@ -215,7 +256,6 @@ impl Dispatcher {
                 dispatcher.power_on(run).await;
             });
         }
-        Ok(moved)
     }
 
     fn lock_power(&self) -> std::sync::MutexGuard<'_, HashMap<String, PowerAttempt>> {

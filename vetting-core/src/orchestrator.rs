@@ -1,5 +1,5 @@
 //! The driver of the state machine: every transition is decided by
-//! [`crate::state_machine::decide`], persisted compare-and-set (run row,
+//! [`crate::machine::decide`], persisted compare-and-set (run row,
 //! stage row, transition log, dispatcher slot and audit record in one
 //! transaction) and only then announced on the events hub.
 
@@ -15,10 +15,13 @@ use vetting_probes::protocol::{Command, RunPosition, StageRef, WipeFinding};
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
 use crate::events::{EventsHub, HubEvent};
+use crate::machine::{
+    Effect, Event, HoldReason, Input, InvalidTransition, Refusal, RunState, SlotOp, Stage, StageOp,
+    Transition, decide,
+};
 use crate::model::{
     Actor, Applied, AuditRecord, CorruptRow, Host, Mac, NewHost, Run, StageRecord, TransitionRecord,
 };
-use crate::state_machine::{Action, Event, HoldReason, InvalidTransition, RunState, Stage, decide};
 use crate::store::entities::{audit, host, host_mac, run, slot, stage, transition};
 use crate::store::{Store, StoreError};
 use crate::tokens::{self, SecretKey, TokenError};
@@ -138,6 +141,9 @@ struct Inner {
     iperf: crate::iperf::IperfSupervisor,
     run_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     reports: Arc<crate::report_queue::ReportQueue>,
+    /// Runs whose power action a committed dispatch asked for, until the
+    /// dispatcher takes them.
+    power_requests: crate::dispatcher::PowerRequests,
     /// Runs' token nonces once read (a nonce never changes).
     nonces: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -191,6 +197,7 @@ impl Orchestrator {
                 iperf: crate::iperf::IperfSupervisor::default(),
                 run_locks: Default::default(),
                 reports: Default::default(),
+                power_requests: Default::default(),
                 nonces: Default::default(),
             }),
         };
@@ -216,6 +223,7 @@ impl Orchestrator {
                 iperf: crate::iperf::IperfSupervisor::default(),
                 run_locks: Default::default(),
                 reports: Default::default(),
+                power_requests: Default::default(),
                 nonces: Default::default(),
             },
         };
@@ -305,6 +313,28 @@ impl Orchestrator {
     /// worker.
     pub fn resolution_pending(&self, run_id: &str) -> bool {
         self.inner.reports.is_pending(run_id)
+    }
+
+    /// The runs whose power action was asked for since the last call.
+    pub(crate) fn take_power_requests(&self) -> Vec<String> {
+        self.inner.power_requests.take()
+    }
+
+    /// Tells the notifiers of a committed transition.
+    fn notify(
+        &self,
+        run: &Run,
+        kind: crate::machine::NotificationKind,
+        transition: &Transition,
+        context: &EventContext,
+    ) {
+        tracing::info!(
+            run = %run.id,
+            host = run.host_id,
+            state = %transition.run.state,
+            reason = context.reason.as_deref().unwrap_or(""),
+            "{kind}"
+        );
     }
 
     /// Wakes the reconcilers (dispatcher, deadlines) now.
@@ -724,10 +754,11 @@ impl Orchestrator {
 
     // ------------------------------------------------------ the one driver
 
-    /// Applies `event` to a run: decide by the table, then persist
-    /// compare-and-set (retrying on a concurrent non-conflicting change),
-    /// then announce. Follow-up transitions that belong to the same step
-    /// (`Failed` → `FailedHolding`) are made in the same transaction.
+    /// Applies `event` to a run: [`decide`] by the table, persist the
+    /// transition compare-and-set (retrying on a concurrent
+    /// non-conflicting change), announce it, then carry out its effects.
+    /// `ValidateSpec` is left to the caller: the result that led to
+    /// SpecValidate resolves it inside its request.
     pub async fn apply(
         &self,
         run_id: &str,
@@ -754,38 +785,47 @@ impl Orchestrator {
                     run_id: run_id.to_string(),
                 });
             }
-            let (to, action) = decide(run.state, event).map_err(|source| {
-                OrchestratorError::InvalidTransition {
-                    run_id: run_id.to_string(),
-                    source,
-                }
-            })?;
-            if event == Event::OverrideWipe {
-                match run.hold_reason {
-                    Some(reason) if reason.is_wipe_probe() => {}
-                    other => {
-                        return Err(OrchestratorError::OverrideRefused {
-                            run_id: run_id.to_string(),
-                            reason: other.map_or("none", HoldReason::as_str).to_string(),
-                        });
-                    }
-                }
-                self.check_acknowledged(&run, &context).await?;
-            }
-            match self.persist(&run, event, to, action, &context).await {
+            // what an override is checked against (read before deciding)
+            let (held, storage_attempts) =
+                if event == Event::OverrideWipe && run.state == RunState::FailedHolding {
+                    let held: Vec<String> = self
+                        .held_findings(&run.id)
+                        .await?
+                        .into_iter()
+                        .map(|finding| finding.id)
+                        .collect();
+                    (held, self.storage_attempts(&run.id).await?)
+                } else {
+                    (Vec::new(), 0)
+                };
+            let input = Input {
+                reason: context.reason.as_deref(),
+                hold_reason: context.hold_reason,
+                outcome: context.outcome.as_deref(),
+                acknowledged_findings: context.acknowledged_findings.as_deref(),
+                held_finding_ids: &held,
+                storage_attempts,
+            };
+            let transition = decide(
+                &run,
+                event,
+                &input,
+                &self.inner.config.deadlines,
+                self.now_ms(),
+            )
+            .map_err(|refusal| refused(run_id, refusal))?;
+            match self.persist(&run, &transition, &context).await {
                 Ok(announced) => {
                     for hub_event in announced {
                         self.inner.hub.publish(hub_event);
                     }
-                    if !to.holds_slot() || to == RunState::WaitingWoL {
-                        // a slot may have freed, or a dispatch happened
-                        self.poke();
-                    }
+                    self.carry_out(&run, &transition, &context);
                     return Ok(Applied {
                         from: run.state,
-                        to,
+                        to: transition.entered(),
+                        state: transition.run.state,
                         event,
-                        action,
+                        effects: transition.effects,
                     });
                 }
                 Err(OrchestratorError::Conflict { .. }) if context.expected_version.is_none() => {
@@ -799,138 +839,62 @@ impl Orchestrator {
         })
     }
 
+    /// The effects of a committed transition that run beside the request:
+    /// the power action, the report worker, the dispatcher, the notifiers.
+    fn carry_out(&self, run: &Run, transition: &Transition, context: &EventContext) {
+        for effect in &transition.effects {
+            match effect {
+                Effect::PowerOn => {
+                    self.inner.power_requests.request(&run.id);
+                    self.poke();
+                }
+                Effect::WriteReport => self.queue_resolution(&run.id),
+                Effect::WakeDispatcher => self.poke(),
+                Effect::Notify(kind) => self.notify(run, *kind, transition, context),
+                // the result that led to SpecValidate resolves it
+                Effect::ValidateSpec => {}
+            }
+        }
+    }
+
+    /// How many Storage attempts a run has had.
+    async fn storage_attempts(&self, run_id: &str) -> Result<u32> {
+        let attempts = stage::Entity::find()
+            .filter(stage::Column::RunId.eq(run_id))
+            .filter(stage::Column::Stage.eq(Stage::Storage.as_str()))
+            .count(self.conn())
+            .await
+            .map_err(db("counting storage attempts"))?;
+        Ok(u32::try_from(attempts).unwrap_or(u32::MAX - 1))
+    }
+
     /// One transaction: CAS the run row first (so SQLite takes the write
-    /// lock before any read), then the slot, stage rows, transition log and
-    /// audit record.
+    /// lock before any read), then the result's data, the slot, the stage
+    /// rows, the transition log and the audit record.
     async fn persist(
         &self,
         run: &Run,
-        event: Event,
-        to: RunState,
-        action: Action,
+        transition: &Transition,
         context: &EventContext,
     ) -> Result<Vec<HubEvent>> {
         let now = self.now_ms();
-        let config = &self.inner.config;
         let actor = context.actor.clone().unwrap_or_else(Actor::orchestrator);
+        let next = &transition.run;
         let txn = self
             .conn()
             .begin()
             .await
             .map_err(db("applying a transition"))?;
-
-        // what the run row becomes
-        let mut final_state = to;
-        let mut hold_reason = run.hold_reason;
-        let mut failure_reason = run.failure_reason.clone();
-        let mut current = run.current;
-        let mut override_flags = run.override_flags.clone();
-        let mut acknowledged_findings = run.acknowledged_findings.clone();
-        let mut state_deadline = run.state_deadline_ms;
-        let mut heartbeat_deadline = run.heartbeat_deadline_ms;
-        let mut ended_at = run.ended_at_ms;
-        let mut queued_at = run.queued_at_ms;
-        let mut hello_at = run.hello_at_ms;
-        let mut claimed_at = run.claimed_at_ms;
-        let mut extra_transitions: Vec<(RunState, RunState, Event)> = Vec::new();
-
-        match event {
-            Event::Enqueue => queued_at = Some(now),
-            Event::Hello => {
-                hello_at = Some(now);
-                heartbeat_deadline = Some(now + secs(config.deadlines.heartbeat_silence_secs));
-            }
-            Event::Claim => {
-                claimed_at = Some(now);
-                heartbeat_deadline = Some(now + secs(config.deadlines.heartbeat_silence_secs));
-            }
-            _ => {}
-        }
-        // the next stage, for actions that start one
-        let next_stage = match action {
-            Action::StartStage => to.stage().map(|stage| (stage, 1)),
-            Action::RerunStorage => {
-                let attempts = stage::Entity::find()
-                    .filter(stage::Column::RunId.eq(run.id.as_str()))
-                    .filter(stage::Column::Stage.eq(Stage::Storage.as_str()))
-                    .count(self.conn())
-                    .await
-                    .map_err(db("counting storage attempts"))?;
-                Some((Stage::Storage, attempts as u32 + 1))
-            }
-            _ => None,
-        };
-        if let Some((stage, attempt)) = next_stage {
-            current = Some(StageRef { stage, attempt });
-        } else if to.stage().is_none() {
-            current = None;
-        }
-        match action {
-            Action::Fail => {
-                failure_reason = context
-                    .reason
-                    .clone()
-                    .or_else(|| Some(format!("{} in {}", event, run.state)));
-                if run.hold_on_failure {
-                    final_state = RunState::FailedHolding;
-                    hold_reason = Some(HoldReason::Failure);
-                    extra_transitions.push((
-                        RunState::Failed,
-                        RunState::FailedHolding,
-                        Event::HoldOpened,
-                    ));
-                }
-            }
-            Action::Hold => {
-                hold_reason = context.hold_reason.or(Some(HoldReason::Failure));
-                failure_reason = context.reason.clone().or(failure_reason);
-            }
-            Action::RerunStorage => {
-                override_flags = vec!["override_wipe".to_string()];
-                acknowledged_findings = context.acknowledged_findings.clone().unwrap_or_default();
-                hold_reason = None;
-                failure_reason = None;
-            }
-            _ => {}
-        }
-        if final_state.is_terminal() {
-            ended_at = Some(now);
-        }
-        state_deadline = match final_state {
-            RunState::WaitingWoL => Some(now + secs(config.deadlines.power_on_secs)),
-            RunState::Booting if event != Event::Hello => {
-                Some(now + secs(config.deadlines.boot_secs))
-            }
-            RunState::Booting => state_deadline,
-            RunState::SpecValidate => Some(now + secs(config.deadlines.spec_validate_secs)),
-            state => state
-                .stage()
-                .map(|stage| now + secs(stage_deadline_secs(config, stage))),
-        };
-        if !final_state.agent_is_active() && final_state != RunState::Booting {
-            heartbeat_deadline = None;
-        }
-        if action == Action::RerunStorage {
-            heartbeat_deadline = Some(now + secs(config.deadlines.heartbeat_silence_secs));
-        }
-        if !matches!(action, Action::RerunStorage) && final_state != RunState::Storage {
-            // flags are armed for one Storage attempt
-            if !matches!(final_state, RunState::FailedHolding) {
-                override_flags.clear();
-                acknowledged_findings.clear();
-            }
-        }
-
         let encoding = |what: &'static str| {
             move |error: serde_json::Error| {
                 OrchestratorError::Internal(format!("encoding {what}: {error}"))
             }
         };
-        let acknowledged_json = if acknowledged_findings.is_empty() {
+        let acknowledged_json = if next.acknowledged_findings.is_empty() {
             None
         } else {
             Some(
-                serde_json::to_string(&acknowledged_findings)
+                serde_json::to_string(&next.acknowledged_findings)
                     .map_err(encoding("acknowledged finding ids"))?,
             )
         };
@@ -943,45 +907,48 @@ impl Orchestrator {
 
         // 1. compare-and-set the run row
         let updated = run::Entity::update_many()
-            .col_expr(run::Column::State, Expr::value(final_state.as_str()))
+            .col_expr(run::Column::State, Expr::value(next.state.as_str()))
             .col_expr(run::Column::Version, Expr::value(run.version + 1))
             .col_expr(
                 run::Column::HoldReason,
-                Expr::value(hold_reason.map(|r| r.as_str().to_string())),
+                Expr::value(next.hold_reason.map(|r| r.as_str().to_string())),
             )
             .col_expr(
                 run::Column::FailureReason,
-                Expr::value(failure_reason.clone()),
+                Expr::value(next.failure_reason.clone()),
             )
             .col_expr(
                 run::Column::CurrentStage,
-                Expr::value(current.map(|c| c.stage.as_str().to_string())),
+                Expr::value(next.current.map(|c| c.stage.as_str().to_string())),
             )
             .col_expr(
                 run::Column::CurrentAttempt,
-                Expr::value(current.map(|c| c.attempt as i32)),
+                Expr::value(next.current.map(|c| c.attempt as i32)),
             )
-            .col_expr(run::Column::StateDeadlineMs, Expr::value(state_deadline))
+            .col_expr(
+                run::Column::StateDeadlineMs,
+                Expr::value(next.state_deadline_ms),
+            )
             .col_expr(
                 run::Column::HeartbeatDeadlineMs,
-                Expr::value(heartbeat_deadline),
+                Expr::value(next.heartbeat_deadline_ms),
             )
             .col_expr(
                 run::Column::OverrideFlags,
-                Expr::value(if override_flags.is_empty() {
+                Expr::value(if next.override_flags.is_empty() {
                     None
                 } else {
-                    Some(override_flags.join(","))
+                    Some(next.override_flags.join(","))
                 }),
             )
             .col_expr(
                 run::Column::AcknowledgedFindings,
                 Expr::value(acknowledged_json),
             )
-            .col_expr(run::Column::QueuedAtMs, Expr::value(queued_at))
-            .col_expr(run::Column::HelloAtMs, Expr::value(hello_at))
-            .col_expr(run::Column::ClaimedAtMs, Expr::value(claimed_at))
-            .col_expr(run::Column::EndedAtMs, Expr::value(ended_at))
+            .col_expr(run::Column::QueuedAtMs, Expr::value(next.queued_at_ms))
+            .col_expr(run::Column::HelloAtMs, Expr::value(next.hello_at_ms))
+            .col_expr(run::Column::ClaimedAtMs, Expr::value(next.claimed_at_ms))
+            .col_expr(run::Column::EndedAtMs, Expr::value(next.ended_at_ms))
             .col_expr(run::Column::UpdatedAtMs, Expr::value(now))
             .filter(run::Column::Id.eq(run.id.as_str()))
             .filter(run::Column::Version.eq(run.version))
@@ -1002,129 +969,81 @@ impl Orchestrator {
         }
 
         // 2. the dispatcher slot
-        let held_before = run.state.holds_slot();
-        let holds_after = final_state.holds_slot();
-        if !held_before && holds_after {
-            self.take_slot(&txn, &run.id).await?;
-        } else if held_before && !holds_after {
-            slot::Entity::update_many()
-                .col_expr(slot::Column::RunId, Expr::value(Option::<String>::None))
-                .filter(slot::Column::RunId.eq(run.id.as_str()))
-                .exec(&txn)
-                .await
-                .map_err(db("freeing a dispatcher slot"))?;
+        match transition.slot {
+            SlotOp::Take => self.take_slot(&txn, &run.id).await?,
+            SlotOp::Free => {
+                slot::Entity::update_many()
+                    .col_expr(slot::Column::RunId, Expr::value(Option::<String>::None))
+                    .filter(slot::Column::RunId.eq(run.id.as_str()))
+                    .exec(&txn)
+                    .await
+                    .map_err(db("freeing a dispatcher slot"))?;
+            }
+            SlotOp::Keep => {}
         }
 
         // 3. stage rows: close the current one, open the next
-        if let Some(finished) = run.current
-            && (current != run.current || final_state != run.state)
-        {
-            let outcome = context.outcome.clone().unwrap_or_else(|| match event {
-                Event::StagePassed => "passed".into(),
-                Event::StageSkipped => "skipped".into(),
-                Event::StageFailed => "failed".into(),
-                Event::StageHeld => "held".into(),
-                Event::StageTimeout => "timed_out".into(),
-                Event::HeartbeatTimeout => "agent_lost".into(),
-                Event::Cancel => "cancelled".into(),
-                _ => "ended".into(),
-            });
-            stage::Entity::update_many()
-                .col_expr(stage::Column::Outcome, Expr::value(outcome))
-                .col_expr(stage::Column::Reason, Expr::value(context.reason.clone()))
-                .col_expr(stage::Column::FinishedAtMs, Expr::value(now))
-                .col_expr(
-                    stage::Column::Verdict,
-                    Expr::value(context.verdict_json.clone()),
-                )
-                .col_expr(
-                    stage::Column::AgentVerdict,
-                    Expr::value(context.agent_verdict_json.clone()),
-                )
-                .col_expr(stage::Column::WipeFindings, Expr::value(wipe_findings_json))
-                .filter(stage::Column::RunId.eq(run.id.as_str()))
-                .filter(stage::Column::Stage.eq(finished.stage.as_str()))
-                .filter(stage::Column::Attempt.eq(finished.attempt as i32))
-                .filter(stage::Column::FinishedAtMs.is_null())
-                .exec(&txn)
-                .await
-                .map_err(db("closing a stage"))?;
-        }
-        if let Some((next, attempt)) = next_stage {
-            stage::ActiveModel {
-                run_id: Set(run.id.clone()),
-                stage: Set(next.as_str().to_string()),
-                attempt: Set(attempt as i32),
-                outcome: Set("running".into()),
-                reason: Set(None),
-                started_at_ms: Set(now),
-                finished_at_ms: Set(None),
-                agent_verdict: Set(None),
-                verdict: Set(None),
-                response: Set(None),
-                wipe_findings: Set(None),
+        for op in &transition.stages {
+            match op {
+                StageOp::Close {
+                    stage: finished,
+                    outcome,
+                } => {
+                    stage::Entity::update_many()
+                        .col_expr(stage::Column::Outcome, Expr::value(outcome.as_str()))
+                        .col_expr(stage::Column::Reason, Expr::value(context.reason.clone()))
+                        .col_expr(stage::Column::FinishedAtMs, Expr::value(now))
+                        .col_expr(
+                            stage::Column::Verdict,
+                            Expr::value(context.verdict_json.clone()),
+                        )
+                        .col_expr(
+                            stage::Column::AgentVerdict,
+                            Expr::value(context.agent_verdict_json.clone()),
+                        )
+                        .col_expr(
+                            stage::Column::WipeFindings,
+                            Expr::value(wipe_findings_json.clone()),
+                        )
+                        .filter(stage::Column::RunId.eq(run.id.as_str()))
+                        .filter(stage::Column::Stage.eq(finished.stage.as_str()))
+                        .filter(stage::Column::Attempt.eq(finished.attempt as i32))
+                        .filter(stage::Column::FinishedAtMs.is_null())
+                        .exec(&txn)
+                        .await
+                        .map_err(db("closing a stage"))?;
+                }
+                StageOp::Open { stage: next } => {
+                    open_stage(&txn, &run.id, next.stage.as_str(), next.attempt, now).await?;
+                }
+                StageOp::OpenSpecValidate => {
+                    // the orchestrator-owned stage is recorded as a stage row too
+                    open_stage(&txn, &run.id, RunState::SpecValidate.as_str(), 1, now).await?;
+                }
+                StageOp::CloseSpecValidate { outcome } => {
+                    stage::Entity::update_many()
+                        .col_expr(stage::Column::Outcome, Expr::value(outcome.as_str()))
+                        .col_expr(stage::Column::Reason, Expr::value(context.reason.clone()))
+                        .col_expr(stage::Column::FinishedAtMs, Expr::value(now))
+                        .filter(stage::Column::RunId.eq(run.id.as_str()))
+                        .filter(stage::Column::Stage.eq(RunState::SpecValidate.as_str()))
+                        .filter(stage::Column::FinishedAtMs.is_null())
+                        .exec(&txn)
+                        .await
+                        .map_err(db("closing SpecValidate"))?;
+                }
             }
-            .insert(&txn)
-            .await
-            .map_err(db("opening a stage"))?;
-        }
-        if to == RunState::SpecValidate && run.state != RunState::SpecValidate {
-            // the orchestrator-owned stage is recorded as a stage row too
-            stage::ActiveModel {
-                run_id: Set(run.id.clone()),
-                stage: Set("SpecValidate".into()),
-                attempt: Set(1),
-                outcome: Set("running".into()),
-                reason: Set(None),
-                started_at_ms: Set(now),
-                finished_at_ms: Set(None),
-                agent_verdict: Set(None),
-                verdict: Set(None),
-                response: Set(None),
-                wipe_findings: Set(None),
-            }
-            .insert(&txn)
-            .await
-            .map_err(db("opening SpecValidate"))?;
-        }
-        if run.state == RunState::SpecValidate && to != RunState::SpecValidate {
-            let outcome = match event {
-                Event::SpecPassed => "passed",
-                Event::SpecFailed => "failed",
-                Event::StageTimeout => "timed_out",
-                _ => "cancelled",
-            };
-            stage::Entity::update_many()
-                .col_expr(
-                    stage::Column::Outcome,
-                    Expr::value(
-                        context
-                            .outcome
-                            .clone()
-                            .unwrap_or_else(|| outcome.to_string()),
-                    ),
-                )
-                .col_expr(stage::Column::Reason, Expr::value(context.reason.clone()))
-                .col_expr(stage::Column::FinishedAtMs, Expr::value(now))
-                .filter(stage::Column::RunId.eq(run.id.as_str()))
-                .filter(stage::Column::Stage.eq("SpecValidate"))
-                .filter(stage::Column::FinishedAtMs.is_null())
-                .exec(&txn)
-                .await
-                .map_err(db("closing SpecValidate"))?;
         }
 
-        // 4. the transition log (and the automatic hold after a failure)
+        // 4. the transition log (with the automatic hold after a failure)
         let detail = context.reason.clone();
         let mut announced = Vec::new();
-        let mut steps = vec![(run.state, to, event)];
-        steps.extend(extra_transitions);
-        for (from, step_to, step_event) in steps {
+        for step in &transition.steps {
             transition::ActiveModel {
                 run_id: Set(run.id.clone()),
-                from_state: Set(from.as_str().to_string()),
-                to_state: Set(step_to.as_str().to_string()),
-                event: Set(step_event.as_str().to_string()),
+                from_state: Set(step.from.as_str().to_string()),
+                to_state: Set(step.to.as_str().to_string()),
+                event: Set(step.event.as_str().to_string()),
                 actor: Set(actor.as_str().to_string()),
                 at_ms: Set(now),
                 detail: Set(detail.clone()),
@@ -1136,34 +1055,29 @@ impl Orchestrator {
             announced.push(HubEvent::Transition {
                 run_id: run.id.clone(),
                 host_id: run.host_id,
-                from,
-                to: step_to,
-                event: step_event,
+                from: step.from,
+                to: step.to,
+                event: step.event,
                 at_ms: now,
             });
         }
 
         // 5. operator actions leave an audit record
-        if event.is_operator_action() {
+        if transition.audit {
+            let event = transition.steps.first().map(|step| step.event);
+            let mut detail = serde_json::json!({"from": run.state, "to": next.state});
+            if let Some(ids) = &context.acknowledged_findings {
+                detail["acknowledged_findings"] = serde_json::json!(ids);
+            }
             insert_audit(
                 &txn,
                 now,
                 &actor,
-                event.as_str(),
+                event.map_or("transition", Event::as_str),
                 Some(&run.id),
                 Some(run.host_id),
                 context.acknowledged.clone(),
-                Some(
-                    match &context.acknowledged_findings {
-                        Some(ids) => serde_json::json!({
-                            "from": run.state,
-                            "to": final_state,
-                            "acknowledged_findings": ids,
-                        }),
-                        None => serde_json::json!({"from": run.state, "to": final_state}),
-                    }
-                    .to_string(),
-                ),
+                Some(detail.to_string()),
             )
             .await?;
         }
@@ -1357,7 +1271,11 @@ impl Orchestrator {
                 .col_expr(run::Column::LastHeartbeatMs, Expr::value(now))
                 .col_expr(
                     run::Column::HeartbeatDeadlineMs,
-                    Expr::value(now + secs(self.inner.config.deadlines.heartbeat_silence_secs)),
+                    Expr::value(
+                        now + crate::clock::secs_to_ms(
+                            self.inner.config.deadlines.heartbeat_silence_secs,
+                        ),
+                    ),
                 )
                 .filter(run::Column::Id.eq(run.id.as_str()))
                 .filter(run::Column::State.eq(run.state.as_str()))
@@ -1629,41 +1547,6 @@ impl Orchestrator {
         }
     }
 
-    /// An override's ids must all be among the hold's findings.
-    async fn check_acknowledged(&self, run: &Run, context: &EventContext) -> Result<()> {
-        let acknowledged = context.acknowledged_findings.as_deref().unwrap_or_default();
-        if acknowledged.is_empty() {
-            return Err(OrchestratorError::BadRequest(
-                "an override must name the wipe-probe findings it acknowledges (their ids)".into(),
-            ));
-        }
-        let findings = self.held_findings(&run.id).await?;
-        let unknown: Vec<&str> = acknowledged
-            .iter()
-            .filter(|id| !findings.iter().any(|finding| &finding.id == *id))
-            .map(String::as_str)
-            .collect();
-        if unknown.is_empty() {
-            return Ok(());
-        }
-        let known: Vec<&str> = findings.iter().map(|finding| finding.id.as_str()).collect();
-        Err(OrchestratorError::BadRequest(format!(
-            "run {}: the override names finding(s) the hold does not list: {} ({})",
-            run.id,
-            unknown
-                .iter()
-                .take(10)
-                .map(|id| format!("`{}`", id.chars().take(300).collect::<String>()))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if known.is_empty() {
-                "the hold lists none".to_string()
-            } else {
-                format!("they are: {}", known.join(", "))
-            }
-        )))
-    }
-
     // ---------------------------------------------------------- queries
 
     /// The transition log, in commit order (by id).
@@ -1772,22 +1655,46 @@ pub fn position_of(run: &Run) -> RunPosition {
     }
 }
 
-fn secs(value: u64) -> i64 {
-    i64::try_from(value.saturating_mul(1000)).unwrap_or(i64::MAX / 2)
+/// A refusal of the table as the orchestrator's error.
+fn refused(run_id: &str, refusal: Refusal) -> OrchestratorError {
+    match refusal {
+        Refusal::Invalid(source) => OrchestratorError::InvalidTransition {
+            run_id: run_id.to_string(),
+            source,
+        },
+        Refusal::NotOverridable { reason } => OrchestratorError::OverrideRefused {
+            run_id: run_id.to_string(),
+            reason: reason.map_or("none", HoldReason::as_str).to_string(),
+        },
+        Refusal::Acknowledgement(message) => OrchestratorError::BadRequest(message),
+    }
 }
 
-/// The deadline of a testing stage, from config.
-pub fn stage_deadline_secs(config: &Config, stage: Stage) -> u64 {
-    let deadlines = &config.deadlines;
-    match stage {
-        Stage::InventoryCheck => deadlines.inventory_check_secs,
-        Stage::Smart => deadlines.smart_secs,
-        Stage::CpuStress => deadlines.cpu_stress_secs,
-        Stage::Storage => deadlines.storage_secs,
-        Stage::Network => deadlines.network_secs,
-        Stage::Gpu => deadlines.gpu_secs,
-        Stage::Psu => deadlines.psu_secs,
+/// Opens the row of a stage attempt.
+async fn open_stage(
+    txn: &DatabaseTransaction,
+    run_id: &str,
+    stage_name: &str,
+    attempt: u32,
+    now: Millis,
+) -> Result<()> {
+    stage::ActiveModel {
+        run_id: Set(run_id.to_string()),
+        stage: Set(stage_name.to_string()),
+        attempt: Set(attempt as i32),
+        outcome: Set("running".into()),
+        reason: Set(None),
+        started_at_ms: Set(now),
+        finished_at_ms: Set(None),
+        agent_verdict: Set(None),
+        verdict: Set(None),
+        response: Set(None),
+        wipe_findings: Set(None),
     }
+    .insert(txn)
+    .await
+    .map_err(db("opening a stage"))?;
+    Ok(())
 }
 
 fn clean(value: Option<String>) -> Option<String> {

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
 use vetting_core::dispatcher::{Dispatcher, run_reconcilers};
+use vetting_core::machine::{Event, RunState};
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::{EventContext, Orchestrator};
-use vetting_core::state_machine::{Event, RunState};
 
 /// The secret key of the harness's orchestrators (a throwaway data folder
 /// each time; fixed so the verifier can open the same store).

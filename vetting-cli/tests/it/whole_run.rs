@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::Config;
+use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
-use vetting_core::state_machine::RunState;
 
 const VETTING: &str = env!("CARGO_BIN_EXE_vetting");
 const KEY: &str = "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000";

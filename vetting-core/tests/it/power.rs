@@ -613,8 +613,8 @@ fn redfish_sets_the_boot_override_and_resets_in_the_emulator() {
 
 async fn dispatcher_powers_hosts_through_their_stored_settings(settings: RedfishSettings) {
     use vetting_core::dispatcher::Dispatcher;
+    use vetting_core::machine::RunState;
     use vetting_core::model::NewHost;
-    use vetting_core::state_machine::RunState;
 
     let db = crate::support::sqlite_db();
     let mut config = crate::support::config_for(&db);

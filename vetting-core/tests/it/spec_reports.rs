@@ -5,6 +5,7 @@
 
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use vetting_core::clock::ManualClock;
+use vetting_core::machine::{Event, RunState};
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
 use vetting_core::reports::{build_report, write_reports};
@@ -12,7 +13,6 @@ use vetting_core::spec::{
     Severity, Spec, SpecDiff, diff, effective_spec, expected_disks, expected_parts, identity_diff,
     matched_disks, parse_spec,
 };
-use vetting_core::state_machine::{Event, RunState};
 use vetting_core::store::entities::{artifact, inventory, measurement, spec_diff};
 use vetting_probes::inventory::{Disk, Inventory, LinkState, Nic, PowerSupply, apply_dmi};
 

@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 use serde_json::{Value, json};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
+use vetting_core::machine::{Event, RunState};
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::{EventContext, Orchestrator};
-use vetting_core::state_machine::{Event, RunState};
 
 mod body_before_auth;
 mod errors;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
-use vetting_core::state_machine::RunState;
+use vetting_core::machine::RunState;
 
 use crate::{Harness, booting_run, harness_with, hello};
 
