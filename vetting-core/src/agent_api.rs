@@ -20,13 +20,12 @@ use vetting_probes::protocol::{
 };
 use vetting_probes::{Status, Tool, Verdict};
 
+use crate::error::OrchestratorError;
 use crate::events::HubEvent;
 use crate::evidence;
 use crate::machine::{Effect, Event, HoldReason, RunState, state_of};
 use crate::model::{Actor, Run};
-use crate::orchestrator::{
-    EventContext, Orchestrator, OrchestratorError, command_for, position_of,
-};
+use crate::orchestrator::{EventContext, Orchestrator, command_for, position_of};
 use crate::runlogs;
 use crate::store::StoreError;
 use crate::store::entities::{artifact, component, inventory, log_file, measurement, run, stage};

@@ -21,10 +21,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::OrchestratorError;
 use crate::events::HubEvent;
 use crate::machine::RunState;
 use crate::model::{Host, Mac};
-use crate::orchestrator::{Orchestrator, OrchestratorError};
+use crate::orchestrator::Orchestrator;
 use crate::pxe::ipxe::{self, BootParams, Firmware};
 use crate::pxe::{HostEntry, MacAddress, PxeSupervisor};
 

@@ -17,9 +17,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::OrchestratorError;
 use crate::machine::{Event, RunState};
 use crate::model::{Actor, Host, Run};
-use crate::orchestrator::{EventContext, Orchestrator, OrchestratorError};
+use crate::orchestrator::{EventContext, Orchestrator};
 use crate::power::{
     self, ManualDriver, ManualSettings, PowerDriver, PowerError, PowerLog, PowerLogLevel,
     PowerOutcome, PowerSettings,

@@ -10,6 +10,7 @@ pub mod boot;
 pub mod clock;
 pub mod config;
 pub mod dispatcher;
+pub mod error;
 pub mod events;
 pub mod evidence;
 pub mod iperf;

@@ -14,6 +14,7 @@ use vetting_probes::protocol::{Command, RunPosition, StageRef, WipeFinding};
 
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
+use crate::error::{OrchestratorError, Result, db};
 use crate::events::{EventsHub, HubEvent};
 use crate::machine::{
     Effect, Event, HoldReason, Input, InvalidTransition, Refusal, RunState, SlotOp, Stage, StageOp,
@@ -22,75 +23,10 @@ use crate::machine::{
 use crate::model::{
     Actor, Applied, AuditRecord, CorruptRow, Host, Mac, NewHost, Run, StageRecord, TransitionRecord,
 };
-use crate::store::entities::{audit, host, host_mac, run, slot, stage, transition};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
+use crate::store::audit;
+use crate::store::entities::{host, host_mac, run, slot, stage, transition};
 use crate::tokens::{self, SecretKey, TokenError};
-
-/// Why an orchestrator operation was refused or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OrchestratorError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Corrupt(#[from] CorruptRow),
-    #[error("run {run_id}: {source}")]
-    InvalidTransition {
-        run_id: String,
-        #[source]
-        source: InvalidTransition,
-    },
-    #[error("run {0} does not exist")]
-    RunNotFound(String),
-    #[error("host {0} does not exist")]
-    HostNotFound(String),
-    #[error("host `{name}`: {message}")]
-    InvalidHost { name: String, message: String },
-    #[error("MAC {mac} already belongs to host `{host}`")]
-    MacTaken { mac: String, host: String },
-    #[error("host `{host}` has run {run_id} in state {state}; cancel it first")]
-    HostBusy {
-        host: String,
-        run_id: String,
-        state: RunState,
-    },
-    #[error("no dispatcher slot is free ({max} runs in flight)")]
-    NoSlotFree { max: u32 },
-    #[error("run {run_id}: the hold ({reason}) cannot be overridden; only wipe-probe holds can")]
-    OverrideRefused { run_id: String, reason: String },
-    #[error("run {run_id} changed concurrently; try again")]
-    Conflict { run_id: String },
-    #[error("run {run_id} is in {state}: a result for {stage} attempt {attempt} is not expected")]
-    NotCurrentStage {
-        run_id: String,
-        state: RunState,
-        stage: String,
-        attempt: u32,
-        position: RunPosition,
-    },
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    #[error("unauthorized: {0}")]
-    Unauthorized(TokenError),
-    #[error("run {run_id} has ended; its token works only for heartbeats during the grace period")]
-    RunEnded { run_id: String },
-    #[error("secret key: {0}")]
-    Key(#[from] tokens::KeyError),
-    #[error("{0}")]
-    Internal(String),
-    #[error("I/O error while {doing}")]
-    Io {
-        doing: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-type Result<T, E = OrchestratorError> = std::result::Result<T, E>;
-
-/// Maps a sea-orm error into a store error with what was being done.
-fn db(doing: &'static str) -> impl FnOnce(sea_orm::DbErr) -> OrchestratorError {
-    move |source| OrchestratorError::Store(StoreError::Db { doing, source })
-}
 
 /// Extra facts an event carries into its transition.
 #[derive(Debug, Clone, Default)]
@@ -426,15 +362,12 @@ impl Orchestrator {
             .await
             .map_err(db("registering a host's MAC"))?;
         }
-        insert_audit(
+        audit::record(
             &txn,
             now,
-            actor,
-            "register_host",
-            None,
-            Some(inserted.id),
-            None,
-            Some(serde_json::json!({"name": name, "macs": macs}).to_string()),
+            audit::Entry::new(actor, "register_host")
+                .host(inserted.id)
+                .detail(serde_json::json!({"name": name, "macs": macs})),
         )
         .await?;
         txn.commit().await.map_err(db("registering a host"))?;
@@ -479,15 +412,12 @@ impl Orchestrator {
             .exec(&txn)
             .await
             .map_err(db("removing a host"))?;
-        insert_audit(
+        audit::record(
             &txn,
             now,
-            actor,
-            "remove_host",
-            None,
-            Some(host_id),
-            None,
-            Some(serde_json::json!({"name": found.name}).to_string()),
+            audit::Entry::new(actor, "remove_host")
+                .host(host_id)
+                .detail(serde_json::json!({"name": found.name})),
         )
         .await?;
         txn.commit().await.map_err(db("removing a host"))?;
@@ -607,15 +537,12 @@ impl Orchestrator {
         .insert(&txn)
         .await
         .map_err(db("creating a run"))?;
-        insert_audit(
+        audit::record(
             &txn,
             now,
-            actor,
-            "create_run",
-            Some(&run_id),
-            Some(host_id),
-            None,
-            None,
+            audit::Entry::new(actor, "create_run")
+                .run(&run_id)
+                .host(host_id),
         )
         .await?;
         txn.commit().await.map_err(db("creating a run"))?;
@@ -1069,15 +996,14 @@ impl Orchestrator {
             if let Some(ids) = &context.acknowledged_findings {
                 detail["acknowledged_findings"] = serde_json::json!(ids);
             }
-            insert_audit(
+            audit::record(
                 &txn,
                 now,
-                &actor,
-                event.map_or("transition", Event::as_str),
-                Some(&run.id),
-                Some(run.host_id),
-                context.acknowledged.clone(),
-                Some(detail.to_string()),
+                audit::Entry::new(&actor, event.map_or("transition", Event::as_str))
+                    .run(&run.id)
+                    .host(run.host_id)
+                    .acknowledged(context.acknowledged.clone())
+                    .detail(detail),
             )
             .await?;
         }
@@ -1329,18 +1255,13 @@ impl Orchestrator {
             .begin()
             .await
             .map_err(db("recording a boot script"))?;
-        insert_audit(
+        audit::record(
             &txn,
             self.now_ms(),
-            &Actor::orchestrator(),
-            BOOT_SCRIPT_AUDIT,
-            Some(&run.id),
-            Some(run.host_id),
-            None,
-            Some(
-                serde_json::json!({"peer": plain_address(peer).to_string(), "mac": mac})
-                    .to_string(),
-            ),
+            audit::Entry::new(&Actor::orchestrator(), BOOT_SCRIPT_AUDIT)
+                .run(&run.id)
+                .host(run.host_id)
+                .detail(serde_json::json!({"peer": plain_address(peer).to_string(), "mac": mac})),
         )
         .await?;
         txn.commit().await.map_err(db("recording a boot script"))?;
@@ -1389,17 +1310,13 @@ impl Orchestrator {
             .begin()
             .await
             .map_err(db("recording a hello address mismatch"))?;
-        insert_audit(
+        audit::record(
             &txn,
             now,
-            &Actor::orchestrator(),
-            "hello_address_mismatch",
-            Some(&run.id),
-            Some(run.host_id),
-            None,
-            Some(
-                serde_json::json!({"hello": hello, "boot_script_fetched_by": fetched}).to_string(),
-            ),
+            audit::Entry::new(&Actor::orchestrator(), "hello_address_mismatch")
+                .run(&run.id)
+                .host(run.host_id)
+                .detail(serde_json::json!({"hello": hello, "boot_script_fetched_by": fetched})),
         )
         .await?;
         txn.commit()
@@ -1574,26 +1491,7 @@ impl Orchestrator {
     }
 
     pub async fn audit_log(&self, run_id: Option<&str>) -> Result<Vec<AuditRecord>> {
-        let mut query = audit::Entity::find().order_by_asc(audit::Column::Id);
-        if let Some(run_id) = run_id {
-            query = query.filter(audit::Column::RunId.eq(run_id));
-        }
-        Ok(query
-            .all(self.conn())
-            .await
-            .map_err(db("reading the audit log"))?
-            .into_iter()
-            .map(|model| AuditRecord {
-                id: model.id,
-                at_ms: model.at_ms,
-                actor: model.actor,
-                action: model.action,
-                run_id: model.run_id,
-                host_id: model.host_id,
-                acknowledged: model.acknowledged,
-                detail: model.detail,
-            })
-            .collect())
+        Ok(audit::list(self.conn(), run_id).await?)
     }
 
     pub async fn stages(&self, run_id: &str) -> Result<Vec<StageRecord>> {
@@ -1712,31 +1610,4 @@ pub fn plain_address(address: std::net::IpAddr) -> std::net::IpAddr {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, std::net::IpAddr::V4),
         v4 => v4,
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn insert_audit(
-    txn: &DatabaseTransaction,
-    now: Millis,
-    actor: &Actor,
-    action: &str,
-    run_id: Option<&str>,
-    host_id: Option<i64>,
-    acknowledged: Option<String>,
-    detail: Option<String>,
-) -> Result<()> {
-    audit::ActiveModel {
-        at_ms: Set(now),
-        actor: Set(actor.as_str().to_string()),
-        action: Set(action.to_string()),
-        run_id: Set(run_id.map(str::to_string)),
-        host_id: Set(host_id),
-        acknowledged: Set(acknowledged),
-        detail: Set(detail),
-        ..Default::default()
-    }
-    .insert(txn)
-    .await
-    .map_err(db("recording an audit record"))?;
-    Ok(())
 }

@@ -12,8 +12,9 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use vetting_probes::inventory::{Inventory, LinkState, Missing};
 
+use crate::error::OrchestratorError;
 use crate::model::{AuditRecord, TransitionRecord};
-use crate::orchestrator::{Orchestrator, OrchestratorError};
+use crate::orchestrator::Orchestrator;
 use crate::spec::SpecDiff;
 use crate::store::StoreError;
 use crate::store::entities::{artifact, measurement, stage};

@@ -4,24 +4,18 @@
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use vetting_probes::inventory::Inventory;
 use vetting_probes::parsers::dmidecode::{is_placeholder_uuid, meaningful};
 
 use super::{Severity, Spec, SpecDiff, SpecError, diff, effective_spec, identity_diff, parse_spec};
+use crate::error::{OrchestratorError, Result, db};
 use crate::model::{Actor, Host};
-use crate::orchestrator::{Orchestrator, OrchestratorError};
-use crate::store::StoreError;
-use crate::store::entities::{audit, host, inventory, spec_diff, spec_profile};
-
-type Result<T, E = OrchestratorError> = std::result::Result<T, E>;
-
-fn db(doing: &'static str) -> impl FnOnce(sea_orm::DbErr) -> OrchestratorError {
-    move |source| OrchestratorError::Store(StoreError::Db { doing, source })
-}
+use crate::orchestrator::Orchestrator;
+use crate::store::audit;
+use crate::store::entities::{host, inventory, spec_diff, spec_profile};
 
 /// The message SpecValidate gives when a host has no spec at all.
 pub const NO_SPEC_MESSAGE: &str =
@@ -69,31 +63,6 @@ fn check_profile_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-async fn record_audit(
-    connection: &impl ConnectionTrait,
-    now: i64,
-    actor: &Actor,
-    action: &str,
-    run_id: Option<&str>,
-    host_id: Option<i64>,
-    detail: serde_json::Value,
-) -> Result<()> {
-    audit::ActiveModel {
-        at_ms: Set(now),
-        actor: Set(actor.as_str().to_string()),
-        action: Set(action.to_string()),
-        run_id: Set(run_id.map(str::to_string)),
-        host_id: Set(host_id),
-        acknowledged: Set(None),
-        detail: Set(Some(detail.to_string())),
-        ..Default::default()
-    }
-    .insert(connection)
-    .await
-    .map_err(db("recording an audit record"))?;
-    Ok(())
-}
-
 impl Orchestrator {
     /// Stores (creates or replaces) a spec profile after validating it;
     /// returns the parsed spec. An invalid spec is refused with a message
@@ -131,14 +100,11 @@ impl Orchestrator {
         .exec(&txn)
         .await
         .map_err(db("storing a spec profile"))?;
-        record_audit(
+        audit::record(
             &txn,
             now,
-            actor,
-            "put_spec_profile",
-            None,
-            None,
-            serde_json::json!({"name": name, "replaced": existed}),
+            audit::Entry::new(actor, "put_spec_profile")
+                .detail(serde_json::json!({"name": name, "replaced": existed})),
         )
         .await?;
         txn.commit().await.map_err(db("storing a spec profile"))?;
@@ -209,14 +175,11 @@ impl Orchestrator {
                 "spec profile `{name}` does not exist"
             )));
         }
-        record_audit(
+        audit::record(
             &txn,
             now,
-            actor,
-            "delete_spec_profile",
-            None,
-            None,
-            serde_json::json!({"name": name}),
+            audit::Entry::new(actor, "delete_spec_profile")
+                .detail(serde_json::json!({"name": name})),
         )
         .await?;
         txn.commit().await.map_err(db("deleting a spec profile"))?;
@@ -399,14 +362,13 @@ impl Orchestrator {
                 .map_err(db("recording a host's identity"))?;
             return Ok(None);
         }
-        record_audit(
+        audit::record(
             &txn,
             now,
-            &Actor::orchestrator(),
-            "record_identity",
-            Some(run_id),
-            Some(host_record.id),
-            serde_json::json!({"serial": serial, "uuid": uuid}),
+            audit::Entry::new(&Actor::orchestrator(), "record_identity")
+                .run(run_id)
+                .host(host_record.id)
+                .detail(serde_json::json!({"serial": serial, "uuid": uuid})),
         )
         .await?;
         txn.commit()

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use vetting_core::clock::ManualClock;
 use vetting_core::config::Config;
+use vetting_core::error::OrchestratorError;
 use vetting_core::machine::{Event, RunState};
-use vetting_core::orchestrator::{EventContext, OrchestratorError};
+use vetting_core::orchestrator::EventContext;
 
 use crate::support::{T0, TestDb, config_for, host, open, operator, postgres_db, sqlite_db};
 

@@ -4,9 +4,10 @@
 //! and deadlines (with an injected clock: nothing sleeps).
 
 use vetting_core::clock::ManualClock;
+use vetting_core::error::OrchestratorError;
 use vetting_core::machine::{Event, HoldReason, RunState, Stage, state_of};
 use vetting_core::model::Actor;
-use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
+use vetting_core::orchestrator::{EventContext, Orchestrator};
 
 use crate::support::{T0, config_for, host, open, operator, test_dbs};
 

@@ -5,9 +5,10 @@
 
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use vetting_core::clock::ManualClock;
+use vetting_core::error::OrchestratorError;
 use vetting_core::machine::{Event, RunState};
 use vetting_core::model::{Actor, NewHost};
-use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
+use vetting_core::orchestrator::{EventContext, Orchestrator};
 use vetting_core::reports::{build_report, write_reports};
 use vetting_core::spec::{
     Severity, Spec, SpecDiff, diff, effective_spec, expected_disks, expected_parts, identity_diff,

@@ -10,8 +10,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 use vetting_core::clock::ManualClock;
 use vetting_core::config::Config;
+use vetting_core::error::OrchestratorError;
 use vetting_core::machine::{Event, RunState};
-use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
+use vetting_core::orchestrator::{EventContext, Orchestrator};
 use vetting_core::store::{Store, StoreError};
 use vetting_core::tokens::{self, SecretKey};
 
