@@ -13,7 +13,8 @@ use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
 use vetting_core::machine::{Event, RunState, lookup};
 use vetting_core::model::{Actor, NewHost};
-use vetting_core::orchestrator::{EventContext, Orchestrator};
+use vetting_core::orchestrator::Orchestrator;
+use vetting_core::runs::EventContext;
 use vetting_core::tokens::{self, SecretKey};
 
 fn token_check(c: &mut Criterion) {
@@ -54,6 +55,7 @@ fn apply_transition(c: &mut Criterion) {
             .with_bcrypt_cost(4);
         let actor = Actor::operator("bench");
         let host = orchestrator
+            .operator()
             .register_host(
                 NewHost {
                     name: "bench".into(),
@@ -64,9 +66,14 @@ fn apply_transition(c: &mut Criterion) {
             )
             .await
             .unwrap();
-        let run = orchestrator.start_run(host.id, &actor).await.unwrap();
-        orchestrator.dispatch().await.unwrap();
+        let run = orchestrator
+            .operator()
+            .start_run(host.id, &actor)
+            .await
+            .unwrap();
+        orchestrator.runs().dispatch().await.unwrap();
         orchestrator
+            .runs()
             .apply(&run.id, Event::PowerOnSent, EventContext::default())
             .await
             .unwrap();
@@ -75,7 +82,11 @@ fn apply_transition(c: &mut Criterion) {
     c.bench_function("apply a transition (SQLite, committed)", |b| {
         b.iter(|| {
             runtime
-                .block_on(orchestrator.apply(&run_id, Event::Hello, EventContext::default()))
+                .block_on(
+                    orchestrator
+                        .runs()
+                        .apply(&run_id, Event::Hello, EventContext::default()),
+                )
                 .unwrap()
         })
     });

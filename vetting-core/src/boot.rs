@@ -250,7 +250,7 @@ pub async fn ipxe_answer(
         None => ipxe::exit_script_any_firmware(),
     };
     let mac = Mac::parse(&request.mac.to_string()).map_err(OrchestratorError::BadRequest)?;
-    let Some(host) = orchestrator.host_by_mac(&mac).await? else {
+    let Some(host) = orchestrator.operator().host_by_mac(&mac).await? else {
         let reason = format!(
             "MAC {} is not registered; it boots from its local disk",
             request.mac
@@ -266,7 +266,7 @@ pub async fn ipxe_answer(
             reason,
         });
     };
-    let run = orchestrator.active_run_of_host(host.id).await?;
+    let run = orchestrator.operator().active_run_of_host(host.id).await?;
     let waiting = run.filter(|run| {
         matches!(run.state, RunState::WaitingWoL)
             || (run.state == RunState::Booting && run.hello_at_ms.is_none())
@@ -372,7 +372,7 @@ pub async fn sync_allowlist(
 ) {
     let mut events = orchestrator.hub().subscribe();
     loop {
-        match orchestrator.list_hosts(false).await {
+        match orchestrator.operator().list_hosts(false).await {
             Ok(hosts) => {
                 let wanted = host_entries(&hosts);
                 if supervisor.hosts().await != wanted {

@@ -20,11 +20,12 @@ use std::time::Duration;
 use crate::error::OrchestratorError;
 use crate::machine::{Event, RunState};
 use crate::model::{Actor, Host, Run};
-use crate::orchestrator::{EventContext, Orchestrator};
+use crate::orchestrator::Orchestrator;
 use crate::power::{
     self, ManualDriver, ManualSettings, PowerDriver, PowerError, PowerLog, PowerLogLevel,
     PowerOutcome, PowerSettings,
 };
+use crate::runs::EventContext;
 
 /// Picks the power driver of a host. The default reads the host's stored
 /// [`PowerSettings`]; an embedding program can give its own (and so add
@@ -182,11 +183,12 @@ impl Dispatcher {
     pub async fn reconcile_once(&self) -> Result<usize, OrchestratorError> {
         let orchestrator = &self.orchestrator;
         let mut moved = 0;
-        moved += orchestrator.fire_deadlines().await?.len();
-        moved += orchestrator.dispatch().await?.len();
+        moved += orchestrator.runs().fire_deadlines().await?.len();
+        moved += orchestrator.runs().dispatch().await?.len();
         // only the runs a reconciler acts on: a pass costs the same with a
         // history of ten runs or of ten thousand
         let runs = orchestrator
+            .runs()
             .runs_in_states(&[
                 RunState::SpecValidate,
                 RunState::Reporting,
@@ -196,14 +198,14 @@ impl Dispatcher {
         // orchestrator-owned states left behind by a restart
         for run in &runs {
             if matches!(run.state, RunState::SpecValidate | RunState::Reporting)
-                && !orchestrator.resolution_pending(&run.id)
+                && !orchestrator.runs().resolution_pending(&run.id)
             {
                 orchestrator.resolve_owned_states(&run.id).await?;
                 moved += 1;
             }
         }
         // the iperf3 server runs only while some run is in flight
-        if orchestrator.any_run_holds_a_slot().await? {
+        if orchestrator.runs().any_run_holds_a_slot().await? {
             let config = orchestrator.config();
             let bind = config.iperf.bind.unwrap_or_else(|| config.listen.ip());
             orchestrator.iperf().ensure(&config.iperf, bind).await;
@@ -213,8 +215,8 @@ impl Dispatcher {
         // the power actions the committed dispatches asked for, then the
         // ones to retry and those a restart interrupted
         let mut waiting = Vec::new();
-        for run_id in orchestrator.take_power_requests() {
-            let run = orchestrator.get_run(&run_id).await?;
+        for run_id in orchestrator.runs().take_power_requests() {
+            let run = orchestrator.operator().get_run(&run_id).await?;
             if run.state == RunState::WaitingWoL {
                 waiting.push(run);
             }
@@ -301,6 +303,7 @@ impl Dispatcher {
         };
         match self
             .orchestrator
+            .runs()
             .apply(
                 &run.id,
                 event,
@@ -336,7 +339,7 @@ impl Dispatcher {
 
     /// The driver's outcome, or the error with the message for the run.
     async fn try_power_on(&self, run: &Run) -> Result<PowerOutcome, (PowerError, String)> {
-        let host = match self.orchestrator.get_host(run.host_id).await {
+        let host = match self.orchestrator.operator().get_host(run.host_id).await {
             Ok(host) => host,
             Err(error) => {
                 let message = format!("cannot read the host: {error}");
