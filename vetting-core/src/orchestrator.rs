@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{OrchestratorError, Result, db};
 use crate::events::EventsHub;
 use crate::machine::{Event, RunState};
-use crate::model::{Actor, CorruptRow, Run};
+use crate::model::{Actor, CorruptRow, Host, Run};
 use crate::runs::EventContext;
 use crate::store::Store;
 use crate::store::audit;
@@ -150,6 +150,17 @@ impl Orchestrator {
         self.inner.store.db()
     }
 
+    /// A run, for the services' own use (frontends read through
+    /// [`crate::operator::Operator`]).
+    pub(crate) async fn run(&self, run_id: &str) -> Result<Run> {
+        crate::store::runs::get(self.conn(), run_id).await
+    }
+
+    /// A host, for the services' own use.
+    pub(crate) async fn host(&self, host_id: i64) -> Result<Host> {
+        crate::store::hosts::get(self.conn(), host_id).await
+    }
+
     /// The iperf3 server of the Network stage.
     pub fn iperf(&self) -> &crate::iperf::IperfSupervisor {
         &self.inner.iperf
@@ -234,8 +245,7 @@ impl Orchestrator {
         for_heartbeat: bool,
     ) -> Result<Run> {
         let run = self
-            .operator()
-            .get_run(run_id)
+            .run(run_id)
             .await
             .map_err(|_| OrchestratorError::Unauthorized(TokenError::WrongRun))?;
         let model_nonce =
@@ -314,7 +324,7 @@ impl Orchestrator {
                 Err(error) => return Err(error),
             }
         }
-        self.operator().get_run(&run.id).await
+        self.run(&run.id).await
     }
 
     /// Records that `run`'s boot script, token included, went to `peer`
@@ -438,7 +448,7 @@ impl Orchestrator {
                 Err(error) => return Err(error),
             }
         }
-        self.operator().get_run(&run.id).await
+        self.run(&run.id).await
     }
 
     // ---------------------------------------------------- operator actions

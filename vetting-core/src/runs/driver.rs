@@ -37,7 +37,7 @@ impl Runs {
         context: EventContext,
     ) -> Result<Applied> {
         for _ in 0..20 {
-            let run = self.core.operator().get_run(run_id).await?;
+            let run = self.core.run(run_id).await?;
             if let Some(expected) = context.expected_state
                 && run.state != expected
             {
