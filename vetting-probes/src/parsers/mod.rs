@@ -26,6 +26,7 @@ pub mod memtester;
 pub mod nvidia_smi;
 pub mod nvme;
 pub mod sensors;
+mod shared;
 pub mod smartctl;
 pub mod stress_ng;
 pub mod wipefs;
