@@ -1,0 +1,348 @@
+//! CPUStress's own rules: memory errors counted by EDAC, thermal
+//! throttling counted by the CPUs, both read from sysfs before and after
+//! the stress; and the thermal sidecar's peaks, judged with the sensor
+//! rules (`sensors::judge_readings`) plus the stress limit for CPU
+//! temperatures (`StressThresholds::max_cpu_temp_c`).
+//!
+//! Evidence: `edac` and `cpu-throttle` are [`BeforeAfter`] documents of
+//! [`EdacCounts`] and [`ThrottleCounts`]; `thermal-sidecar` is a
+//! [`SidecarSummary`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BeforeAfter, check_names, document, numbered};
+use crate::parsers::hwmon;
+use crate::parsers::sensors::{SensorKind, SensorReading};
+use crate::{ParseError, Status, Thresholds, Tool, ToolReport, Verdict};
+
+/// Where EDAC lists its memory controllers, under the sysfs root.
+pub const EDAC_MC: &str = "devices/system/edac/mc";
+/// Where the CPUs are, under the sysfs root.
+pub const SYSTEM_CPU: &str = "devices/system/cpu";
+
+/// A memory controller's error counters (`ce_count`, `ue_count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryErrors {
+    pub corrected: u64,
+    pub uncorrected: u64,
+}
+
+/// EDAC's counters per memory controller (`mc0` → counts); empty when
+/// EDAC is not loaded.
+pub type EdacCounts = BTreeMap<String, MemoryErrors>;
+
+/// The thermal throttle events of each CPU (`cpu0` → core plus package
+/// count).
+pub type ThrottleCounts = BTreeMap<String, u64>;
+
+fn read_count(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+}
+
+/// Reads the memory-controller error counters under `root`
+/// (`SYS/`[`EDAC_MC`]).
+pub fn read_edac(root: &Path) -> EdacCounts {
+    let mut counters = EdacCounts::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return counters;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !numbered(&name, "mc") {
+            continue;
+        }
+        if let (Some(corrected), Some(uncorrected)) = (
+            read_count(&entry.path().join("ce_count")),
+            read_count(&entry.path().join("ue_count")),
+        ) {
+            counters.insert(
+                name,
+                MemoryErrors {
+                    corrected,
+                    uncorrected,
+                },
+            );
+        }
+    }
+    counters
+}
+
+/// New corrected or uncorrected memory errors fail.
+pub fn judge_edac(verdict: &mut Verdict, before: &EdacCounts, after: &EdacCounts) {
+    if after.is_empty() {
+        verdict.add(
+            Status::Pass,
+            "EDAC is not available: memory error counters were not read",
+        );
+        return;
+    }
+    let mut grew = false;
+    for (controller, now) in after {
+        let then = before.get(controller).copied().unwrap_or_default();
+        if now.uncorrected > then.uncorrected {
+            grew = true;
+            verdict.fail_with(format!(
+                "EDAC {controller}: {} new uncorrected memory error(s) during stress ({} → {})",
+                now.uncorrected - then.uncorrected,
+                then.uncorrected,
+                now.uncorrected
+            ));
+        }
+        if now.corrected > then.corrected {
+            grew = true;
+            verdict.fail_with(format!(
+                "EDAC {controller}: {} new corrected memory error(s) during stress ({} → {})",
+                now.corrected - then.corrected,
+                then.corrected,
+                now.corrected
+            ));
+        }
+    }
+    if !grew {
+        verdict.add(
+            Status::Pass,
+            format!(
+                "EDAC: no new memory errors on {} controller(s)",
+                after.len()
+            ),
+        );
+    }
+}
+
+/// Reads the CPUs' thermal throttle counters under `cpu_root`
+/// (`SYS/`[`SYSTEM_CPU`]): core and package events, summed per CPU.
+pub fn read_throttle(cpu_root: &Path) -> ThrottleCounts {
+    let mut counters = ThrottleCounts::new();
+    let Ok(entries) = std::fs::read_dir(cpu_root) else {
+        return counters;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !numbered(&name, "cpu") {
+            continue;
+        }
+        let dir = entry.path().join("thermal_throttle");
+        let total: u64 = ["core_throttle_count", "package_throttle_count"]
+            .iter()
+            .filter_map(|file| read_count(&dir.join(file)))
+            .fold(0, u64::saturating_add);
+        if dir.exists() {
+            counters.insert(name, total);
+        }
+    }
+    counters
+}
+
+/// Throttling during the stress fails.
+pub fn judge_throttle(verdict: &mut Verdict, before: &ThrottleCounts, after: &ThrottleCounts) {
+    let throttled: Vec<String> = after
+        .iter()
+        .filter_map(|(cpu, count)| {
+            let grown = count.saturating_sub(before.get(cpu).copied().unwrap_or(0));
+            (grown > 0).then(|| format!("{cpu} +{grown}"))
+        })
+        .collect();
+    if !throttled.is_empty() {
+        verdict.fail_with(format!(
+            "thermal throttling during stress: {}",
+            throttled.join(", ")
+        ));
+    }
+}
+
+/// Judges an `edac` document.
+pub fn edac_report(input: &[u8], _thresholds: &Thresholds) -> Result<ToolReport, ParseError> {
+    let counts: BeforeAfter<EdacCounts> = document(Tool::Edac, input)?;
+    for side in [&counts.before, &counts.after] {
+        check_names(Tool::Edac, "memory controller", side.keys(), |name| {
+            numbered(name, "mc")
+        })?;
+    }
+    let mut verdict = Verdict::pass();
+    judge_edac(&mut verdict, &counts.before, &counts.after);
+    ToolReport::new(Tool::Edac, &counts, verdict)
+}
+
+/// Judges a `cpu-throttle` document.
+pub fn throttle_report(input: &[u8], _thresholds: &Thresholds) -> Result<ToolReport, ParseError> {
+    let counts: BeforeAfter<ThrottleCounts> = document(Tool::CpuThrottle, input)?;
+    for side in [&counts.before, &counts.after] {
+        check_names(Tool::CpuThrottle, "CPU", side.keys(), |name| {
+            numbered(name, "cpu")
+        })?;
+    }
+    let mut verdict = Verdict::pass();
+    judge_throttle(&mut verdict, &counts.before, &counts.after);
+    if verdict.reasons.is_empty() {
+        verdict.add(
+            Status::Pass,
+            format!(
+                "no thermal throttling on {} CPU(s) during stress",
+                counts.after.len()
+            ),
+        );
+    }
+    ToolReport::new(Tool::CpuThrottle, &counts, verdict)
+}
+
+/// CPU temperature drivers whose readings the stress limit applies to.
+pub const CPU_DRIVERS: &[&str] = &["coretemp", "k10temp", "zenpower", "k8temp", "cpu_thermal"];
+
+/// What the thermal sidecar saw during a stress: the `thermal-sidecar`
+/// document.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarSummary {
+    /// How many times hwmon was read.
+    pub rounds: u64,
+    /// How many samples were sent.
+    pub samples: u64,
+    /// Each sensor's reading at its peak value.
+    pub peaks: Vec<SensorReading>,
+}
+
+impl SidecarSummary {
+    /// Judges the peaks with the sensor rules and the stress CPU limit.
+    pub fn verdict(&self, thresholds: &Thresholds) -> Verdict {
+        if self.peaks.is_empty() {
+            return Verdict::skip("no hwmon sensors: temperatures were not watched");
+        }
+        let mut verdict = hwmon::verdict(&self.peaks, &thresholds.sensors);
+        let limit = thresholds.stress.max_cpu_temp_c;
+        for reading in &self.peaks {
+            let is_cpu = CPU_DRIVERS.contains(&reading.driver.as_str());
+            if !is_cpu || reading.kind != SensorKind::Temperature {
+                continue;
+            }
+            if let Some(peak) = reading.input.filter(|value| {
+                *value < thresholds.sensors.implausible_temp_c
+                    && *value > thresholds.sensors.implausible_low_temp_c
+            }) {
+                if peak >= limit {
+                    verdict.fail_with(format!(
+                        "{} {} peaked at {peak:.1} °C under stress >= limit {limit:.1} °C",
+                        reading.chip, reading.label
+                    ));
+                } else {
+                    verdict.add(
+                        Status::Pass,
+                        format!(
+                            "{} {} peaked at {peak:.1} °C under stress (limit {limit:.1} °C)",
+                            reading.chip, reading.label
+                        ),
+                    );
+                }
+            }
+        }
+        verdict
+    }
+
+    /// The document as uploaded (JSON).
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec_pretty(self)
+    }
+}
+
+/// Judges a `thermal-sidecar` document.
+pub fn sidecar_report(input: &[u8], thresholds: &Thresholds) -> Result<ToolReport, ParseError> {
+    let summary: SidecarSummary = document(Tool::ThermalSidecar, input)?;
+    let verdict = summary.verdict(thresholds);
+    ToolReport::new(Tool::ThermalSidecar, &summary, verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_memory_errors_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mc = dir.path().join("mc0");
+        std::fs::create_dir(&mc).unwrap();
+        std::fs::write(mc.join("ce_count"), "3\n").unwrap();
+        std::fs::write(mc.join("ue_count"), "0\n").unwrap();
+        std::fs::create_dir(dir.path().join("power")).unwrap();
+        let before = read_edac(dir.path());
+        assert_eq!(
+            before,
+            EdacCounts::from([(
+                "mc0".to_string(),
+                MemoryErrors {
+                    corrected: 3,
+                    uncorrected: 0
+                }
+            )])
+        );
+        let mut unchanged = Verdict::pass();
+        judge_edac(&mut unchanged, &before, &before);
+        assert_eq!(unchanged.status, Status::Pass);
+        std::fs::write(mc.join("ce_count"), "5\n").unwrap();
+        let mut grown = Verdict::pass();
+        judge_edac(&mut grown, &before, &read_edac(dir.path()));
+        assert_eq!(grown.status, Status::Fail);
+        assert!(grown.reasons[0].message.contains("2 new corrected"));
+    }
+
+    #[test]
+    fn throttle_growth_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let throttle = dir.path().join("cpu0/thermal_throttle");
+        std::fs::create_dir_all(&throttle).unwrap();
+        std::fs::create_dir_all(dir.path().join("cpufreq")).unwrap();
+        std::fs::write(throttle.join("core_throttle_count"), "3\n").unwrap();
+        std::fs::write(throttle.join("package_throttle_count"), "1\n").unwrap();
+        let before = read_throttle(dir.path());
+        assert_eq!(before, ThrottleCounts::from([("cpu0".to_string(), 4)]));
+        let after = ThrottleCounts::from([("cpu0".to_string(), 9u64)]);
+        let mut verdict = Verdict::pass();
+        judge_throttle(&mut verdict, &before, &before);
+        assert_eq!(verdict.status, Status::Pass);
+        judge_throttle(&mut verdict, &before, &after);
+        assert!(verdict.reasons[0].message.contains("cpu0 +5"));
+    }
+
+    #[test]
+    fn documents_are_judged_and_names_checked() {
+        let report = edac_report(
+            br#"{"before": {"mc0": {"corrected": 0, "uncorrected": 0}},
+                 "after": {"mc0": {"corrected": 0, "uncorrected": 2}}}"#,
+            &Thresholds::default(),
+        )
+        .unwrap();
+        assert_eq!(report.verdict.status, Status::Fail);
+        assert!(
+            report.verdict.reasons[0]
+                .message
+                .contains("2 new uncorrected")
+        );
+        for hostile in [
+            r#"{"before": {}, "after": {"../mc0": {"corrected": 0, "uncorrected": 0}}}"#,
+            r#"{"before": {}, "after": {}, "verdict": "pass"}"#,
+            r#"{"before": {"mc0": {"corrected": -1, "uncorrected": 0}}, "after": {}}"#,
+        ] {
+            assert!(
+                edac_report(hostile.as_bytes(), &Thresholds::default()).is_err(),
+                "{hostile}"
+            );
+        }
+        let report = throttle_report(
+            br#"{"before": {"cpu0": 1}, "after": {"cpu0": 1}}"#,
+            &Thresholds::default(),
+        )
+        .unwrap();
+        assert_eq!(report.verdict.status, Status::Pass);
+        assert!(
+            throttle_report(
+                br#"{"before": {}, "after": {"cpufreq": 1}}"#,
+                &Thresholds::default()
+            )
+            .is_err()
+        );
+    }
+}
