@@ -98,7 +98,7 @@ pub fn counters_report(input: &[u8], _thresholds: &Thresholds) -> Result<ToolRep
         Tool::NetCounters,
         "network interface",
         [interface],
-        |name| valid_interface_name(name),
+        valid_interface_name,
     )?;
     let mut verdict = Verdict::pass();
     judge_counters(&mut verdict, interface, &counters.before, &counters.after);
