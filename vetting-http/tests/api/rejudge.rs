@@ -56,17 +56,17 @@ impl Harness {
         (run, token)
     }
 
-    /// Uploads `document` as `tool` evidence of `stage` attempt 1 (the
-    /// agent's upload, through the real endpoint and token).
-    async fn evidence(
+    /// A run driven to `stage` (host `index`) whose agent uploads
+    /// `document` as `tool` evidence of that stage, through the real
+    /// endpoint and token, and reports the stage passed naming it: the run
+    /// and the orchestrator's answer.
+    async fn passed_with_evidence(
         &self,
-        run: &str,
-        token: &str,
-        stage: &str,
-        name: &str,
-        tool: &str,
+        index: u32,
+        (stage, name, tool): (&str, &str, &str),
         document: Vec<u8>,
-    ) {
+    ) -> (String, Value) {
+        let (run, token) = self.run_at(index, stage).await;
         let response = self
             .client
             .post(format!("{}/api/v1/runs/{run}/artifact", self.url))
@@ -76,29 +76,18 @@ impl Harness {
                 ("stage", stage),
                 ("attempt", "1"),
             ])
-            .bearer_auth(token)
+            .bearer_auth(&token)
             .body(document)
             .send()
             .await
             .unwrap();
         let status = response.status().as_u16();
         assert_eq!(status, 200, "{name}: {}", response.text().await.unwrap());
-    }
-
-    /// The agent reports `stage` passed, naming the evidence: the answer.
-    async fn report_passed(
-        &self,
-        run: &str,
-        token: &str,
-        stage: &str,
-        name: &str,
-        tool: &str,
-    ) -> Value {
         let mut result = passed(stage);
         result["artifacts"] = json!([{"name": name, "tool": tool}]);
-        let (status, answer) = self.post(run, "result", Some(token), result).await;
+        let (status, answer) = self.post(&run, "result", Some(&token), result).await;
         assert_eq!(status, 200, "{answer}");
-        answer
+        (run, answer)
     }
 
     async fn outcome_of(&self, run: &str, stage: &str) -> String {
@@ -207,36 +196,28 @@ fn cases() -> Vec<Case> {
 #[tokio::test]
 async fn evidence_the_agent_called_passed_is_failed_by_the_orchestrator() {
     let harness = harness_with(|config| config.dispatcher.max_in_flight = 64).await;
-    let mut index = 20;
-    for case in cases() {
-        // nothing grew: the stage passes and the run moves on
-        index += 1;
-        let (run, token) = harness.run_at(index, case.stage).await;
-        let document = serde_json::to_vec(&case.good).unwrap();
-        harness
-            .evidence(&run, &token, case.stage, case.name, case.tool, document)
-            .await;
-        let answer = harness
-            .report_passed(&run, &token, case.stage, case.name, case.tool)
-            .await;
-        assert_eq!(
-            answer["verdict"]["status"], "pass",
-            "{}: {answer}",
-            case.tool
-        );
-        assert_ne!(answer["position"]["state"], "FailedHolding", "{answer}");
-        assert_eq!(harness.outcome_of(&run, case.stage).await, "passed");
-
-        // the agent says passed; its evidence fails the orchestrator's rule
-        index += 1;
-        let (run, token) = harness.run_at(index, case.stage).await;
-        let document = serde_json::to_vec(&case.bad).unwrap();
-        harness
-            .evidence(&run, &token, case.stage, case.name, case.tool, document)
-            .await;
-        let answer = harness
-            .report_passed(&run, &token, case.stage, case.name, case.tool)
-            .await;
+    for (number, case) in cases().into_iter().enumerate() {
+        let evidence = (case.stage, case.name, case.tool);
+        // nothing grew: the stage passes and the run moves on; the agent
+        // says passed but its evidence fails the orchestrator's rule: the
+        // stage fails
+        let mut answers = Vec::new();
+        for (offset, document, outcome) in [(0, &case.good, "passed"), (1, &case.bad, "failed")] {
+            let document = serde_json::to_vec(document).unwrap();
+            let (run, answer) = harness
+                .passed_with_evidence(20 + 2 * number as u32 + offset, evidence, document)
+                .await;
+            assert_eq!(
+                harness.outcome_of(&run, case.stage).await,
+                outcome,
+                "{}: {answer}",
+                case.tool
+            );
+            answers.push(answer);
+        }
+        assert_eq!(answers[0]["verdict"]["status"], "pass", "{}", answers[0]);
+        assert_ne!(answers[0]["position"]["state"], "FailedHolding");
+        let answer = &answers[1];
         assert_eq!(
             answer["verdict"]["status"], "fail",
             "{}: {answer}",
@@ -251,12 +232,6 @@ async fn evidence_the_agent_called_passed_is_failed_by_the_orchestrator() {
         );
         assert!(text.contains("the agent reported Passed"), "{text}");
         assert_eq!(answer["position"]["state"], "FailedHolding", "{answer}");
-        assert_eq!(
-            harness.outcome_of(&run, case.stage).await,
-            "failed",
-            "{}",
-            case.tool
-        );
     }
 }
 
@@ -297,18 +272,13 @@ async fn evidence_of_the_agents_rules_that_cannot_be_read_fails_the_stage() {
     .into_iter()
     .enumerate()
     {
-        let (run, token) = harness.run_at(40 + index as u32, stage).await;
-        harness
-            .evidence(
-                &run,
-                &token,
-                stage,
-                name,
-                tool,
+        let (run, answer) = harness
+            .passed_with_evidence(
+                40 + index as u32,
+                (stage, name, tool),
                 document.as_bytes().to_vec(),
             )
             .await;
-        let answer = harness.report_passed(&run, &token, stage, name, tool).await;
         assert_eq!(answer["verdict"]["status"], "fail", "{tool}: {answer}");
         let text = answer.to_string();
         assert!(

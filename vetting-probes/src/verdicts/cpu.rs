@@ -9,8 +9,9 @@
 //! [`SidecarSummary`].
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{BeforeAfter, check_names, document, numbered};
@@ -39,6 +40,24 @@ pub type EdacCounts = BTreeMap<String, MemoryErrors>;
 /// count).
 pub type ThrottleCounts = BTreeMap<String, u64>;
 
+/// The entries of `root` named `prefix` and a number (`mc0`, `cpu3`);
+/// none when it cannot be listed.
+fn numbered_entries(root: &Path, prefix: &str) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            )
+        })
+        .filter(|(name, _)| numbered(name, prefix))
+        .collect()
+}
+
 fn read_count(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path)
         .ok()
@@ -48,29 +67,20 @@ fn read_count(path: &Path) -> Option<u64> {
 /// Reads the memory-controller error counters under `root`
 /// (`SYS/`[`EDAC_MC`]).
 pub fn read_edac(root: &Path) -> EdacCounts {
-    let mut counters = EdacCounts::new();
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return counters;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !numbered(&name, "mc") {
-            continue;
-        }
-        if let (Some(corrected), Some(uncorrected)) = (
-            read_count(&entry.path().join("ce_count")),
-            read_count(&entry.path().join("ue_count")),
-        ) {
-            counters.insert(
+    numbered_entries(root, "mc")
+        .into_iter()
+        .filter_map(|(name, path)| {
+            let corrected = read_count(&path.join("ce_count"))?;
+            let uncorrected = read_count(&path.join("ue_count"))?;
+            Some((
                 name,
                 MemoryErrors {
                     corrected,
                     uncorrected,
                 },
-            );
-        }
-    }
-    counters
+            ))
+        })
+        .collect()
 }
 
 /// New corrected or uncorrected memory errors fail.
@@ -85,23 +95,17 @@ pub fn judge_edac(verdict: &mut Verdict, before: &EdacCounts, after: &EdacCounts
     let mut grew = false;
     for (controller, now) in after {
         let then = before.get(controller).copied().unwrap_or_default();
-        if now.uncorrected > then.uncorrected {
-            grew = true;
-            verdict.fail_with(format!(
-                "EDAC {controller}: {} new uncorrected memory error(s) during stress ({} → {})",
-                now.uncorrected - then.uncorrected,
-                then.uncorrected,
-                now.uncorrected
-            ));
-        }
-        if now.corrected > then.corrected {
-            grew = true;
-            verdict.fail_with(format!(
-                "EDAC {controller}: {} new corrected memory error(s) during stress ({} → {})",
-                now.corrected - then.corrected,
-                then.corrected,
-                now.corrected
-            ));
+        for (kind, was, is) in [
+            ("uncorrected", then.uncorrected, now.uncorrected),
+            ("corrected", then.corrected, now.corrected),
+        ] {
+            if is > was {
+                grew = true;
+                verdict.fail_with(format!(
+                    "EDAC {controller}: {} new {kind} memory error(s) during stress ({was} → {is})",
+                    is - was
+                ));
+            }
         }
     }
     if !grew {
@@ -118,25 +122,17 @@ pub fn judge_edac(verdict: &mut Verdict, before: &EdacCounts, after: &EdacCounts
 /// Reads the CPUs' thermal throttle counters under `cpu_root`
 /// (`SYS/`[`SYSTEM_CPU`]): core and package events, summed per CPU.
 pub fn read_throttle(cpu_root: &Path) -> ThrottleCounts {
-    let mut counters = ThrottleCounts::new();
-    let Ok(entries) = std::fs::read_dir(cpu_root) else {
-        return counters;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !numbered(&name, "cpu") {
-            continue;
-        }
-        let dir = entry.path().join("thermal_throttle");
-        let total: u64 = ["core_throttle_count", "package_throttle_count"]
-            .iter()
-            .filter_map(|file| read_count(&dir.join(file)))
-            .fold(0, u64::saturating_add);
-        if dir.exists() {
-            counters.insert(name, total);
-        }
-    }
-    counters
+    numbered_entries(cpu_root, "cpu")
+        .into_iter()
+        .filter_map(|(name, path)| {
+            let dir = path.join("thermal_throttle");
+            let total = ["core_throttle_count", "package_throttle_count"]
+                .iter()
+                .filter_map(|file| read_count(&dir.join(file)))
+                .fold(0, u64::saturating_add);
+            dir.exists().then_some((name, total))
+        })
+        .collect()
 }
 
 /// Throttling during the stress fails.
@@ -156,29 +152,34 @@ pub fn judge_throttle(verdict: &mut Verdict, before: &ThrottleCounts, after: &Th
     }
 }
 
-/// Judges an `edac` document.
-pub fn edac_report(input: &[u8], _thresholds: &Thresholds) -> Result<ToolReport, ParseError> {
-    let counts: BeforeAfter<EdacCounts> = document(Tool::Edac, input)?;
+/// Reads a document of counters per sysfs entry named `prefix` and a
+/// number, and judges it with `judge`.
+fn judge_numbered<V: DeserializeOwned>(
+    tool: Tool,
+    (what, prefix): (&str, &str),
+    input: &[u8],
+    judge: impl Fn(&mut Verdict, &BTreeMap<String, V>, &BTreeMap<String, V>),
+) -> Result<(BeforeAfter<BTreeMap<String, V>>, Verdict), ParseError> {
+    let counts: BeforeAfter<BTreeMap<String, V>> = document(tool, input)?;
     for side in [&counts.before, &counts.after] {
-        check_names(Tool::Edac, "memory controller", side.keys(), |name| {
-            numbered(name, "mc")
-        })?;
+        check_names(tool, what, side.keys(), |name| numbered(name, prefix))?;
     }
     let mut verdict = Verdict::pass();
-    judge_edac(&mut verdict, &counts.before, &counts.after);
+    judge(&mut verdict, &counts.before, &counts.after);
+    Ok((counts, verdict))
+}
+
+/// Judges an `edac` document.
+pub fn edac_report(input: &[u8], _thresholds: &Thresholds) -> Result<ToolReport, ParseError> {
+    let (counts, verdict) =
+        judge_numbered(Tool::Edac, ("memory controller", "mc"), input, judge_edac)?;
     ToolReport::new(Tool::Edac, &counts, verdict)
 }
 
 /// Judges a `cpu-throttle` document.
 pub fn throttle_report(input: &[u8], _thresholds: &Thresholds) -> Result<ToolReport, ParseError> {
-    let counts: BeforeAfter<ThrottleCounts> = document(Tool::CpuThrottle, input)?;
-    for side in [&counts.before, &counts.after] {
-        check_names(Tool::CpuThrottle, "CPU", side.keys(), |name| {
-            numbered(name, "cpu")
-        })?;
-    }
-    let mut verdict = Verdict::pass();
-    judge_throttle(&mut verdict, &counts.before, &counts.after);
+    let (counts, mut verdict) =
+        judge_numbered(Tool::CpuThrottle, ("CPU", "cpu"), input, judge_throttle)?;
     if verdict.reasons.is_empty() {
         verdict.add(
             Status::Pass,
