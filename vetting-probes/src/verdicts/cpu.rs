@@ -250,9 +250,40 @@ impl SidecarSummary {
     }
 }
 
+/// The most sensors a `thermal-sidecar` document may list (a large
+/// server has a few hundred hwmon inputs).
+pub const MAX_SIDECAR_PEAKS: usize = 4096;
+/// The longest chip, driver, label, input or unit name it may carry
+/// (hwmon names and labels are short).
+pub const MAX_SENSOR_NAME: usize = 128;
+
+/// Whether a sensor's name can be hwmon's: short, no control characters.
+fn plausible_sensor_name(name: &str) -> bool {
+    name.len() <= MAX_SENSOR_NAME && !name.chars().any(char::is_control)
+}
+
 /// Judges a `thermal-sidecar` document.
 pub fn sidecar_report(input: &[u8], thresholds: &Thresholds) -> Result<ToolReport, ParseError> {
     let summary: SidecarSummary = document(Tool::ThermalSidecar, input)?;
+    if summary.peaks.len() > MAX_SIDECAR_PEAKS {
+        return Err(ParseError::format(
+            Tool::ThermalSidecar.name(),
+            format!(
+                "{} sensors listed, more than the {MAX_SIDECAR_PEAKS} taken",
+                summary.peaks.len()
+            ),
+        ));
+    }
+    for peak in &summary.peaks {
+        let names = [
+            &peak.chip,
+            &peak.driver,
+            &peak.label,
+            &peak.input_name,
+            &peak.unit,
+        ];
+        check_names(Tool::ThermalSidecar, "sensor", names, plausible_sensor_name)?;
+    }
     let verdict = summary.verdict(thresholds);
     ToolReport::new(Tool::ThermalSidecar, &summary, verdict)
 }
@@ -306,6 +337,27 @@ mod tests {
         assert_eq!(verdict.status, Status::Pass);
         judge_throttle(&mut verdict, &before, &after);
         assert!(verdict.reasons[0].message.contains("cpu0 +5"));
+    }
+
+    #[test]
+    fn sidecar_documents_carry_only_hwmon_sized_names() {
+        let peak = |label: &str| {
+            serde_json::json!({"rounds": 1, "samples": 1, "peaks": [{
+                "chip": "coretemp-hwmon1", "driver": "coretemp", "label": label,
+                "input_name": "temp1", "kind": "temperature", "input": 50.0,
+                "min": null, "max": 100.0, "crit": 105.0, "alarms": [], "unit": "°C"
+            }]})
+            .to_string()
+        };
+        let thresholds = Thresholds::default();
+        let report = sidecar_report(peak("Package id 0").as_bytes(), &thresholds).unwrap();
+        assert_eq!(report.verdict.status, Status::Pass, "{:?}", report.verdict);
+        for hostile in ["x".repeat(MAX_SENSOR_NAME + 1), "Package\nid 0".to_string()] {
+            assert!(
+                sidecar_report(peak(&hostile).as_bytes(), &thresholds).is_err(),
+                "{hostile:?}"
+            );
+        }
     }
 
     #[test]
