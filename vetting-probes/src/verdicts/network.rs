@@ -113,28 +113,26 @@ mod tests {
     fn grown_errors_fail_and_drops_warn() {
         let before = InterfaceCounters::default();
         let mut verdict = Verdict::pass();
-        judge_counters(&mut verdict, "eth0", &before, &before);
-        assert_eq!(verdict.status, Status::Pass);
-        judge_counters(
-            &mut verdict,
-            "eth0",
-            &before,
-            &InterfaceCounters {
-                rx_dropped: 3,
-                ..InterfaceCounters::default()
-            },
-        );
-        assert_eq!(verdict.status, Status::Warn);
-        judge_counters(
-            &mut verdict,
-            "eth0",
-            &before,
-            &InterfaceCounters {
-                tx_errors: 1,
-                ..InterfaceCounters::default()
-            },
-        );
-        assert_eq!(verdict.status, Status::Fail);
+        for (after, status) in [
+            (before, Status::Pass),
+            (
+                InterfaceCounters {
+                    rx_dropped: 3,
+                    ..before
+                },
+                Status::Warn,
+            ),
+            (
+                InterfaceCounters {
+                    tx_errors: 1,
+                    ..before
+                },
+                Status::Fail,
+            ),
+        ] {
+            judge_counters(&mut verdict, "eth0", &before, &after);
+            assert_eq!(verdict.status, status, "{after:?}");
+        }
     }
 
     #[test]

@@ -76,6 +76,19 @@ fn device_of(side: &str, output: &Value) -> Result<SmartDevice, ParseError> {
     }
 }
 
+/// A serial as a reason shows it: at most 40 characters, `none` when
+/// absent.
+fn shown(serial: Option<&str>) -> String {
+    serial.map_or("none".to_string(), |serial| {
+        serial
+            .chars()
+            .take(40)
+            .collect::<String>()
+            .escape_debug()
+            .to_string()
+    })
+}
+
 /// Judges a `smart-growth` document. Outputs of two different disks
 /// (serial or WWN differ) fail: they say nothing of growth.
 pub fn growth_report(input: &[u8], _thresholds: &Thresholds) -> Result<ToolReport, ParseError> {
@@ -88,8 +101,8 @@ pub fn growth_report(input: &[u8], _thresholds: &Thresholds) -> Result<ToolRepor
         verdict.fail_with(format!(
             "the SMART outputs before and after the surface test are of different disks \
              (serial {} → {})",
-            was.serial.as_deref().unwrap_or("none"),
-            is.serial.as_deref().unwrap_or("none")
+            shown(was.serial.as_deref()),
+            shown(is.serial.as_deref())
         ));
     } else {
         judge_smart_growth(
