@@ -91,7 +91,7 @@ impl Harness {
     }
 
     async fn outcome_of(&self, run: &str, stage: &str) -> String {
-        let stages = self.orchestrator.stages(run).await.unwrap();
+        let stages = self.orchestrator.operator().stages(run).await.unwrap();
         stages
             .iter()
             .find(|record| record.stage == stage)
