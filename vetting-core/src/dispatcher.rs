@@ -301,10 +301,10 @@ impl Dispatcher {
                 (Event::PowerFailed, message)
             }
         };
-        match self
+        if let Err(error) = self
             .orchestrator
             .runs()
-            .apply(
+            .apply_unless_moved(
                 &run.id,
                 event,
                 EventContext {
@@ -316,12 +316,7 @@ impl Dispatcher {
             )
             .await
         {
-            Ok(_)
-            | Err(OrchestratorError::InvalidTransition { .. })
-            | Err(OrchestratorError::Conflict { .. }) => {}
-            Err(error) => {
-                tracing::error!(run = %run.id, "cannot record the power outcome: {error:#}");
-            }
+            tracing::error!(run = %run.id, "cannot record the power outcome: {error:#}");
         }
         if let Some(attempt) = self.lock_power().get_mut(&run.id) {
             attempt.in_flight = false;

@@ -39,7 +39,7 @@ pub(crate) struct Inner {
     pub(crate) iperf: crate::iperf::IperfSupervisor,
     pub(crate) run_locks:
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    pub(crate) reports: Arc<crate::report_queue::ReportQueue>,
+    pub(crate) reports: Arc<crate::runs::report_queue::ReportQueue>,
     /// Runs whose power action a committed dispatch asked for, until the
     /// dispatcher takes them.
     pub(crate) power_requests: crate::dispatcher::PowerRequests,
@@ -307,9 +307,8 @@ impl Orchestrator {
     /// The agent booted: the boot script now exits to disk.
     pub async fn hello(&self, run: &Run) -> Result<Run> {
         if run.state == RunState::Booting && run.hello_at_ms.is_none() {
-            match self
-                .runs()
-                .apply(
+            self.runs()
+                .apply_unless_moved(
                     &run.id,
                     Event::Hello,
                     EventContext {
@@ -318,11 +317,7 @@ impl Orchestrator {
                         ..Default::default()
                     },
                 )
-                .await
-            {
-                Ok(_) | Err(OrchestratorError::InvalidTransition { .. }) => {}
-                Err(error) => return Err(error),
-            }
+                .await?;
         }
         self.run(&run.id).await
     }
@@ -431,9 +426,8 @@ impl Orchestrator {
                 .map_err(OrchestratorError::Unauthorized)?;
         }
         if run.state == RunState::Booting {
-            match self
-                .runs()
-                .apply(
+            self.runs()
+                .apply_unless_moved(
                     &run.id,
                     Event::Claim,
                     EventContext {
@@ -442,11 +436,7 @@ impl Orchestrator {
                         ..Default::default()
                     },
                 )
-                .await
-            {
-                Ok(_) | Err(OrchestratorError::InvalidTransition { .. }) => {}
-                Err(error) => return Err(error),
-            }
+                .await?;
         }
         self.run(&run.id).await
     }

@@ -112,7 +112,7 @@ impl Runs {
                 return Ok(dispatched);
             };
             match self
-                .apply(
+                .apply_unless_moved(
                     &next.id,
                     Event::Dispatch,
                     EventContext {
@@ -123,11 +123,10 @@ impl Runs {
                 )
                 .await
             {
-                Ok(_) => dispatched.push(next.id),
-                Err(OrchestratorError::NoSlotFree { .. }) => return Ok(dispatched),
+                Ok(Some(_)) => dispatched.push(next.id),
                 // another process dispatched or cancelled it: look again
-                Err(OrchestratorError::InvalidTransition { .. })
-                | Err(OrchestratorError::Conflict { .. }) => continue,
+                Ok(None) => continue,
+                Err(OrchestratorError::NoSlotFree { .. }) => return Ok(dispatched),
                 Err(error) => return Err(error),
             }
         }

@@ -112,6 +112,24 @@ impl Runs {
         })
     }
 
+    /// Applies `event` unless the run has moved on: `Ok(None)` when
+    /// another request or process got there first (the table refuses the
+    /// event in the run's new state, or the expected version changed).
+    pub async fn apply_unless_moved(
+        &self,
+        run_id: &str,
+        event: Event,
+        context: EventContext,
+    ) -> Result<Option<Applied>> {
+        match self.apply(run_id, event, context).await {
+            Ok(applied) => Ok(Some(applied)),
+            Err(
+                OrchestratorError::InvalidTransition { .. } | OrchestratorError::Conflict { .. },
+            ) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// The effects of a committed transition that run beside the request:
     /// the power action, the report worker, the dispatcher, the notifiers.
     fn carry_out(&self, run: &Run, transition: &Transition, context: &EventContext) {
