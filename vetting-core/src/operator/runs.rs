@@ -88,6 +88,20 @@ impl Operator {
         self.get_run(&run_id).await
     }
 
+    /// Starts a run on each of `host_ids`, in order: each host gets its
+    /// run or the reason it could not (busy, removed, unknown), and one
+    /// host's refusal does not stop the others. Duplicates are started once.
+    pub async fn start_runs(&self, host_ids: &[i64], actor: &Actor) -> Vec<(i64, Result<Run>)> {
+        let mut started: Vec<(i64, Result<Run>)> = Vec::with_capacity(host_ids.len());
+        for &host_id in host_ids {
+            if started.iter().any(|(seen, _)| *seen == host_id) {
+                continue;
+            }
+            started.push((host_id, self.start_run(host_id, actor).await));
+        }
+        started
+    }
+
     /// Creates a run and queues it: what an operator's "start" does.
     pub async fn start_run(&self, host_id: i64, actor: &Actor) -> Result<Run> {
         let run = self.create_run(host_id, actor).await?;

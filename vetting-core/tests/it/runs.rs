@@ -622,6 +622,60 @@ async fn deadlines_fire_by_the_injected_clock_and_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn starting_many_hosts_starts_each_and_names_the_ones_that_cannot() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        let idle = host(&orchestrator, 1).await;
+        let busy = host(&orchestrator, 2).await;
+        let other = host(&orchestrator, 3).await;
+        let running = orchestrator
+            .operator()
+            .start_run(busy, &operator())
+            .await
+            .unwrap();
+        let started = orchestrator
+            .operator()
+            .start_runs(&[idle, busy, other, idle, 9999], &operator())
+            .await;
+        let hosts: Vec<i64> = started.iter().map(|(host, _)| *host).collect();
+        assert_eq!(
+            hosts,
+            vec![idle, busy, other, 9999],
+            "{}: once each, in order",
+            db.name
+        );
+        for (host, result) in &started {
+            match *host {
+                host if host == idle || host == other => {
+                    let run = result.as_ref().unwrap();
+                    assert_eq!(run.state, RunState::Queued, "{}", db.name);
+                    assert_eq!(run.host_id, host);
+                }
+                host if host == busy => match result {
+                    Err(OrchestratorError::HostBusy { run_id, .. }) => {
+                        assert_eq!(run_id, &running.id)
+                    }
+                    other => panic!("{}: {other:?}", db.name),
+                },
+                _ => assert!(
+                    matches!(result, Err(OrchestratorError::HostNotFound(_))),
+                    "{}: {result:?}",
+                    db.name
+                ),
+            }
+        }
+        // each start is its own audited action by the operator
+        let audit = orchestrator.operator().audit_log(None).await.unwrap();
+        let enqueued = audit
+            .iter()
+            .filter(|record| record.action == "enqueue" && record.actor.ends_with("alice"))
+            .count();
+        assert_eq!(enqueued, 3, "{}", db.name);
+    }
+}
+
+#[tokio::test]
 async fn removing_a_host_frees_its_macs_and_keeps_its_history() {
     for db in test_dbs().await {
         let clock = ManualClock::new(T0);
