@@ -365,13 +365,7 @@ impl Dispatcher {
 
 /// `power (driver): error: cause: cause`, as the run's failure reason.
 fn error_chain(driver: &str, error: &PowerError) -> String {
-    let mut message = format!("power ({driver}): {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    message
+    format!("power ({driver}): {}", crate::error::chain(error))
 }
 
 /// Runs the reconcilers until `shutdown` is set.

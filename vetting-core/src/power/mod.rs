@@ -373,12 +373,11 @@ pub async fn power_on_for_pxe_logged(
             Ok(outcome)
         }
         Err(error) => {
-            let mut message = format!("power ({}): failed: {error}", driver.name());
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
+            let message = format!(
+                "power ({}): failed: {}",
+                driver.name(),
+                crate::error::chain(&error)
+            );
             log.record(PowerLogLevel::Error, &message);
             Err(error)
         }
