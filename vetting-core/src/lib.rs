@@ -14,6 +14,7 @@ pub mod events;
 pub mod evidence;
 pub mod iperf;
 pub mod model;
+pub mod notify;
 pub mod oplog;
 pub mod orchestrator;
 pub mod power;

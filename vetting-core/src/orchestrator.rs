@@ -140,6 +140,8 @@ struct Inner {
     reports: Arc<crate::report_queue::ReportQueue>,
     /// Runs' token nonces once read (a nonce never changes).
     nonces: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Where notifications go (targets added by the embedding program).
+    notifiers: crate::notify::Notifiers,
 }
 
 /// The most token nonces kept in memory; past it the map starts over.
@@ -192,6 +194,7 @@ impl Orchestrator {
                 run_locks: Default::default(),
                 reports: Default::default(),
                 nonces: Default::default(),
+                notifiers: Default::default(),
             }),
         };
         orchestrator.size_slots().await?;
@@ -217,6 +220,7 @@ impl Orchestrator {
                 run_locks: Default::default(),
                 reports: Default::default(),
                 nonces: Default::default(),
+                notifiers: shared.notifiers.clone(),
             },
         };
         Orchestrator {
@@ -241,6 +245,12 @@ impl Orchestrator {
     }
     fn conn(&self) -> &sea_orm::DatabaseConnection {
         self.inner.store.db()
+    }
+
+    /// The notification targets ([`crate::notify`]); clones share them,
+    /// so targets added here are seen by every handle.
+    pub fn notifiers(&self) -> &crate::notify::Notifiers {
+        &self.inner.notifiers
     }
 
     /// The iperf3 server of the Network stage.
