@@ -22,6 +22,7 @@ mod errors;
 mod fuzz;
 mod limits;
 mod results;
+mod server;
 
 /// Every agent endpoint under `/api/v1/runs/{run}/`.
 const ENDPOINTS: [&str; 7] = [
