@@ -1,28 +1,5 @@
 //! The embeddable server: [`Server`] assembles what `vetting serve` runs
-//! (the store through [`Orchestrator::open`], the reconcilers, the PXE
-//! supervisor and the DHCP allowlist sync when `pxe.enabled`, and
-//! [`crate::serve`] under the config's `http` limits) and hands back a
-//! [`ServerHandle`] with the bound address, the orchestrator and a
-//! [`ServerHandle::shutdown`] that stops all of it in order.
-//!
-//! The extension points are the builder's: a [`Clock`], the power drivers
-//! ([`PowerDrivers`]; default: each host's stored settings) and notification
-//! targets ([`Notifier`] with a [`Route`]).
-//!
-//! ```no_run
-//! # async fn example() -> Result<(), vetting_http::ServeError> {
-//! let mut config = vetting_core::config::Config::default();
-//! config.listen = "127.0.0.1:0".parse().unwrap();
-//! let server = vetting_http::Server::new(config).start().await?;
-//! println!("serving on {}", server.url());
-//! server.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await?;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! Where something must happen after the store is open and before anything
-//! runs (seeding hosts, reading a token), use [`Server::open`], then
-//! [`OpenedServer::start`].
+//! and hands back a [`ServerHandle`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,8 +55,35 @@ pub enum ServeError {
     },
 }
 
-/// The builder of an orchestrator server. Nothing starts until
-/// [`Server::start`] (or [`Server::open`] then [`OpenedServer::start`]).
+/// The builder of an orchestrator server: what `vetting serve` runs (the
+/// store through [`Orchestrator::open`], the reconcilers, the PXE
+/// supervisor and the DHCP allowlist sync when `pxe.enabled`, and
+/// [`fn@crate::serve`] under the config's `http` limits). [`Server::start`]
+/// hands back a [`ServerHandle`] with the bound address, the orchestrator
+/// and a [`ServerHandle::shutdown`] that stops all of it in order.
+///
+/// The extension points are the builder's: a [`Clock`], the power drivers
+/// ([`PowerDrivers`]; default: each host's stored settings) and
+/// notification targets ([`Notifier`] with a [`Route`]).
+///
+/// ```no_run
+/// # async fn example() -> Result<(), vetting_http::ServeError> {
+/// let mut config = vetting_core::config::Config::default();
+/// config.listen = ([127, 0, 0, 1], 0).into();
+/// let server = vetting_http::Server::new(config).start().await?;
+/// println!("serving on {}", server.url());
+/// server
+///     .run_until(async {
+///         let _ = tokio::signal::ctrl_c().await;
+///     })
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Where something must happen after the store is open and before anything
+/// runs (seeding hosts), use [`Server::open`], then [`OpenedServer::start`].
+/// Nothing starts before.
 pub struct Server {
     config: Config,
     clock: Arc<dyn Clock>,
