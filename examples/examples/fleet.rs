@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use vetting_core::model::{Actor, NewHost};
+use vetting_benches::load::server::register_and_start;
 use vetting_core::orchestrator::Orchestrator;
 use vetting_core::state_machine::RunState;
 use vetting_examples::{
@@ -72,51 +72,28 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One simulated machine: its host's name and serial, its run.
+/// One simulated machine: its host's serial, its run.
 struct Machine {
     index: usize,
-    name: String,
     serial: String,
     run_id: String,
 }
 
-/// Registers the hosts and starts their runs. Done before the reconcilers
-/// start: with them running, SQLite refused some of these writes as
-/// "database is locked" (a write racing the dispatcher's).
+/// Registers the hosts and starts their runs (the load harness's
+/// registration). Done before the reconcilers start: with them running,
+/// SQLite refused some of these writes as "database is locked" (a write
+/// racing the dispatcher's).
 async fn register(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<Machine>> {
-    let actor = Actor::operator("fleet");
-    let mut machines = Vec::with_capacity(hosts);
-    for index in 0..hosts {
-        let name = format!("fleet-{index:04}");
-        let serial = format!("FLEET{index:06}");
-        let host = orchestrator
-            .register_host(
-                NewHost {
-                    name: name.clone(),
-                    macs: vec![format!(
-                        "02:f1:00:{:02x}:{:02x}:01",
-                        (index >> 8) & 0xff,
-                        index & 0xff
-                    )],
-                    serial: Some(serial.clone()),
-                    ..Default::default()
-                },
-                &actor,
-            )
-            .await
-            .with_context(|| format!("registering {name}"))?;
-        let run = orchestrator
-            .start_run(host.id, &actor)
-            .await
-            .with_context(|| format!("starting the run of {name}"))?;
-        machines.push(Machine {
+    let runs = register_and_start(orchestrator, "fleet", hosts).await?;
+    Ok(runs
+        .into_iter()
+        .enumerate()
+        .map(|(index, (run_id, serial))| Machine {
             index,
-            name,
             serial,
-            run_id: run.id,
-        });
-    }
-    Ok(machines)
+            run_id,
+        })
+        .collect())
 }
 
 /// Boots each machine's agent when its run waits to boot, and waits for
@@ -161,11 +138,11 @@ async fn boot_and_wait(
             .await;
             match outcome {
                 Ok(state) => {
-                    println!("{}: run {} {state}", machine.name, machine.run_id);
+                    println!("{}: run {} {state}", machine.serial, machine.run_id);
                     Some(state)
                 }
                 Err(error) => {
-                    println!("{}: run {}: {error:#}", machine.name, machine.run_id);
+                    println!("{}: run {}: {error:#}", machine.serial, machine.run_id);
                     None
                 }
             }

@@ -100,17 +100,24 @@ async fn terminated() {
     }
 }
 
-/// Registers `hosts` hosts, starts a run for each, dispatches them and
-/// sends the (manual) power action, so each run waits in `Booting`.
-async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<SeededRun>> {
-    let actor = Actor::operator("load-harness");
+/// Registers `hosts` hosts named `{prefix}-000000`, ... (serials
+/// `{PREFIX}000000`, ...) and starts a run for each; returns each run's id
+/// and its host's serial. Call it before the reconcilers start (with
+/// `vetting_http::Server::open`): on SQLite a registration racing the
+/// dispatcher's writes can be refused as "database is locked".
+pub async fn register_and_start(
+    orchestrator: &Orchestrator,
+    prefix: &str,
+    hosts: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let actor = Actor::operator(prefix);
     let mut runs = Vec::with_capacity(hosts);
     for index in 0..hosts {
-        let serial = format!("LOAD{index:06}");
+        let serial = format!("{}{index:06}", prefix.to_ascii_uppercase());
         let host = orchestrator
             .register_host(
                 NewHost {
-                    name: format!("load-{index:06}"),
+                    name: format!("{prefix}-{index:06}"),
                     macs: vec![format!(
                         "02:1a:{:02x}:{:02x}:{:02x}:01",
                         (index >> 16) & 0xff,
@@ -130,6 +137,13 @@ async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<S
             .with_context(|| format!("starting the run of host {index}"))?;
         runs.push((run.id, serial));
     }
+    Ok(runs)
+}
+
+/// Registers `hosts` hosts, starts a run for each, dispatches them and
+/// sends the (manual) power action, so each run waits in `Booting`.
+async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<SeededRun>> {
+    let runs = register_and_start(orchestrator, "load", hosts).await?;
     orchestrator.dispatch().await.context("dispatching")?;
     let mut seeded = Vec::with_capacity(hosts);
     for (run_id, serial) in runs {

@@ -491,32 +491,28 @@ async fn deliver(
         Ok(Err(error)) => DeliveryOutcome::Failed(error),
         Err(_) => DeliveryOutcome::TimedOut(timeout),
     };
-    match &outcome {
-        DeliveryOutcome::Delivered => tracing::debug!(
+    let failure = match &outcome {
+        DeliveryOutcome::Delivered | DeliveryOutcome::Cancelled => None,
+        DeliveryOutcome::Failed(error) => Some(error_chain(error)),
+        DeliveryOutcome::TimedOut(timeout) => {
+            Some(format!("no answer within {} s", timeout.as_secs_f64()))
+        }
+    };
+    match failure {
+        None => tracing::debug!(
             target_name = %target.name,
             kind = %notification.kind,
             run = %notification.run_id,
-            "notification delivered"
+            "notification: {outcome:?}"
         ),
-        DeliveryOutcome::Failed(error) => tracing::warn!(
-            target_name = %target.name,
-            notifier = target.notifier.name(),
-            kind = %notification.kind,
-            run = %notification.run_id,
-            "notification to `{}` failed: {}",
-            target.name,
-            error_chain(error)
-        ),
-        DeliveryOutcome::TimedOut(timeout) => tracing::warn!(
+        Some(reason) => tracing::warn!(
             target_name = %target.name,
             notifier = target.notifier.name(),
             kind = %notification.kind,
             run = %notification.run_id,
-            "notification to `{}` failed: no answer within {} s",
-            target.name,
-            timeout.as_secs_f64()
+            "notification to `{}` failed: {reason}",
+            target.name
         ),
-        DeliveryOutcome::Cancelled => {}
     }
     outcome
 }
