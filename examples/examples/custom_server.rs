@@ -18,10 +18,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 use vetting_core::dispatcher::PowerDrivers;
+use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, Host, NewHost};
 use vetting_core::notify::{Notification, NotificationKind, Notifier, NotifyError, Route};
 use vetting_core::power::{PowerDriver, PowerError, PowerLog, PowerLogLevel, PowerOutcome};
-use vetting_core::state_machine::RunState;
 use vetting_examples::{
     EXAMPLE_BCRYPT_COST, ended, loopback_config, simulated_agent, wait_for_run,
 };
@@ -199,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
 
     let actor = Actor::operator("example");
     let host = orchestrator
+        .operator()
         .register_host(
             NewHost {
                 name: "rack1-u01".into(),
@@ -209,13 +210,13 @@ async fn main() -> anyhow::Result<()> {
             &actor,
         )
         .await?;
-    let run = orchestrator.start_run(host.id, &actor).await?;
+    let run = orchestrator.operator().start_run(host.id, &actor).await?;
     println!("run {} started for host {}", run.id, host.name);
 
     let outcome = async {
         let state = wait_for_run(&orchestrator, &run.id, ended, STEP_TIMEOUT).await?;
         if state != RunState::Completed {
-            let run = orchestrator.get_run(&run.id).await?;
+            let run = orchestrator.operator().get_run(&run.id).await?;
             bail!(
                 "the run ended {state}: {}",
                 run.failure_reason.unwrap_or_default()

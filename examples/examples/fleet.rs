@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use vetting_benches::load::server::register_and_start;
+use vetting_core::machine::RunState;
 use vetting_core::orchestrator::Orchestrator;
-use vetting_core::state_machine::RunState;
 use vetting_examples::{
     EXAMPLE_BCRYPT_COST, ended, loopback_config, simulated_agent, wait_for_run,
 };

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use vetting_agent::client::Client;
+use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
-use vetting_core::state_machine::RunState;
 use vetting_examples::{EXAMPLE_BCRYPT_COST, ended, loopback_config, wait_for_run};
 use vetting_probes::Verdict;
 use vetting_probes::protocol::{
@@ -46,9 +46,11 @@ async fn script(server: &vetting_http::ServerHandle) -> anyhow::Result<()> {
 
     // 1. the operator's side: a spec profile, a host that refers to it, a run
     orchestrator
+        .operator()
         .put_spec_profile("example-1u", "schema_version: 1\n", &actor)
         .await?;
     let host = orchestrator
+        .operator()
         .register_host(
             NewHost {
                 name: "rack2-u07".into(),
@@ -60,7 +62,7 @@ async fn script(server: &vetting_http::ServerHandle) -> anyhow::Result<()> {
             &actor,
         )
         .await?;
-    let run = orchestrator.start_run(host.id, &actor).await?;
+    let run = orchestrator.operator().start_run(host.id, &actor).await?;
     println!("run {} for host {}", run.id, host.name);
 
     // 2. the dispatcher takes a slot and sends the power action (this host

@@ -18,8 +18,8 @@ use vetting_benches::load::agents::{AgentReport, Phases, Traffic, run_agent};
 use vetting_benches::load::server::SeededRun;
 use vetting_benches::load::stats::Recorder;
 use vetting_core::config::Config;
+use vetting_core::machine::RunState;
 use vetting_core::orchestrator::Orchestrator;
-use vetting_core::state_machine::RunState;
 
 /// An orchestrator config for an example: data under `data_dir`, HTTP on
 /// an ephemeral loopback port, no iperf3 server (the simulated hosts run
@@ -54,7 +54,7 @@ pub async fn wait_for_run(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut events = orchestrator.hub().subscribe();
     loop {
-        let state = orchestrator.get_run(run_id).await?.state;
+        let state = orchestrator.operator().get_run(run_id).await?.state;
         if done(state) {
             return Ok(state);
         }

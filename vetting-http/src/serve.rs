@@ -9,8 +9,9 @@ use tokio::task::JoinHandle;
 use vetting_core::clock::{Clock, SystemClock};
 use vetting_core::config::Config;
 use vetting_core::dispatcher::{Dispatcher, PowerDrivers, StoredPowerSettings, run_reconcilers};
+use vetting_core::error::OrchestratorError;
 use vetting_core::notify::{Notifier, Notifiers, Route};
-use vetting_core::orchestrator::{Orchestrator, OrchestratorError};
+use vetting_core::orchestrator::Orchestrator;
 use vetting_core::pxe::{PxeError, PxeSettings, PxeSupervisor};
 
 use crate::AppState;
@@ -249,6 +250,7 @@ impl OpenedServer {
         let mut allowlist = None;
         if let Some(settings) = pxe_settings {
             let hosts = orchestrator
+                .operator()
                 .list_hosts(false)
                 .await
                 .map_err(ServeError::Hosts)?;

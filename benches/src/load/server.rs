@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use vetting_core::config::{Config, Secret};
+use vetting_core::machine::{Event, RunState};
 use vetting_core::model::{Actor, NewHost};
-use vetting_core::orchestrator::{EventContext, Orchestrator};
-use vetting_core::state_machine::{Event, RunState};
+use vetting_core::orchestrator::Orchestrator;
+use vetting_core::runs::EventContext;
 
 /// The secret key of the harness's orchestrators (a throwaway data folder
 /// each time; fixed so the verifier can open the same store).
@@ -115,6 +116,7 @@ pub async fn register_and_start(
     for index in 0..hosts {
         let serial = format!("{}{index:06}", prefix.to_ascii_uppercase());
         let host = orchestrator
+            .operator()
             .register_host(
                 NewHost {
                     name: format!("{prefix}-{index:06}"),
@@ -132,6 +134,7 @@ pub async fn register_and_start(
             .await
             .with_context(|| format!("registering host {index}"))?;
         let run = orchestrator
+            .operator()
             .start_run(host.id, &actor)
             .await
             .with_context(|| format!("starting the run of host {index}"))?;
@@ -144,10 +147,15 @@ pub async fn register_and_start(
 /// sends the (manual) power action, so each run waits in `Booting`.
 async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<SeededRun>> {
     let runs = register_and_start(orchestrator, "load", hosts).await?;
-    orchestrator.dispatch().await.context("dispatching")?;
+    orchestrator
+        .runs()
+        .dispatch()
+        .await
+        .context("dispatching")?;
     let mut seeded = Vec::with_capacity(hosts);
     for (run_id, serial) in runs {
         orchestrator
+            .runs()
             .apply(
                 &run_id,
                 Event::PowerOnSent,

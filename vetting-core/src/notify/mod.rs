@@ -67,33 +67,11 @@ use serde::{Deserialize, Serialize};
 /// How long one target gets for one notification.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NotificationKind {
-    /// A stage failed.
-    StageFailed,
-    /// SpecValidate found a critical difference from the expected hardware.
-    SpecMismatch,
-    /// A run is held for an operator (after a failure, or found data).
-    HoldingOpened,
-    /// A run completed: every stage passed, warned or was skipped.
-    RunCompleted,
-    /// The host went silent: it did not boot in time, or its heartbeats
-    /// stopped.
-    HostLost,
-}
+/// What happened: the kinds are the state machine's
+/// ([`crate::machine::Effect::Notify`] names one per row of the table).
+pub use crate::machine::NotificationKind;
 
 impl NotificationKind {
-    /// Every kind.
-    pub const ALL: [NotificationKind; 5] = [
-        NotificationKind::StageFailed,
-        NotificationKind::SpecMismatch,
-        NotificationKind::HoldingOpened,
-        NotificationKind::RunCompleted,
-        NotificationKind::HostLost,
-    ];
-
     /// How much this kind matters unless the sender says otherwise: a
     /// completed run is news, a mismatch or a hold wants an operator, a
     /// failed stage or a lost host means broken hardware or a stuck run.
@@ -103,23 +81,6 @@ impl NotificationKind {
             NotificationKind::SpecMismatch | NotificationKind::HoldingOpened => Severity::Warning,
             NotificationKind::StageFailed | NotificationKind::HostLost => Severity::Critical,
         }
-    }
-
-    /// The kind's name in logs and messages (`stage_failed`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotificationKind::StageFailed => "stage_failed",
-            NotificationKind::SpecMismatch => "spec_mismatch",
-            NotificationKind::HoldingOpened => "holding_opened",
-            NotificationKind::RunCompleted => "run_completed",
-            NotificationKind::HostLost => "host_lost",
-        }
-    }
-}
-
-impl fmt::Display for NotificationKind {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
     }
 }
 

@@ -331,6 +331,6 @@ fn a_notification_reads_as_one_line() {
         .to_string();
     assert_eq!(
         text,
-        "[critical] stage_failed: run run-1 (host rack4-u12), stage SMART: reallocated sectors: 12"
+        "[critical] StageFailed: run run-1 (host rack4-u12), stage SMART: reallocated sectors: 12"
     );
 }

@@ -10,8 +10,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 use vetting_core::clock::ManualClock;
 use vetting_core::config::Config;
-use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
-use vetting_core::state_machine::{Event, RunState};
+use vetting_core::error::OrchestratorError;
+use vetting_core::machine::{Event, RunState};
+use vetting_core::orchestrator::Orchestrator;
+use vetting_core::runs::EventContext;
 use vetting_core::store::{Store, StoreError};
 use vetting_core::tokens::{self, SecretKey};
 
@@ -19,9 +21,14 @@ use crate::support::{T0, config_for, host, open, operator, test_dbs};
 
 async fn booting(orchestrator: &Orchestrator, index: u32) -> String {
     let host_id = host(orchestrator, index).await;
-    let run = orchestrator.start_run(host_id, &operator()).await.unwrap();
-    orchestrator.dispatch().await.unwrap();
+    let run = orchestrator
+        .operator()
+        .start_run(host_id, &operator())
+        .await
+        .unwrap();
+    orchestrator.runs().dispatch().await.unwrap();
     orchestrator
+        .runs()
         .apply(&run.id, Event::PowerOnSent, EventContext::default())
         .await
         .unwrap();
@@ -65,11 +72,12 @@ async fn tokens_are_refused_when_wrong_foreign_or_expired() {
             );
         }
         // claim checks bcrypt once and moves the run
-        let run = orchestrator.get_run(&run_a).await.unwrap();
+        let run = orchestrator.operator().get_run(&run_a).await.unwrap();
         let claimed = orchestrator.claim(&run, &token_a).await.unwrap();
         assert_eq!(claimed.state, RunState::InventoryCheck);
         // the run ends: heartbeats work during the grace, nothing else does
         orchestrator
+            .operator()
             .cancel(&run_a, &operator(), None)
             .await
             .unwrap();
@@ -388,7 +396,7 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
             current: None,
             status: None,
         };
-        let run = orchestrator.get_run(&run_a).await.unwrap();
+        let run = orchestrator.operator().get_run(&run_a).await.unwrap();
         let ack = orchestrator
             .agent_log(
                 &run,
@@ -401,6 +409,7 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
         assert_eq!(ack.next_seq, 1);
         // the run ends: heartbeats during the grace, nothing else
         orchestrator
+            .operator()
             .cancel(&run_a, &operator(), None)
             .await
             .unwrap();
@@ -425,6 +434,14 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
             orchestrator.agent_heartbeat(&run, &beat).await,
             Err(OrchestratorError::RunEnded { .. })
         ));
-        assert_eq!(orchestrator.get_run(&run_a).await.unwrap().next_log_seq, 1);
+        assert_eq!(
+            orchestrator
+                .operator()
+                .get_run(&run_a)
+                .await
+                .unwrap()
+                .next_log_seq,
+            1
+        );
     }
 }

@@ -93,6 +93,7 @@ async fn the_embedded_server_serves_powers_with_its_drivers_and_shuts_down() {
     let orchestrator = server.orchestrator().clone();
     let actor = Actor::operator("test");
     let host = orchestrator
+        .operator()
         .register_host(
             NewHost {
                 name: "embedded-1".into(),
@@ -103,10 +104,21 @@ async fn the_embedded_server_serves_powers_with_its_drivers_and_shuts_down() {
         )
         .await
         .unwrap();
-    let run = orchestrator.start_run(host.id, &actor).await.unwrap();
+    let run = orchestrator
+        .operator()
+        .start_run(host.id, &actor)
+        .await
+        .unwrap();
     let mut events = orchestrator.hub().subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while orchestrator.get_run(&run.id).await.unwrap().state != RunState::Booting {
+    while orchestrator
+        .operator()
+        .get_run(&run.id)
+        .await
+        .unwrap()
+        .state
+        != RunState::Booting
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the run was not powered on"
