@@ -614,7 +614,7 @@ impl Orchestrator {
     /// spec expects (the device allowlist), plus the iperf3 server.
     pub async fn stage_params(&self, run: &Run) -> Result<StageParams> {
         let mut params = self.config().stages.clone();
-        let host = self.operator().get_host(run.host_id).await?;
+        let host = self.host(run.host_id).await?;
         if let Some(spec) = self.operator().host_spec(&host).await.map_err(internal)? {
             params.storage.expected_disks = crate::spec::expected_disks(&spec);
             params.expected = crate::spec::expected_parts(&spec);
@@ -1229,7 +1229,7 @@ impl Orchestrator {
     /// was. Reads only; on SQLite this runs outside the writer, so the
     /// re-judging of large outputs never holds other runs' writes.
     async fn prepare_result(&self, run: &Run, result: StageResult) -> Result<Prepared> {
-        let run = self.operator().get_run(&run.id).await?;
+        let run = self.run(&run.id).await?;
         if result.attempt > i32::MAX as u32 {
             return Err(OrchestratorError::BadRequest(format!(
                 "attempt {} is out of range",
@@ -1447,7 +1447,7 @@ impl Orchestrator {
     /// How many disks the host's spec allowlists (each may carry its own
     /// artifacts).
     async fn allowlisted_disks(&self, run: &Run) -> Result<usize> {
-        let host = self.operator().get_host(run.host_id).await?;
+        let host = self.host(run.host_id).await?;
         Ok(
             match self.operator().host_spec(&host).await.map_err(internal)? {
                 Some(spec) => crate::spec::expected_disks(&spec)
@@ -1515,7 +1515,7 @@ impl Orchestrator {
         if applied.effects.contains(&Effect::ValidateSpec) {
             self.resolve_spec_validate(&run.id).await?;
         }
-        let run = self.operator().get_run(&run.id).await?;
+        let run = self.run(&run.id).await?;
         let response = ResultResponse {
             position: position_of(&run),
             verdict,
@@ -1545,7 +1545,7 @@ impl Orchestrator {
 
     /// Runs `SpecValidate` when the run is in it.
     async fn resolve_spec_validate(&self, run_id: &str) -> Result<()> {
-        let run = self.operator().get_run(run_id).await?;
+        let run = self.run(run_id).await?;
         if run.state == RunState::SpecValidate {
             let outcome = self.validate_spec(run_id).await.map_err(internal)?;
             let event = if outcome.critical {
@@ -1577,7 +1577,7 @@ impl Orchestrator {
     /// Writes the reports when the run is in `Reporting` (and completes
     /// it), or has ended.
     async fn resolve_reporting(&self, run_id: &str) -> Result<()> {
-        let run = self.operator().get_run(run_id).await?;
+        let run = self.run(run_id).await?;
         if run.state == RunState::Reporting {
             crate::reports::write_reports(self, run_id)
                 .await
@@ -1598,7 +1598,7 @@ impl Orchestrator {
                 Err(error) => return Err(error),
             }
         }
-        let state = self.operator().get_run(run_id).await?.state;
+        let state = self.run(run_id).await?.state;
         if state.is_terminal() || state == RunState::FailedHolding {
             // the report with the final state, and the reports of failed,
             // held and cancelled runs

@@ -250,7 +250,7 @@ pub async fn ipxe_answer(
         None => ipxe::exit_script_any_firmware(),
     };
     let mac = Mac::parse(&request.mac.to_string()).map_err(OrchestratorError::BadRequest)?;
-    let Some(host) = orchestrator.operator().host_by_mac(&mac).await? else {
+    let Some(host) = crate::store::hosts::by_mac(orchestrator.conn(), &mac).await? else {
         let reason = format!(
             "MAC {} is not registered; it boots from its local disk",
             request.mac
@@ -372,7 +372,7 @@ pub async fn sync_allowlist(
 ) {
     let mut events = orchestrator.hub().subscribe();
     loop {
-        match orchestrator.operator().list_hosts(false).await {
+        match crate::store::hosts::list(orchestrator.conn(), false).await {
             Ok(hosts) => {
                 let wanted = host_entries(&hosts);
                 if supervisor.hosts().await != wanted {

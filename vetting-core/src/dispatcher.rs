@@ -248,7 +248,7 @@ impl Dispatcher {
         // ones to retry and those a restart interrupted
         let mut waiting = Vec::new();
         for run_id in orchestrator.runs().take_power_requests() {
-            let run = orchestrator.operator().get_run(&run_id).await?;
+            let run = orchestrator.run(&run_id).await?;
             if run.state == RunState::WaitingWoL {
                 waiting.push(run);
             }
@@ -333,10 +333,10 @@ impl Dispatcher {
                 (Event::PowerFailed, message)
             }
         };
-        match self
+        if let Err(error) = self
             .orchestrator
             .runs()
-            .apply(
+            .apply_unless_moved(
                 &run.id,
                 event,
                 EventContext {
@@ -348,12 +348,7 @@ impl Dispatcher {
             )
             .await
         {
-            Ok(_)
-            | Err(OrchestratorError::InvalidTransition { .. })
-            | Err(OrchestratorError::Conflict { .. }) => {}
-            Err(error) => {
-                tracing::error!(run = %run.id, "cannot record the power outcome: {error:#}");
-            }
+            tracing::error!(run = %run.id, "cannot record the power outcome: {error:#}");
         }
         if let Some(attempt) = self.lock_power().get_mut(&run.id) {
             attempt.in_flight = false;
@@ -371,7 +366,7 @@ impl Dispatcher {
 
     /// The driver's outcome, or the error with the message for the run.
     async fn try_power_on(&self, run: &Run) -> Result<PowerOutcome, (PowerError, String)> {
-        let host = match self.orchestrator.operator().get_host(run.host_id).await {
+        let host = match self.orchestrator.host(run.host_id).await {
             Ok(host) => host,
             Err(error) => {
                 let message = format!("cannot read the host: {error}");

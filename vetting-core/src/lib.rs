@@ -22,7 +22,6 @@ pub mod oplog;
 pub mod orchestrator;
 pub mod power;
 pub mod pxe;
-pub(crate) mod report_queue;
 pub mod reports;
 pub mod runlogs;
 pub mod runs;

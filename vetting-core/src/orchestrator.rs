@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{OrchestratorError, Result, db};
 use crate::events::EventsHub;
 use crate::machine::{Event, RunState};
-use crate::model::{Actor, CorruptRow, Run};
+use crate::model::{Actor, CorruptRow, Host, Run};
 use crate::runs::EventContext;
 use crate::store::Store;
 use crate::store::audit;
@@ -39,7 +39,7 @@ pub(crate) struct Inner {
     pub(crate) iperf: crate::iperf::IperfSupervisor,
     pub(crate) run_locks:
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    pub(crate) reports: Arc<crate::report_queue::ReportQueue>,
+    pub(crate) reports: Arc<crate::runs::report_queue::ReportQueue>,
     /// Runs whose power action a committed dispatch asked for, until the
     /// dispatcher takes them.
     pub(crate) power_requests: crate::dispatcher::PowerRequests,
@@ -160,6 +160,17 @@ impl Orchestrator {
         &self.inner.notifiers
     }
 
+    /// A run, for the services' own use (frontends read through
+    /// [`crate::operator::Operator`]).
+    pub(crate) async fn run(&self, run_id: &str) -> Result<Run> {
+        crate::store::runs::get(self.conn(), run_id).await
+    }
+
+    /// A host, for the services' own use.
+    pub(crate) async fn host(&self, host_id: i64) -> Result<Host> {
+        crate::store::hosts::get(self.conn(), host_id).await
+    }
+
     /// The iperf3 server of the Network stage.
     pub fn iperf(&self) -> &crate::iperf::IperfSupervisor {
         &self.inner.iperf
@@ -244,8 +255,7 @@ impl Orchestrator {
         for_heartbeat: bool,
     ) -> Result<Run> {
         let run = self
-            .operator()
-            .get_run(run_id)
+            .run(run_id)
             .await
             .map_err(|_| OrchestratorError::Unauthorized(TokenError::WrongRun))?;
         let model_nonce =
@@ -307,9 +317,8 @@ impl Orchestrator {
     /// The agent booted: the boot script now exits to disk.
     pub async fn hello(&self, run: &Run) -> Result<Run> {
         if run.state == RunState::Booting && run.hello_at_ms.is_none() {
-            match self
-                .runs()
-                .apply(
+            self.runs()
+                .apply_unless_moved(
                     &run.id,
                     Event::Hello,
                     EventContext {
@@ -318,13 +327,9 @@ impl Orchestrator {
                         ..Default::default()
                     },
                 )
-                .await
-            {
-                Ok(_) | Err(OrchestratorError::InvalidTransition { .. }) => {}
-                Err(error) => return Err(error),
-            }
+                .await?;
         }
-        self.operator().get_run(&run.id).await
+        self.run(&run.id).await
     }
 
     /// Records that `run`'s boot script, token included, went to `peer`
@@ -431,9 +436,8 @@ impl Orchestrator {
                 .map_err(OrchestratorError::Unauthorized)?;
         }
         if run.state == RunState::Booting {
-            match self
-                .runs()
-                .apply(
+            self.runs()
+                .apply_unless_moved(
                     &run.id,
                     Event::Claim,
                     EventContext {
@@ -442,13 +446,9 @@ impl Orchestrator {
                         ..Default::default()
                     },
                 )
-                .await
-            {
-                Ok(_) | Err(OrchestratorError::InvalidTransition { .. }) => {}
-                Err(error) => return Err(error),
-            }
+                .await?;
         }
-        self.operator().get_run(&run.id).await
+        self.run(&run.id).await
     }
 
     // ---------------------------------------------------- operator actions

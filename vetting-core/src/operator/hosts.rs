@@ -2,8 +2,7 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
 
 use crate::error::{OrchestratorError, Result, db};
@@ -166,60 +165,16 @@ impl Operator {
 
     /// Hosts, registered ones first, by name.
     pub async fn list_hosts(&self, include_removed: bool) -> Result<Vec<Host>> {
-        let mut query = host::Entity::find().order_by_asc(host::Column::Name);
-        if !include_removed {
-            query = query.filter(host::Column::RemovedAtMs.is_null());
-        }
-        let hosts = query
-            .all(self.core.conn())
-            .await
-            .map_err(db("listing hosts"))?;
-        let macs = host_mac::Entity::find()
-            .all(self.core.conn())
-            .await
-            .map_err(db("listing hosts"))?;
-        Ok(hosts
-            .into_iter()
-            .map(|model| {
-                let mut own: Vec<Mac> = macs
-                    .iter()
-                    .filter(|mac| mac.host_id == model.id)
-                    .filter_map(|mac| Mac::parse(&mac.mac).ok())
-                    .collect();
-                own.sort();
-                Host::from_entity(model, own)
-            })
-            .collect())
+        crate::store::hosts::list(self.core.conn(), include_removed).await
     }
 
     pub async fn get_host(&self, host_id: i64) -> Result<Host> {
-        let model = crate::store::by_key(host::Entity::find_by_id(host_id), self.core.conn())
-            .await
-            .map_err(db("reading a host"))?
-            .ok_or_else(|| OrchestratorError::HostNotFound(host_id.to_string()))?;
-        let macs = host_mac::Entity::find()
-            .filter(host_mac::Column::HostId.eq(host_id))
-            .all(self.core.conn())
-            .await
-            .map_err(db("reading a host"))?
-            .into_iter()
-            .filter_map(|mac| Mac::parse(&mac.mac).ok())
-            .collect();
-        Ok(Host::from_entity(model, macs))
+        crate::store::hosts::get(self.core.conn(), host_id).await
     }
 
     /// The host that owns `mac`, if it is registered.
     pub async fn host_by_mac(&self, mac: &Mac) -> Result<Option<Host>> {
-        let Some(entry) = crate::store::by_key(
-            host_mac::Entity::find_by_id(mac.as_str().to_string()),
-            self.core.conn(),
-        )
-        .await
-        .map_err(db("looking up a MAC"))?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(self.get_host(entry.host_id).await?))
+        crate::store::hosts::by_mac(self.core.conn(), mac).await
     }
 }
 

@@ -11,7 +11,7 @@ use crate::machine::{Event, RunState, Stage};
 use crate::model::{Actor, Applied, AuditRecord, CorruptRow, Run, StageRecord, TransitionRecord};
 use crate::runs::EventContext;
 use crate::store::audit;
-use crate::store::entities::{run, stage, transition};
+use crate::store::entities::{run, stage};
 use crate::tokens::{self};
 
 use super::Operator;
@@ -107,31 +107,12 @@ impl Operator {
     }
 
     pub async fn get_run(&self, run_id: &str) -> Result<Run> {
-        let model = crate::store::by_key(
-            run::Entity::find_by_id(run_id.to_string()),
-            self.core.conn(),
-        )
-        .await
-        .map_err(db("reading a run"))?
-        .ok_or_else(|| OrchestratorError::RunNotFound(run_id.to_string()))?;
-        Ok(Run::from_entity(model)?)
+        crate::store::runs::get(self.core.conn(), run_id).await
     }
 
     /// Runs, newest first.
     pub async fn list_runs(&self, host_id: Option<i64>) -> Result<Vec<Run>> {
-        let mut query = run::Entity::find()
-            .order_by_desc(run::Column::CreatedAtMs)
-            .order_by_desc(run::Column::Id);
-        if let Some(host_id) = host_id {
-            query = query.filter(run::Column::HostId.eq(host_id));
-        }
-        query
-            .all(self.core.conn())
-            .await
-            .map_err(db("listing runs"))?
-            .into_iter()
-            .map(|model| Run::from_entity(model).map_err(OrchestratorError::from))
-            .collect()
+        crate::store::runs::list(self.core.conn(), host_id).await
     }
 
     /// The host's run that has not ended, if any (a host has at most one).
@@ -251,26 +232,7 @@ impl Operator {
 
     /// The transition log, in commit order (by id).
     pub async fn transitions(&self, run_id: Option<&str>) -> Result<Vec<TransitionRecord>> {
-        let mut query = transition::Entity::find().order_by_asc(transition::Column::Id);
-        if let Some(run_id) = run_id {
-            query = query.filter(transition::Column::RunId.eq(run_id));
-        }
-        Ok(query
-            .all(self.core.conn())
-            .await
-            .map_err(db("reading transitions"))?
-            .into_iter()
-            .map(|model| TransitionRecord {
-                id: model.id,
-                run_id: model.run_id,
-                from: model.from_state,
-                to: model.to_state,
-                event: model.event,
-                actor: model.actor,
-                at_ms: model.at_ms,
-                detail: model.detail,
-            })
-            .collect())
+        crate::store::transitions::list(self.core.conn(), run_id).await
     }
 
     pub async fn audit_log(&self, run_id: Option<&str>) -> Result<Vec<AuditRecord>> {
@@ -278,22 +240,6 @@ impl Operator {
     }
 
     pub async fn stages(&self, run_id: &str) -> Result<Vec<StageRecord>> {
-        Ok(stage::Entity::find()
-            .filter(stage::Column::RunId.eq(run_id))
-            .order_by_asc(stage::Column::StartedAtMs)
-            .all(self.core.conn())
-            .await
-            .map_err(db("reading stages"))?
-            .into_iter()
-            .map(|model| StageRecord {
-                run_id: model.run_id,
-                stage: model.stage,
-                attempt: model.attempt.max(0) as u32,
-                outcome: model.outcome,
-                reason: model.reason,
-                started_at_ms: model.started_at_ms,
-                finished_at_ms: model.finished_at_ms,
-            })
-            .collect())
+        crate::store::stages::list(self.core.conn(), run_id).await
     }
 }

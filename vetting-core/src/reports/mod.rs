@@ -359,8 +359,8 @@ pub async fn build_report(orchestrator: &Orchestrator, run_id: &str) -> Result<R
 
 async fn gather(orchestrator: &Orchestrator, run_id: &str) -> Result<Gathered> {
     let connection = orchestrator.store().db();
-    let run = orchestrator.operator().get_run(run_id).await?;
-    let host = orchestrator.operator().get_host(run.host_id).await?;
+    let run = orchestrator.run(run_id).await?;
+    let host = orchestrator.host(run.host_id).await?;
     let mut notes = Vec::new();
 
     let mut stage_rows = stage::Entity::find()

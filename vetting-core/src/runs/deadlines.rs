@@ -3,7 +3,7 @@
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use crate::error::{OrchestratorError, Result, db};
+use crate::error::{Result, db};
 use crate::machine::{Event, RunState};
 use crate::model::{Applied, Run};
 use crate::runs::EventContext;
@@ -49,8 +49,8 @@ impl Runs {
                 Event::HeartbeatTimeout => "the agent fell silent (no heartbeat)".to_string(),
                 _ => format!("{} ran past its deadline", run.state),
             };
-            match self
-                .apply(
+            if let Some(applied) = self
+                .apply_unless_moved(
                     &run.id,
                     event,
                     EventContext {
@@ -59,12 +59,9 @@ impl Runs {
                         ..Default::default()
                     },
                 )
-                .await
+                .await?
             {
-                Ok(applied) => fired.push(applied),
-                Err(OrchestratorError::Conflict { .. })
-                | Err(OrchestratorError::InvalidTransition { .. }) => {}
-                Err(error) => return Err(error),
+                fired.push(applied);
             }
         }
         Ok(fired)

@@ -5,7 +5,7 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder,
 };
 
 use crate::error::{OrchestratorError, Result, db};
@@ -77,7 +77,7 @@ impl Runs {
             .map_err(db("trimming slots"))?;
         for row in existing {
             if let Some(run_id) = row.run_id {
-                let holds = match self.core.operator().get_run(&run_id).await {
+                let holds = match self.core.run(&run_id).await {
                     Ok(run) => run.state.holds_slot(),
                     Err(_) => false,
                 };
@@ -112,7 +112,7 @@ impl Runs {
                 return Ok(dispatched);
             };
             match self
-                .apply(
+                .apply_unless_moved(
                     &next.id,
                     Event::Dispatch,
                     EventContext {
@@ -123,11 +123,10 @@ impl Runs {
                 )
                 .await
             {
-                Ok(_) => dispatched.push(next.id),
-                Err(OrchestratorError::NoSlotFree { .. }) => return Ok(dispatched),
+                Ok(Some(_)) => dispatched.push(next.id),
                 // another process dispatched or cancelled it: look again
-                Err(OrchestratorError::InvalidTransition { .. })
-                | Err(OrchestratorError::Conflict { .. }) => continue,
+                Ok(None) => continue,
+                Err(OrchestratorError::NoSlotFree { .. }) => return Ok(dispatched),
                 Err(error) => return Err(error),
             }
         }
@@ -135,45 +134,17 @@ impl Runs {
 
     /// The runs holding a dispatcher slot now.
     pub async fn slots_in_use(&self) -> Result<Vec<String>> {
-        Ok(slot::Entity::find()
-            .filter(slot::Column::RunId.is_not_null())
-            .all(self.core.conn())
-            .await
-            .map_err(db("reading slots"))?
-            .into_iter()
-            .filter_map(|row| row.run_id)
-            .collect())
+        crate::store::slots::in_use(self.core.conn()).await
     }
 
     /// Whether some run holds a dispatcher slot.
     pub async fn any_run_holds_a_slot(&self) -> Result<bool> {
-        let slot_states = RunState::ALL
-            .iter()
-            .filter(|state| state.holds_slot())
-            .map(|state| state.as_str());
-        let found = run::Entity::find()
-            .select_only()
-            .column(run::Column::Id)
-            .filter(run::Column::State.is_in(slot_states))
-            .into_tuple::<String>()
-            .one(self.core.conn())
-            .await
-            .map_err(db("looking for runs in flight"))?;
-        Ok(found.is_some())
+        crate::store::runs::any_holding_a_slot(self.core.conn()).await
     }
 
     /// Runs in any of `states`, oldest first (the reconcilers' view: the
     /// few runs that need them, not the whole history).
     pub async fn runs_in_states(&self, states: &[RunState]) -> Result<Vec<Run>> {
-        run::Entity::find()
-            .filter(run::Column::State.is_in(states.iter().map(|state| state.as_str())))
-            .order_by_asc(run::Column::CreatedAtMs)
-            .order_by_asc(run::Column::Id)
-            .all(self.core.conn())
-            .await
-            .map_err(db("listing runs by state"))?
-            .into_iter()
-            .map(|model| Run::from_entity(model).map_err(OrchestratorError::from))
-            .collect()
+        crate::store::runs::in_states(self.core.conn(), states).await
     }
 }

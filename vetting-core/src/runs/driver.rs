@@ -37,7 +37,7 @@ impl Runs {
         context: EventContext,
     ) -> Result<Applied> {
         for _ in 0..20 {
-            let run = self.core.operator().get_run(run_id).await?;
+            let run = self.core.run(run_id).await?;
             if let Some(expected) = context.expected_state
                 && run.state != expected
             {
@@ -110,6 +110,24 @@ impl Runs {
         Err(OrchestratorError::Conflict {
             run_id: run_id.to_string(),
         })
+    }
+
+    /// Applies `event` unless the run has moved on: `Ok(None)` when
+    /// another request or process got there first (the table refuses the
+    /// event in the run's new state, or the expected version changed).
+    pub async fn apply_unless_moved(
+        &self,
+        run_id: &str,
+        event: Event,
+        context: EventContext,
+    ) -> Result<Option<Applied>> {
+        match self.apply(run_id, event, context).await {
+            Ok(applied) => Ok(Some(applied)),
+            Err(
+                OrchestratorError::InvalidTransition { .. } | OrchestratorError::Conflict { .. },
+            ) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// The effects of a committed transition that run beside the request:

@@ -12,6 +12,7 @@ use crate::orchestrator::Orchestrator;
 mod deadlines;
 mod dispatch;
 mod driver;
+pub(crate) mod report_queue;
 
 /// Extra facts an event carries into its transition.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +64,7 @@ impl Runs {
     /// request path. Must be called inside the runtime.
     pub fn queue_resolution(&self, run_id: &str) {
         if self.core.inner.reports.push(run_id) {
-            tokio::spawn(crate::report_queue::work(
+            tokio::spawn(report_queue::work(
                 self.core.inner.reports.clone(),
                 self.core.downgrade(),
             ));
@@ -79,5 +80,21 @@ impl Runs {
     /// The runs whose power action was asked for since the last call.
     pub(crate) fn take_power_requests(&self) -> Vec<String> {
         self.core.inner.power_requests.take()
+    }
+}
+
+impl report_queue::Resolve for crate::orchestrator::WeakOrchestrator {
+    async fn resolve(&self, run_id: String) -> bool {
+        let Some(core) = self.upgrade() else {
+            return false;
+        };
+        if let Err(error) = core.resolve_owned_states(&run_id).await {
+            tracing::warn!(run = %run_id, "cannot resolve the run's reports: {error}");
+        }
+        true
+    }
+
+    fn alive(&self) -> bool {
+        self.upgrade().is_some()
     }
 }

@@ -68,8 +68,8 @@ impl Orchestrator {
     /// critical. A host without a serial and UUID gets the inventory's as
     /// its identity (audited as `orchestrator`).
     pub async fn validate_spec(&self, run_id: &str) -> Result<SpecOutcome> {
-        let run = self.operator().get_run(run_id).await?;
-        let mut host = self.operator().get_host(run.host_id).await?;
+        let run = self.run(run_id).await?;
+        let mut host = self.host(run.host_id).await?;
         let mut diffs = Vec::new();
         let inventory: Option<Inventory> =
             match self.operator().latest_inventory_json(run_id).await? {
@@ -127,7 +127,7 @@ impl Orchestrator {
                     Some(recorded) => diffs.push(recorded),
                     None => {
                         // another process recorded it first: check against that
-                        host = self.operator().get_host(run.host_id).await?;
+                        host = self.host(run.host_id).await?;
                     }
                 }
             }

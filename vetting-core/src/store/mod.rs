@@ -5,7 +5,12 @@
 
 pub mod audit;
 pub mod entities;
+pub mod hosts;
 pub mod migrations;
+pub mod runs;
+pub mod slots;
+pub mod stages;
+pub mod transitions;
 
 use std::time::Duration;
 

@@ -1103,14 +1103,31 @@ async fn reports_of_a_completed_run_are_self_contained_and_escaped() {
                 .unwrap()
                 .to;
         }
-        // Reporting writes the report, then the run completes
-        write_reports(&orchestrator, &run_id).await.unwrap();
-        let applied = orchestrator
-            .runs()
-            .apply(&run_id, Event::ReportWritten, EventContext::default())
+        // entering Reporting queued the report worker (the transition's
+        // effect): it writes the report, then the run completes
+        let mut completed = false;
+        for _ in 0..200 {
+            let run = orchestrator.operator().get_run(&run_id).await.unwrap();
+            if run.state == RunState::Completed {
+                completed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(
+            completed,
+            "{}: the report worker did not complete the run",
+            db.name
+        );
+        let walked = orchestrator
+            .operator()
+            .transitions(Some(&run_id))
             .await
             .unwrap();
-        assert_eq!(applied.to, RunState::Completed);
+        assert_eq!(
+            walked.last().map(|t| (t.from.as_str(), t.event.as_str())),
+            Some(("Reporting", "report_written"))
+        );
         let paths = write_reports(&orchestrator, &run_id).await.unwrap();
 
         assert_eq!(

@@ -22,6 +22,7 @@ mod body_before_auth;
 mod errors;
 mod fuzz;
 mod limits;
+mod rejudge;
 mod results;
 mod server;
 
