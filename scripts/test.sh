@@ -63,6 +63,7 @@ tests() {
   fi
 }
 : > target/test-failures.txt
+: > target/examples-output.txt
 tests cargo test --workspace --lib --bins --tests --examples --no-fail-fast -- --test-threads="${VETTING_TEST_THREADS:-4}"
 
 phase "benches compile and run once (criterion test mode)"
@@ -70,6 +71,25 @@ tests cargo test --workspace --benches --no-fail-fast
 
 phase "doc tests"
 tests cargo test --workspace --doc
+
+phase "examples"
+# each example runs to completion on loopback and exits non-zero on failure;
+# one example is one test in the summary
+examples_passed=0
+examples_failed=0
+for example in custom_server scripted_run fleet; do
+  status=0
+  timeout 600 cargo run --quiet -p vetting-examples --example "$example" 2>&1 |
+    tee -a target/examples-output.txt || status=${PIPESTATUS[0]}
+  if ((status == 0)); then
+    examples_passed=$((examples_passed + 1))
+    echo "example $example: ok"
+  else
+    examples_failed=$((examples_failed + 1))
+    echo "test.sh: example $example exited with status $status" | tee -a target/test-failures.txt
+    test_status=$status
+  fi
+done
 
 phase ""
 echo "== phase times"
@@ -82,6 +102,8 @@ read -r passed failed ignored < <(
     target/test-output.txt |
     awk '{ p += $1; f += $2; i += $3 } END { print p + 0, f + 0, i + 0 }'
 )
+passed=$((passed + examples_passed))
+failed=$((failed + examples_failed))
 # one line per skipped test (a test may have asked more than once)
 skipped=$(cut -f1 "$VETTING_SKIP_LOG" | sort -u | wc -l)
 echo "ignored (#[ignore], run by other tests or by hand): $ignored"

@@ -6,13 +6,10 @@
 //! prints the run id, the final state and the report paths.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use vetting_core::clock::SystemClock;
 use vetting_core::config::Config;
-use vetting_core::dispatcher::{Dispatcher, run_reconcilers};
 use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
@@ -77,14 +74,11 @@ fn agent_binary() -> anyhow::Result<PathBuf> {
 
 /// Runs the demo; returns whether the run completed.
 pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<bool> {
+    // an ephemeral port, announced to the agent as it is bound
     config.listen.set_port(0);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let local = listener
-        .local_addr()
-        .context("reading the listen address")?;
-    config.public_url = Some(format!("http://{local}"));
+    config.public_url = None;
+    // the host is this machine: no DHCP/TFTP for the vetting LAN
+    config.pxe.enabled = false;
     config.iperf.port = 0;
     config.stages.cpu_stress.duration_secs = options.stress_secs;
     config.stages.cpu_stress.memory_share = 0.05;
@@ -95,20 +89,9 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
     config.runs.hold_on_failure = false;
     config.dispatcher.interval_ms = 200;
     let data_dir = config.data_dir.clone();
-    let orchestrator = Orchestrator::open(config, Arc::new(SystemClock))
-        .await
-        .context("opening the orchestrator")?;
-    let state = vetting_http::AppState::new(orchestrator.clone());
-    let server = tokio::spawn(vetting_http::serve(
-        listener,
-        state,
-        std::future::pending::<()>(),
-    ));
-    let (stop_sender, stop) = tokio::sync::watch::channel(false);
-    let reconcilers = tokio::spawn(run_reconcilers(
-        Dispatcher::with_stored_power(orchestrator.clone()),
-        stop,
-    ));
+    let server = vetting_http::Server::new(config).start().await?;
+    let orchestrator = server.orchestrator().clone();
+    let url = server.url();
 
     // the scratch disk: a zeroed file, behind a loop device where possible
     let demo_dir = data_dir.join("demo");
@@ -181,7 +164,7 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
     let token = orchestrator.token_for(&run.id).await?;
     let mut agent = tokio::process::Command::new(agent_binary()?)
         .arg("run")
-        .args(["--url", &format!("http://{local}")])
+        .args(["--url", &url])
         .args(["--run", &run.id])
         .args(["--token", &token])
         .arg("--local")
@@ -202,9 +185,7 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
     let _ = tokio::time::timeout(Duration::from_secs(30), agent.wait()).await;
     let _ = agent.start_kill();
     let final_state = orchestrator.operator().get_run(&run.id).await?.state;
-    let _ = stop_sender.send(true);
-    reconcilers.abort();
-    server.abort();
+    server.shutdown().await?;
     drop(loop_device);
     let _ = std::fs::remove_file(&scratch);
     ended?;

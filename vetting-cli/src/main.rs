@@ -4,14 +4,10 @@
 mod demo;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vetting_core::clock::SystemClock;
 use vetting_core::config::Config;
-use vetting_core::dispatcher::{Dispatcher, run_reconcilers};
-use vetting_core::orchestrator::Orchestrator;
 use vetting_core::store::Store;
 
 #[derive(Debug, Parser)]
@@ -75,13 +71,7 @@ enum DbCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VETTING_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vetting_http::init_logging("VETTING_LOG");
     let cli = Cli::parse();
     // one descriptor per connection: the usual soft limit of 1024 is below
     // http.max_connections
@@ -162,56 +152,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listen = config.listen;
-    let pxe_settings = config
-        .pxe_settings()
-        .map_err(|message| anyhow::anyhow!("config: {message}"))?;
-    let orchestrator = Orchestrator::open(config, Arc::new(SystemClock))
-        .await
-        .context("opening the orchestrator")?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    let local = listener
-        .local_addr()
-        .context("reading the listen address")?;
-    let (stop_sender, stop) = tokio::sync::watch::channel(false);
-    let mut state = vetting_http::AppState::new(orchestrator.clone());
-    let mut pxe = None;
-    if let Some(settings) = pxe_settings {
-        let hosts =
-            vetting_core::boot::host_entries(&orchestrator.operator().list_hosts(false).await?);
-        let interface = settings.interface.clone();
-        let supervisor = Arc::new(
-            vetting_core::pxe::PxeSupervisor::start(settings, hosts)
-                .await
-                .with_context(|| format!("starting DHCP/TFTP (dnsmasq) on {interface}"))?,
-        );
+    let server = vetting_http::Server::new(config).start().await?;
+    if let Some(interface) = server.pxe_interface() {
         println!("vetting serving PXE (dnsmasq) on {interface}");
-        tokio::spawn(vetting_core::boot::sync_allowlist(
-            orchestrator.clone(),
-            Arc::clone(&supervisor),
-            std::time::Duration::from_secs(60),
-            stop.clone(),
-        ));
-        state = state.with_leases(supervisor.clone());
-        pxe = Some(supervisor);
     }
-    println!("vetting listening on http://{local}");
-    let reconcilers = tokio::spawn(run_reconcilers(
-        Dispatcher::with_stored_power(orchestrator.clone()),
-        stop.clone(),
-    ));
-    vetting_http::serve(listener, state, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
-    .context("serving HTTP")?;
-    let _ = stop_sender.send(true);
-    reconcilers.abort();
-    if let Some(supervisor) = pxe.and_then(|supervisor| Arc::try_unwrap(supervisor).ok()) {
-        supervisor.shutdown().await;
-    }
-    orchestrator.iperf().stop().await;
+    println!("vetting listening on http://{}", server.local_addr());
+    server
+        .run_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

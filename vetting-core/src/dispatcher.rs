@@ -27,11 +27,43 @@ use crate::power::{
 };
 use crate::runs::EventContext;
 
-/// Picks the power driver of a host. The default reads the host's stored
-/// [`PowerSettings`]; an embedding program can give its own (and so add
-/// drivers of its own: [`PowerDriver`] is an open trait).
+/// Picks the power driver of a host: a public extension point. The default,
+/// [`StoredPowerSettings`], reads the host's stored [`PowerSettings`]; an
+/// embedding program gives its own (through `vetting_http::Server::power`
+/// or [`Dispatcher::new`]) to add drivers of its own ([`PowerDriver`] is an
+/// open trait; [`crate::power`] says how to write one) or to choose them
+/// by something else than the stored settings. It can fall back to
+/// [`StoredPowerSettings`] for the hosts it does not handle.
+///
+/// ```
+/// use vetting_core::dispatcher::{PowerDrivers, StoredPowerSettings};
+/// use vetting_core::model::Host;
+/// use vetting_core::power::{ManualDriver, ManualSettings, PowerDriver, PowerError};
+///
+/// /// Hosts named `lab-*` are powered on by hand; the rest as stored.
+/// #[derive(Debug)]
+/// struct LabOrStored {
+///     stored: StoredPowerSettings,
+/// }
+///
+/// impl PowerDrivers for LabOrStored {
+///     fn driver_for(&self, host: &Host) -> Result<Box<dyn PowerDriver>, PowerError> {
+///         if host.name.starts_with("lab-") {
+///             let note = Some("lab bench: press the button".to_string());
+///             return Ok(Box::new(ManualDriver::new(ManualSettings { note })));
+///         }
+///         self.stored.driver_for(host)
+///     }
+/// }
+/// # let _ = LabOrStored { stored: StoredPowerSettings::new([0; 32]) };
+/// ```
 pub trait PowerDrivers: Send + Sync + std::fmt::Debug {
-    /// The driver for `host`. An error fails the run with its message.
+    /// The driver for `host`, called each time the run of `host` needs its
+    /// power action (again on a retry). It must not block (build the
+    /// driver; the driver does the I/O). An error counts as the driver's
+    /// would (a final one fails the run with its message, the rest are
+    /// retried): use [`PowerError::InvalidSettings`] for a host this
+    /// cannot power.
     fn driver_for(&self, host: &Host) -> Result<Box<dyn PowerDriver>, PowerError>;
 }
 

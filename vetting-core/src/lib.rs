@@ -16,6 +16,7 @@ pub mod evidence;
 pub mod iperf;
 pub mod machine;
 pub mod model;
+pub mod notify;
 pub mod operator;
 pub mod oplog;
 pub mod orchestrator;

@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     pub(crate) power_requests: crate::dispatcher::PowerRequests,
     /// Runs' token nonces once read (a nonce never changes).
     pub(crate) nonces: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Where notifications go (targets added by the embedding program).
+    pub(crate) notifiers: crate::notify::Notifiers,
 }
 
 /// The most token nonces kept in memory; past it the map starts over.
@@ -98,6 +100,7 @@ impl Orchestrator {
                 reports: Default::default(),
                 power_requests: Default::default(),
                 nonces: Default::default(),
+                notifiers: Default::default(),
             }),
         };
         orchestrator.runs().size_slots().await?;
@@ -124,6 +127,7 @@ impl Orchestrator {
                 reports: Default::default(),
                 power_requests: Default::default(),
                 nonces: Default::default(),
+                notifiers: shared.notifiers.clone(),
             },
         };
         Orchestrator {
@@ -148,6 +152,12 @@ impl Orchestrator {
     }
     pub(crate) fn conn(&self) -> &sea_orm::DatabaseConnection {
         self.inner.store.db()
+    }
+
+    /// The notification targets ([`crate::notify`]); clones share them,
+    /// so targets added here are seen by every handle.
+    pub fn notifiers(&self) -> &crate::notify::Notifiers {
+        &self.inner.notifiers
     }
 
     /// A run, for the services' own use (frontends read through

@@ -5,8 +5,13 @@
 pub mod agent;
 pub mod boot;
 pub mod error;
+mod serve;
 pub mod server;
 
+pub use serve::{
+    ALLOWLIST_RESYNC, OpenedServer, RECONCILER_GRACE, ServeError, Server, ServerHandle,
+    init_logging,
+};
 pub use server::{
     READ_BUFFER_LIMIT, SHUTDOWN_GRACE, open_file_limit, raise_open_file_limit, serve,
 };

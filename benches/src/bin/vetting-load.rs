@@ -147,7 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seeded_file,
         } => {
             pin::pin_to_cpu(cpu)?;
-            init_server_logging();
+            vetting_http::init_logging("VETTING_LOG");
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             return runtime.block_on(server::serve(server::ServeOptions {
                 data_dir,
@@ -259,14 +259,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("data kept in {}", kept.display());
     }
     result
-}
-
-fn init_server_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VETTING_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -1,19 +1,16 @@
 //! The server side of the harness, each in its own process: `serve` opens
-//! the orchestrator (the real `vetting_http` router and reconcilers, as
-//! `vetting serve` builds them), seeds N hosts whose runs wait in `Booting`
+//! the orchestrator through `vetting_http::Server` (the server `vetting
+//! serve` runs), seeds N hosts whose runs wait in `Booting`
 //! for their agent, writes their tokens to a file, and serves on
 //! 127.0.0.1:0; `bare` serves the heartbeat route with a fixed JSON body
 //! (the baseline). Both print `READY {url}` on stdout when they accept
 //! requests, and stop on SIGTERM.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
-use vetting_core::dispatcher::{Dispatcher, run_reconcilers};
 use vetting_core::machine::{Event, RunState};
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
@@ -71,20 +68,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         options.database_url.clone(),
         options.hosts,
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("listening on 127.0.0.1:0")?;
-    let local = listener
-        .local_addr()
-        .context("reading the listen address")?;
-    let url = format!("http://{local}");
-    config.listen = local;
-    config.public_url = Some(url.clone());
-    let orchestrator = Orchestrator::open(config, Arc::new(SystemClock))
-        .await
-        .context("opening the orchestrator")?
-        .with_bcrypt_cost(options.bcrypt_cost);
-    let runs = seed(&orchestrator, options.hosts).await?;
+    config.listen = ([127, 0, 0, 1], 0).into();
+    config.public_url = None;
+    let server = vetting_http::Server::new(config)
+        .bcrypt_cost(options.bcrypt_cost)
+        .open()
+        .await?;
+    let url = server.url();
+    let runs = seed(server.orchestrator(), options.hosts).await?;
     let seeded = Seeded {
         url: url.clone(),
         runs,
@@ -93,21 +84,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     std::fs::write(&options.seeded_file, text)
         .with_context(|| format!("writing {}", options.seeded_file.display()))?;
 
-    let (stop_sender, stop) = tokio::sync::watch::channel(false);
-    let reconcilers = tokio::spawn(run_reconcilers(
-        Dispatcher::with_stored_power(orchestrator.clone()),
-        stop,
-    ));
+    let server = server.start().await?;
     println!("READY {url}");
-    vetting_http::serve(
-        listener,
-        vetting_http::AppState::new(orchestrator),
-        terminated(),
-    )
-    .await
-    .context("serving HTTP")?;
-    let _ = stop_sender.send(true);
-    reconcilers.abort();
+    server.run_until(terminated()).await?;
     Ok(())
 }
 
@@ -122,18 +101,25 @@ async fn terminated() {
     }
 }
 
-/// Registers `hosts` hosts, starts a run for each, dispatches them and
-/// sends the (manual) power action, so each run waits in `Booting`.
-async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<SeededRun>> {
-    let actor = Actor::operator("load-harness");
+/// Registers `hosts` hosts named `{prefix}-000000`, ... (serials
+/// `{PREFIX}000000`, ...) and starts a run for each; returns each run's id
+/// and its host's serial. Call it before the reconcilers start (with
+/// `vetting_http::Server::open`): on SQLite a registration racing the
+/// dispatcher's writes can be refused as "database is locked".
+pub async fn register_and_start(
+    orchestrator: &Orchestrator,
+    prefix: &str,
+    hosts: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let actor = Actor::operator(prefix);
     let mut runs = Vec::with_capacity(hosts);
     for index in 0..hosts {
-        let serial = format!("LOAD{index:06}");
+        let serial = format!("{}{index:06}", prefix.to_ascii_uppercase());
         let host = orchestrator
             .operator()
             .register_host(
                 NewHost {
-                    name: format!("load-{index:06}"),
+                    name: format!("{prefix}-{index:06}"),
                     macs: vec![format!(
                         "02:1a:{:02x}:{:02x}:{:02x}:01",
                         (index >> 16) & 0xff,
@@ -154,6 +140,13 @@ async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<S
             .with_context(|| format!("starting the run of host {index}"))?;
         runs.push((run.id, serial));
     }
+    Ok(runs)
+}
+
+/// Registers `hosts` hosts, starts a run for each, dispatches them and
+/// sends the (manual) power action, so each run waits in `Booting`.
+async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<SeededRun>> {
+    let runs = register_and_start(orchestrator, "load", hosts).await?;
     orchestrator
         .runs()
         .dispatch()

@@ -11,6 +11,76 @@
 //!
 //! Every action and its outcome goes to the run's log through [`PowerLog`].
 //! BMC passwords are stored encrypted ([`secret::EncryptedSecret`]).
+//!
+//! # Adding a driver
+//!
+//! A driver is a public extension point: implement [`PowerDriver`] and give
+//! the dispatcher a [`crate::dispatcher::PowerDrivers`] that picks it per
+//! host (`vetting_http::Server::power`, or
+//! [`crate::dispatcher::Dispatcher::new`]); the stored-settings default
+//! ([`crate::dispatcher::StoredPowerSettings`]) keeps serving the four
+//! drivers here.
+//!
+//! - [`PowerDriver::name`]: a short word for the run's log (`ipmi`).
+//! - [`PowerDriver::power_on_for_pxe`]: get the host to boot from the
+//!   network once, whether it was off (power on) or on (restart), then
+//!   return what was done as a [`PowerOutcome`]. Return once the BMC has
+//!   taken the request; do not wait for the host to boot (the boot
+//!   deadline and the agent's hello tell that). Bound every call to the
+//!   outside with a timeout ([`PowerError::Timeout`]): the power deadline
+//!   of the run bounds the whole action. Write what you do to `log` (the
+//!   run's log, which operators read), never a secret. It may be called
+//!   again for the same run after an error, and for a host already on:
+//!   it must be safe to repeat.
+//!
+//! Errors: the dispatcher tries a failed action again after
+//! `power.retry_secs`, up to `power.attempts` times, then fails the run
+//! with the error's message and causes. An error that no retry can fix
+//! fails the run at once: [`PowerError::InvalidSettings`],
+//! [`PowerError::Secret`], [`PowerError::ResetTypeNotAllowed`],
+//! [`PowerError::AmbiguousSystem`], and [`PowerError::Bmc`] with a 4xx
+//! status other than 408 and 429. Every other error (a timeout, an
+//! unreachable BMC, a tool that failed, a 5xx) is retried, so report
+//! "cannot work" as `InvalidSettings` and "the BMC said no" as `Bmc`.
+//!
+//! ```
+//! use vetting_core::power::{
+//!     CollectedPowerLog, PowerDriver, PowerError, PowerLog, PowerLogLevel, PowerOutcome,
+//!     power_on_for_pxe_logged,
+//! };
+//!
+//! /// A rack controller reached by some in-house API.
+//! struct RackController {
+//!     slot: u32,
+//! }
+//!
+//! #[async_trait::async_trait]
+//! impl PowerDriver for RackController {
+//!     fn name(&self) -> &str {
+//!         "rack-controller"
+//!     }
+//!
+//!     async fn power_on_for_pxe(&self, log: &dyn PowerLog) -> Result<PowerOutcome, PowerError> {
+//!         if self.slot == 0 {
+//!             // no retry fixes this: the run fails at once
+//!             return Err(PowerError::InvalidSettings("slot 0 does not exist".into()));
+//!         }
+//!         log.record(PowerLogLevel::Info, &format!("slot {}: network boot once, power on", self.slot));
+//!         // ... the in-house API call, under a timeout ...
+//!         Ok(PowerOutcome::PoweredOn { action: format!("slot {} on", self.slot) })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let log = CollectedPowerLog::new();
+//! let outcome = power_on_for_pxe_logged(&RackController { slot: 7 }, &log).await;
+//! assert!(matches!(outcome, Ok(PowerOutcome::PoweredOn { .. })));
+//! assert!(log.text().contains("slot 7: network boot once"));
+//! let refused = power_on_for_pxe_logged(&RackController { slot: 0 }, &log).await;
+//! assert!(matches!(refused, Err(PowerError::InvalidSettings(_))));
+//! # }
+//! ```
 
 pub mod ipmi;
 pub mod manual;
@@ -298,7 +368,8 @@ pub enum PowerError {
     },
 }
 
-/// A way to power a host on so that it boots from the network once.
+/// A way to power a host on so that it boots from the network once; see
+/// [the module documentation](self#adding-a-driver) for how to add one.
 ///
 /// Implementations write every action and its outcome to `log`.
 #[async_trait::async_trait]
@@ -307,7 +378,10 @@ pub trait PowerDriver: Send + Sync {
     fn name(&self) -> &str;
 
     /// Powers the host on (or restarts it) with a one-time network boot
-    /// where the method allows.
+    /// where the method allows, and returns once the request is taken (not
+    /// once the host has booted). Safe to call again: after an error the
+    /// dispatcher retries it, unless the error is final (see the module
+    /// documentation). Every outside call is bounded by a timeout.
     async fn power_on_for_pxe(&self, log: &dyn PowerLog) -> Result<PowerOutcome, PowerError>;
 }
 

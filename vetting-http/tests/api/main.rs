@@ -24,6 +24,7 @@ mod fuzz;
 mod limits;
 mod rejudge;
 mod results;
+mod server;
 
 /// Every agent endpoint under `/api/v1/runs/{run}/`.
 const ENDPOINTS: [&str; 7] = [
