@@ -333,7 +333,7 @@ impl Dispatcher {
                 (Event::PowerFailed, message)
             }
         };
-        if let Err(error) = self
+        let recorded = self
             .orchestrator
             .runs()
             .apply_unless_moved(
@@ -346,12 +346,18 @@ impl Dispatcher {
                     ..Default::default()
                 },
             )
-            .await
-        {
+            .await;
+        // once the outcome is recorded (or the run moved on), the attempt
+        // stays in flight until a pass sees the run gone from WaitingWoL: a
+        // pass that read the run before the outcome committed must not
+        // power the host a second time
+        if let Err(error) = recorded {
             tracing::error!(run = %run.id, "cannot record the power outcome: {error:#}");
-        }
-        if let Some(attempt) = self.lock_power().get_mut(&run.id) {
-            attempt.in_flight = false;
+            if let Some(attempt) = self.lock_power().get_mut(&run.id) {
+                attempt.in_flight = false;
+                attempt.next_try_ms =
+                    self.orchestrator.now_ms() + config.power.retry_secs as i64 * 1000;
+            }
         }
         self.orchestrator.poke();
     }

@@ -454,7 +454,7 @@ async fn deliver(
     };
     let failure = match &outcome {
         DeliveryOutcome::Delivered | DeliveryOutcome::Cancelled => None,
-        DeliveryOutcome::Failed(error) => Some(error_chain(error)),
+        DeliveryOutcome::Failed(error) => Some(crate::error::chain(error)),
         DeliveryOutcome::TimedOut(timeout) => {
             Some(format!("no answer within {} s", timeout.as_secs_f64()))
         }
@@ -476,17 +476,6 @@ async fn deliver(
         ),
     }
     outcome
-}
-
-/// `error: cause: cause`.
-fn error_chain(error: &NotifyError) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

@@ -14,10 +14,11 @@ use crate::clock::Millis;
 use crate::error::{OrchestratorError, Result, db};
 use crate::events::HubEvent;
 use crate::machine::{
-    Effect, Event, HoldReason, Input, InvalidTransition, Refusal, RunState, SlotOp, Stage, StageOp,
-    Transition, decide,
+    Effect, Event, HoldReason, Input, InvalidTransition, NotificationKind, Refusal, RunState,
+    SlotOp, Stage, StageOp, Transition, decide,
 };
 use crate::model::{Actor, Applied, Run};
+use crate::notify::Notification;
 use crate::runs::EventContext;
 use crate::store::audit;
 use crate::store::entities::{run, slot, stage, transition};
@@ -88,11 +89,14 @@ impl Runs {
             )
             .map_err(|refusal| refused(run_id, refusal))?;
             match self.persist(&run, &transition, &context).await {
-                Ok(announced) => {
+                Ok(Persisted {
+                    announced,
+                    last_transition_id,
+                }) => {
                     for hub_event in announced {
                         self.core.inner.hub.publish(hub_event);
                     }
-                    self.carry_out(&run, &transition, &context);
+                    self.carry_out(&run, &transition, &context, last_transition_id);
                     return Ok(Applied {
                         from: run.state,
                         to: transition.entered(),
@@ -132,7 +136,13 @@ impl Runs {
 
     /// The effects of a committed transition that run beside the request:
     /// the power action, the report worker, the dispatcher, the notifiers.
-    fn carry_out(&self, run: &Run, transition: &Transition, context: &EventContext) {
+    fn carry_out(
+        &self,
+        run: &Run,
+        transition: &Transition,
+        context: &EventContext,
+        transition_id: Option<i64>,
+    ) {
         for effect in &transition.effects {
             match effect {
                 Effect::PowerOn => {
@@ -141,7 +151,7 @@ impl Runs {
                 }
                 Effect::WriteReport => self.queue_resolution(&run.id),
                 Effect::WakeDispatcher => self.core.poke(),
-                Effect::Notify(kind) => self.notify(run, *kind, transition, context),
+                Effect::Notify(kind) => self.notify(run, *kind, transition, context, transition_id),
                 // the result that led to SpecValidate resolves it
                 Effect::ValidateSpec => {}
             }
@@ -167,7 +177,7 @@ impl Runs {
         run: &Run,
         transition: &Transition,
         context: &EventContext,
-    ) -> Result<Vec<HubEvent>> {
+    ) -> Result<Persisted> {
         let now = self.core.now_ms();
         let actor = context.actor.clone().unwrap_or_else(Actor::orchestrator);
         let next = &transition.run;
@@ -330,8 +340,9 @@ impl Runs {
         // 4. the transition log (with the automatic hold after a failure)
         let detail = context.reason.clone();
         let mut announced = Vec::new();
+        let mut last_transition_id = None;
         for step in &transition.steps {
-            transition::ActiveModel {
+            let recorded = transition::ActiveModel {
                 run_id: Set(run.id.clone()),
                 from_state: Set(step.from.as_str().to_string()),
                 to_state: Set(step.to.as_str().to_string()),
@@ -344,6 +355,7 @@ impl Runs {
             .insert(&txn)
             .await
             .map_err(db("recording a transition"))?;
+            last_transition_id = Some(recorded.id);
             announced.push(HubEvent::Transition {
                 run_id: run.id.clone(),
                 host_id: run.host_id,
@@ -373,24 +385,56 @@ impl Runs {
             .await?;
         }
         txn.commit().await.map_err(db("committing a transition"))?;
-        Ok(announced)
+        Ok(Persisted {
+            announced,
+            last_transition_id,
+        })
     }
 
-    /// Tells the notifiers of a committed transition.
+    /// Tells the notifiers of a committed transition: what happened, to
+    /// which run and host, in which stage, why. Fire-and-forget, in a task
+    /// of its own (the host's name is read there), so neither a slow
+    /// notifier nor the lookup delays the request that made the
+    /// transition.
     fn notify(
         &self,
         run: &Run,
-        kind: crate::machine::NotificationKind,
+        kind: NotificationKind,
         transition: &Transition,
         context: &EventContext,
+        transition_id: Option<i64>,
     ) {
-        tracing::info!(
-            run = %run.id,
-            host = run.host_id,
-            state = %transition.run.state,
-            reason = context.reason.as_deref().unwrap_or(""),
-            "{kind}"
+        let notifiers = self.core.notifiers().clone();
+        if notifiers.is_empty() {
+            return;
+        }
+        let stage = run.current.map_or_else(
+            || run.state.as_str().to_string(),
+            |current| current.stage.as_str().to_string(),
         );
+        let mut notification =
+            Notification::new(kind, run.id.clone(), run.host_id, self.core.now_ms()).stage(stage);
+        if let Some(reason) = transition
+            .run
+            .failure_reason
+            .clone()
+            .or_else(|| context.reason.clone())
+        {
+            notification = notification.reason(reason);
+        }
+        if let Some(id) = transition_id {
+            notification = notification.transition_id(id);
+        }
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            match core.host(notification.host_id).await {
+                Ok(host) => notification = notification.host_name(host.name),
+                Err(error) => {
+                    tracing::warn!(run = %notification.run_id, "notify: cannot read the host: {error}")
+                }
+            }
+            notifiers.notify(notification);
+        });
     }
 }
 
@@ -434,4 +478,12 @@ async fn open_stage(
     .await
     .map_err(db("opening a stage"))?;
     Ok(())
+}
+
+/// What a committed transition leaves for after the commit.
+struct Persisted {
+    announced: Vec<HubEvent>,
+    /// The id of the last transition log row written (the automatic hold's
+    /// when there is one).
+    last_transition_id: Option<i64>,
 }

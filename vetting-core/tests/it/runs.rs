@@ -768,3 +768,114 @@ async fn removing_a_host_frees_its_macs_and_keeps_its_history() {
         assert!(bad.contains("52:54:00:zz"), "{bad}");
     }
 }
+
+/// The next notification, within 10 s.
+async fn next(
+    received: &mut tokio::sync::mpsc::UnboundedReceiver<vetting_core::notify::Notification>,
+) -> vetting_core::notify::Notification {
+    tokio::time::timeout(std::time::Duration::from_secs(10), received.recv())
+        .await
+        .expect("no notification within 10 s")
+        .expect("the notifier is gone")
+}
+
+/// A notifier that hands every notification to the test.
+struct Collect(tokio::sync::mpsc::UnboundedSender<vetting_core::notify::Notification>);
+
+#[async_trait::async_trait]
+impl vetting_core::notify::Notifier for Collect {
+    fn name(&self) -> &str {
+        "collect"
+    }
+    async fn send(
+        &self,
+        notification: &vetting_core::notify::Notification,
+    ) -> Result<(), vetting_core::notify::NotifyError> {
+        let _ = self.0.send(notification.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn committed_transitions_tell_the_notifiers_once_each() {
+    use vetting_core::machine::NotificationKind as N;
+    use vetting_core::notify::Route;
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+        orchestrator.notifiers().add(
+            "collect",
+            std::sync::Arc::new(Collect(sender)),
+            Route::all(),
+        );
+        // a failure with hold_on_failure: the failure, then the hold
+        let run_id = booted_run(&orchestrator, 40).await;
+        run_until(&orchestrator, &run_id, RunState::CPUStress).await;
+        orchestrator
+            .runs()
+            .apply(
+                &run_id,
+                Event::StageFailed,
+                EventContext {
+                    reason: Some("EDAC: 3 corrected errors".into()),
+                    ..agent()
+                },
+            )
+            .await
+            .unwrap();
+        let failed: vetting_core::notify::Notification = next(&mut received).await;
+        let held: vetting_core::notify::Notification = next(&mut received).await;
+        assert_eq!(
+            (failed.kind, held.kind),
+            (N::StageFailed, N::HoldingOpened),
+            "{}",
+            db.name
+        );
+        for notification in [&failed, &held] {
+            assert_eq!(notification.run_id, run_id);
+            assert_eq!(notification.host_name.as_deref(), Some("host-40"));
+            assert_eq!(notification.stage.as_deref(), Some("CPUStress"));
+            assert_eq!(
+                notification.reason.as_deref(),
+                Some("EDAC: 3 corrected errors")
+            );
+        }
+        // the id of the transition that opened the hold, as logged
+        let log = orchestrator
+            .operator()
+            .transitions(Some(&run_id))
+            .await
+            .unwrap();
+        let hold = log.iter().rev().find(|t| t.to == "FailedHolding").unwrap();
+        assert_eq!(held.transition_id, Some(hold.id));
+
+        // the host lost: no hello in the boot deadline
+        let lost = booted_run(&orchestrator, 41).await;
+        clock.advance_secs(3600);
+        orchestrator.runs().fire_deadlines().await.unwrap();
+        let notification = next(&mut received).await;
+        assert_eq!(
+            (notification.kind, notification.run_id.as_str()),
+            (N::HostLost, lost.as_str())
+        );
+        assert_eq!(next(&mut received).await.kind, N::HoldingOpened);
+
+        // a completed run
+        let done = booted_run(&orchestrator, 42).await;
+        run_until(&orchestrator, &done, RunState::Reporting).await;
+        let notification = next(&mut received).await;
+        assert_eq!(
+            (notification.kind, notification.run_id.as_str()),
+            (N::RunCompleted, done.as_str()),
+            "{}",
+            db.name
+        );
+        // nothing else was sent: each transition notified once
+        assert!(
+            received.try_recv().is_err(),
+            "{}: a notification was repeated",
+            db.name
+        );
+    }
+}

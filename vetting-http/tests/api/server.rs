@@ -126,6 +126,18 @@ async fn the_embedded_server_serves_powers_with_its_drivers_and_shuts_down() {
         let _ = tokio::time::timeout_at(deadline, events.recv()).await;
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // passes that read the run before its power outcome committed do not
+    // power the host again (the dispatch's effect and the scan of
+    // WaitingWoL runs both see it)
+    for _ in 0..20 {
+        orchestrator.poke();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the host was powered twice"
+    );
 
     server.shutdown().await.unwrap();
     assert!(
