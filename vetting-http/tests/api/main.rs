@@ -16,6 +16,7 @@ use vetting_core::config::{Config, Secret};
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::{EventContext, Orchestrator};
 use vetting_core::state_machine::{Event, RunState};
+use vetting_probes::protocol::Endpoint;
 
 mod body_before_auth;
 mod errors;
@@ -23,16 +24,13 @@ mod fuzz;
 mod limits;
 mod results;
 
-/// Every agent endpoint under `/api/v1/runs/{run}/`.
-const ENDPOINTS: [&str; 7] = [
-    "hello",
-    "claim",
-    "heartbeat",
-    "log",
-    "sensor",
-    "result",
-    "artifact",
-];
+/// Every agent endpoint this build serves, from the protocol's one list.
+fn served_endpoints() -> Vec<Endpoint> {
+    Endpoint::ALL
+        .into_iter()
+        .filter(|endpoint| endpoint.is_served())
+        .collect()
+}
 
 struct Harness {
     url: String,
