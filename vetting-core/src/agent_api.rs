@@ -725,7 +725,7 @@ impl Orchestrator {
 
     /// The parameters handed to the agent: config, plus what the host's
     /// spec expects (the device allowlist), plus the iperf3 server.
-    pub async fn stage_params(&self, run: &Run) -> Result<StageParams> {
+    async fn stage_params(&self, run: &Run) -> Result<StageParams> {
         let mut params = self.config().stages.clone();
         let host = self.get_host(run.host_id).await?;
         if let Some(spec) = self.host_spec(&host).await.map_err(internal)? {

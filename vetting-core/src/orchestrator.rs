@@ -1380,7 +1380,11 @@ impl Orchestrator {
     /// names them all: whoever fetched the token first can say hello and
     /// close the real host's boot window. The hello stands (the token is
     /// the gate); nothing is said when no fetch was recorded.
-    pub async fn check_hello_address(&self, run: &Run, hello_peer: std::net::IpAddr) -> Result<()> {
+    pub(crate) async fn check_hello_address(
+        &self,
+        run: &Run,
+        hello_peer: std::net::IpAddr,
+    ) -> Result<()> {
         let hello = plain_address(hello_peer).to_string();
         let fetched: std::collections::BTreeSet<String> = self
             .audit_log(Some(&run.id))

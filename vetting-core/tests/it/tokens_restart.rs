@@ -499,3 +499,57 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
         assert_eq!(orchestrator.get_run(&run_a).await.unwrap().next_log_seq, 1);
     }
 }
+
+/// A group of writes that fails as a whole answers each of its writes with
+/// the cause itself (here the log file's I/O error, its kind kept), not a
+/// message turned back into an error; nothing of the batch is stored.
+#[tokio::test]
+async fn a_failed_group_of_writes_keeps_its_cause() {
+    use vetting_core::agent_api::AgentWriteFailure;
+    use vetting_probes::protocol::{LogBatch, LogLine, LogStream};
+
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        let writer = AgentWriter::start(orchestrator.clone());
+        let [(run_a, token_a), _] = two_booting_runs(&orchestrator).await;
+        // the run's log folder is a file: the append cannot open its log
+        let logs = vetting_core::runlogs::run_log_dir(&orchestrator.config().data_dir, &run_a);
+        std::fs::create_dir_all(logs.parent().unwrap()).unwrap();
+        std::fs::write(&logs, b"not a folder").unwrap();
+        let log = authenticated(&orchestrator, Endpoint::Log, &run_a, &token_a)
+            .await
+            .unwrap();
+        let error = writer
+            .log(
+                &log,
+                LogBatch {
+                    lines: vec![LogLine {
+                        seq: 0,
+                        at_ms: T0,
+                        stage: None,
+                        stream: LogStream::Agent,
+                        text: "line 0".into(),
+                    }],
+                },
+            )
+            .await
+            .unwrap_err();
+        let OrchestratorError::AgentWrites(failure) = &error else {
+            panic!("{}: {error:?}", db.name);
+        };
+        let AgentWriteFailure::Io(source) = failure.as_ref() else {
+            panic!("{}: {failure:?}", db.name);
+        };
+        assert_eq!(
+            source.kind(),
+            std::io::ErrorKind::NotADirectory,
+            "{}: {source}",
+            db.name
+        );
+        // the chain is there for the log line of vetting-http
+        let cause = std::error::Error::source(&error).unwrap();
+        assert!(std::error::Error::source(cause).is_some(), "{error:?}");
+        assert_eq!(orchestrator.get_run(&run_a).await.unwrap().next_log_seq, 0);
+    }
+}
