@@ -389,6 +389,32 @@ async fn batches_are_stored_exactly_once_and_results_repeat() {
     assert_eq!(state, RunState::Smart);
 }
 
+/// A heartbeat of an agent built before `status` left the protocol is
+/// answered (the text is dropped); any other unknown field is refused.
+#[tokio::test]
+async fn a_heartbeat_that_still_sends_status_is_answered() {
+    let harness = harness().await;
+    let (run, token) = booting_run(&harness, 4).await;
+    let (status, answer) = harness
+        .post(
+            &run,
+            "heartbeat",
+            Some(&token),
+            json!({"current": null, "status": "running SMART"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["cmd"], "continue", "{answer}");
+    let (status, answer) = harness
+        .post(&run, "heartbeat", Some(&token), json!({"curent": null}))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("curent"),
+        "{answer}"
+    );
+}
+
 /// The address `host:port` of the harness's server.
 impl Harness {
     fn address(&self) -> String {
