@@ -11,9 +11,10 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
+use vetting_core::machine::{Event, RunState, lookup};
 use vetting_core::model::{Actor, NewHost};
-use vetting_core::orchestrator::{EventContext, Orchestrator};
-use vetting_core::state_machine::{Event, RunState, decide};
+use vetting_core::orchestrator::Orchestrator;
+use vetting_core::runs::EventContext;
 use vetting_core::tokens::{self, SecretKey};
 
 fn token_check(c: &mut Criterion) {
@@ -30,8 +31,8 @@ fn token_check(c: &mut Criterion) {
             .unwrap()
         })
     });
-    c.bench_function("state table lookup (decide)", |b| {
-        b.iter(|| decide(std::hint::black_box(RunState::Storage), Event::StagePassed).unwrap())
+    c.bench_function("state table lookup", |b| {
+        b.iter(|| lookup(std::hint::black_box(RunState::Storage), Event::StagePassed).unwrap())
     });
 }
 
@@ -54,6 +55,7 @@ fn apply_transition(c: &mut Criterion) {
             .with_bcrypt_cost(4);
         let actor = Actor::operator("bench");
         let host = orchestrator
+            .operator()
             .register_host(
                 NewHost {
                     name: "bench".into(),
@@ -64,9 +66,14 @@ fn apply_transition(c: &mut Criterion) {
             )
             .await
             .unwrap();
-        let run = orchestrator.start_run(host.id, &actor).await.unwrap();
-        orchestrator.dispatch().await.unwrap();
+        let run = orchestrator
+            .operator()
+            .start_run(host.id, &actor)
+            .await
+            .unwrap();
+        orchestrator.runs().dispatch().await.unwrap();
         orchestrator
+            .runs()
             .apply(&run.id, Event::PowerOnSent, EventContext::default())
             .await
             .unwrap();
@@ -75,7 +82,11 @@ fn apply_transition(c: &mut Criterion) {
     c.bench_function("apply a transition (SQLite, committed)", |b| {
         b.iter(|| {
             runtime
-                .block_on(orchestrator.apply(&run_id, Event::Hello, EventContext::default()))
+                .block_on(
+                    orchestrator
+                        .runs()
+                        .apply(&run_id, Event::Hello, EventContext::default()),
+                )
                 .unwrap()
         })
     });

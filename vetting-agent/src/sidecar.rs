@@ -1,9 +1,9 @@
 //! The thermal sidecar: while a stress tool runs, it reads hwmon every
 //! second (through `vetting_probes::parsers::hwmon`), sends every plausible
 //! reading as a sensor sample, and keeps each sensor's peak. When stopped
-//! it judges the peaks: the sensor rules of `sensors -j`/hwmon (trusted
-//! sources only, implausible readings ignored) plus the stress limit for
-//! CPU temperatures (`StressThresholds::max_cpu_temp_c`).
+//! its [`SidecarSummary`] is judged by `vetting_probes::verdicts::cpu`
+//! (the sensor rules of `sensors -j`/hwmon, trusted sources only, plus the
+//! stress limit for CPU temperatures) and uploaded for the orchestrator.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,60 +15,10 @@ use std::time::Duration;
 
 use vetting_probes::parsers::hwmon;
 use vetting_probes::parsers::sensors::{SensorKind, SensorReading};
-use vetting_probes::{Status, Thresholds, Verdict};
 
 use crate::outbox::SensorSink;
 
-/// CPU temperature drivers whose readings the stress limit applies to.
-const CPU_DRIVERS: &[&str] = &["coretemp", "k10temp", "zenpower", "k8temp", "cpu_thermal"];
-
-/// What the sidecar saw.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SidecarSummary {
-    /// How many times hwmon was read.
-    pub rounds: u64,
-    /// How many samples were sent.
-    pub samples: u64,
-    /// Each sensor's reading at its peak value.
-    pub peaks: Vec<SensorReading>,
-}
-
-impl SidecarSummary {
-    /// Judges the peaks with the sensor rules and the stress CPU limit.
-    pub fn verdict(&self, thresholds: &Thresholds) -> Verdict {
-        if self.peaks.is_empty() {
-            return Verdict::skip("no hwmon sensors: temperatures were not watched");
-        }
-        let mut verdict = hwmon::verdict(&self.peaks, &thresholds.sensors);
-        let limit = thresholds.stress.max_cpu_temp_c;
-        for reading in &self.peaks {
-            let is_cpu = CPU_DRIVERS.contains(&reading.driver.as_str());
-            if !is_cpu || reading.kind != SensorKind::Temperature {
-                continue;
-            }
-            if let Some(peak) = reading.input.filter(|value| {
-                *value < thresholds.sensors.implausible_temp_c
-                    && *value > thresholds.sensors.implausible_low_temp_c
-            }) {
-                if peak >= limit {
-                    verdict.fail_with(format!(
-                        "{} {} peaked at {peak:.1} °C under stress >= limit {limit:.1} °C",
-                        reading.chip, reading.label
-                    ));
-                } else {
-                    verdict.add(
-                        Status::Pass,
-                        format!(
-                            "{} {} peaked at {peak:.1} °C under stress (limit {limit:.1} °C)",
-                            reading.chip, reading.label
-                        ),
-                    );
-                }
-            }
-        }
-        verdict
-    }
-}
+pub use vetting_probes::verdicts::cpu::SidecarSummary;
 
 /// A running sidecar; [`Sidecar::stop`] ends it and returns the summary.
 #[derive(Debug)]
@@ -182,6 +132,7 @@ fn read_once(
 mod tests {
     use super::*;
     use crate::outbox::Outbox;
+    use vetting_probes::{Status, Thresholds};
 
     fn write(path: &std::path::Path, text: &str) {
         std::fs::write(path, text).unwrap();

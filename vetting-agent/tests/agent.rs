@@ -954,6 +954,21 @@ async fn a_whole_run_follows_positions_uploads_artifacts_first_and_obeys_a_409()
             .iter()
             .any(|a| a.name == "stress-ng.yaml" && a.tool.as_deref() == Some("stress-ng"))
     );
+    // the evidence of the agent's own rules, for the orchestrator to re-judge
+    for (name, tool) in [
+        ("thermal-sidecar.json", "thermal-sidecar"),
+        ("edac.json", "edac"),
+        ("cpu-throttle.json", "cpu-throttle"),
+    ] {
+        assert!(
+            stress
+                .artifacts
+                .iter()
+                .any(|a| a.name == name && a.tool.as_deref() == Some(tool)),
+            "{name}: {:?}",
+            stress.artifacts
+        );
+    }
     assert!(
         stress
             .measurements
@@ -987,13 +1002,19 @@ async fn a_whole_run_follows_positions_uploads_artifacts_first_and_obeys_a_409()
             .iter()
             .any(|m| m.name == "network.download_bps" && m.value > 0.0)
     );
-    let names: Vec<&str> = network.artifacts.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, vec!["iperf3-upload.json", "iperf3-download.json"]);
-    assert!(
-        network
-            .artifacts
-            .iter()
-            .all(|a| a.tool.as_deref() == Some("iperf3"))
+    let names: Vec<(&str, Option<&str>)> = network
+        .artifacts
+        .iter()
+        .map(|a| (a.name.as_str(), a.tool.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("iperf3-upload.json", Some("iperf3")),
+            ("iperf3-download.json", Some("iperf3")),
+            // the counters of the interface towards the orchestrator
+            ("net-counters-lo.json", Some("net-counters")),
+        ]
     );
 
     // GPU and PSU skip with their reasons; the GPU result's 409 sent the

@@ -13,9 +13,9 @@ use anyhow::{Context, bail};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::Config;
 use vetting_core::dispatcher::{Dispatcher, run_reconcilers};
+use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
-use vetting_core::state_machine::RunState;
 
 /// Options of `vetting demo`.
 #[derive(Debug, Clone)]
@@ -146,10 +146,12 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
         "schema_version: 1\n".to_string()
     };
     orchestrator
+        .operator()
         .put_spec_profile(&profile, &spec, &actor)
         .await
         .context("storing the demo spec")?;
     let host = orchestrator
+        .operator()
         .register_host(
             NewHost {
                 name: format!("demo-{}", uuid_suffix()),
@@ -162,6 +164,7 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
         .await
         .context("registering this machine")?;
     let run = orchestrator
+        .operator()
         .start_run(host.id, &actor)
         .await
         .context("starting the run")?;
@@ -198,7 +201,7 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(30), agent.wait()).await;
     let _ = agent.start_kill();
-    let final_state = orchestrator.get_run(&run.id).await?.state;
+    let final_state = orchestrator.operator().get_run(&run.id).await?.state;
     let _ = stop_sender.send(true);
     reconcilers.abort();
     server.abort();
@@ -226,7 +229,7 @@ async fn wait_for(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
     let mut events = orchestrator.hub().subscribe();
     loop {
-        let state = orchestrator.get_run(run_id).await?.state;
+        let state = orchestrator.operator().get_run(run_id).await?.state;
         if done(state) {
             return Ok(());
         }

@@ -179,7 +179,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut state = vetting_http::AppState::new(orchestrator.clone());
     let mut pxe = None;
     if let Some(settings) = pxe_settings {
-        let hosts = vetting_core::boot::host_entries(&orchestrator.list_hosts(false).await?);
+        let hosts =
+            vetting_core::boot::host_entries(&orchestrator.operator().list_hosts(false).await?);
         let interface = settings.interface.clone();
         let supervisor = Arc::new(
             vetting_core::pxe::PxeSupervisor::start(settings, hosts)

@@ -20,14 +20,14 @@ use vetting_probes::protocol::{
 };
 use vetting_probes::{Status, Tool, Verdict};
 
+use crate::error::OrchestratorError;
 use crate::events::HubEvent;
 use crate::evidence;
+use crate::machine::{Effect, Event, HoldReason, RunState, state_of};
 use crate::model::{Actor, CorruptRow, Run};
-use crate::orchestrator::{
-    EventContext, Orchestrator, OrchestratorError, command_for, position_of,
-};
+use crate::orchestrator::{Orchestrator, command_for, position_of};
 use crate::runlogs;
-use crate::state_machine::{Event, HoldReason, RunState, state_of};
+use crate::runs::EventContext;
 use crate::store::StoreError;
 use crate::store::entities::{artifact, component, inventory, log_file, measurement, run, stage};
 use crate::tokens::{self, TokenError};
@@ -702,7 +702,7 @@ impl Orchestrator {
         if !run.state.agent_is_active() && run.state != RunState::FailedHolding {
             return Err(OrchestratorError::InvalidTransition {
                 run_id: run.id.clone(),
-                source: crate::state_machine::InvalidTransition {
+                source: crate::machine::InvalidTransition {
                     state: run.state,
                     event: Event::Claim,
                 },
@@ -727,8 +727,8 @@ impl Orchestrator {
     /// spec expects (the device allowlist), plus the iperf3 server.
     async fn stage_params(&self, run: &Run) -> Result<StageParams> {
         let mut params = self.config().stages.clone();
-        let host = self.get_host(run.host_id).await?;
-        if let Some(spec) = self.host_spec(&host).await.map_err(internal)? {
+        let host = self.host(run.host_id).await?;
+        if let Some(spec) = self.operator().host_spec(&host).await.map_err(internal)? {
             params.storage.expected_disks = crate::spec::expected_disks(&spec);
             params.expected = crate::spec::expected_parts(&spec);
         } else {
@@ -1295,7 +1295,7 @@ impl Orchestrator {
     /// was. Reads only; on SQLite this runs outside the writer, so the
     /// re-judging of large outputs never holds other runs' writes.
     async fn prepare_result(&self, run: &Run, result: StageResult) -> Result<Prepared> {
-        let run = self.get_run(&run.id).await?;
+        let run = self.run(&run.id).await?;
         if result.attempt > i32::MAX as u32 {
             return Err(OrchestratorError::BadRequest(format!(
                 "attempt {} is out of range",
@@ -1513,14 +1513,16 @@ impl Orchestrator {
     /// How many disks the host's spec allowlists (each may carry its own
     /// artifacts).
     async fn allowlisted_disks(&self, run: &Run) -> Result<usize> {
-        let host = self.get_host(run.host_id).await?;
-        Ok(match self.host_spec(&host).await.map_err(internal)? {
-            Some(spec) => crate::spec::expected_disks(&spec)
-                .iter()
-                .map(|disk| disk.count.unwrap_or(1).clamp(1, 64) as usize)
-                .sum(),
-            None => 0,
-        })
+        let host = self.host(run.host_id).await?;
+        Ok(
+            match self.operator().host_spec(&host).await.map_err(internal)? {
+                Some(spec) => crate::spec::expected_disks(&spec)
+                    .iter()
+                    .map(|disk| disk.count.unwrap_or(1).clamp(1, 64) as usize)
+                    .sum(),
+                None => 0,
+            },
+        )
     }
 
     /// Writes a checked result: its inventory, measurements and transition
@@ -1554,31 +1556,32 @@ impl Orchestrator {
         };
         let verdict_json = serde_json::to_string(&verdict).map_err(internal)?;
         let agent_verdict_json = serde_json::to_string(&agent_verdict).map_err(internal)?;
-        self.apply(
-            &run.id,
-            event,
-            EventContext {
-                actor: Some(Actor::agent()),
-                expected_version: Some(run.version),
-                hold_reason,
-                reason,
-                outcome: Some(outcome_name.to_string()),
-                verdict_json: Some(verdict_json),
-                agent_verdict_json: Some(agent_verdict_json),
-                stage_data: Some(std::sync::Arc::new(data)),
-                wipe_findings,
-                ..Default::default()
-            },
-        )
-        .await?;
-        // SpecValidate resolves inside this request; the reports are
-        // written off the request path (the reconcilers pick up a run left
-        // in Reporting by a restart)
-        self.resolve_spec_validate(&run.id).await?;
-        let run = self.get_run(&run.id).await?;
-        if run.state == RunState::Reporting || run.state.is_terminal() {
-            self.queue_resolution(&run.id);
+        let applied = self
+            .runs()
+            .apply(
+                &run.id,
+                event,
+                EventContext {
+                    actor: Some(Actor::agent()),
+                    expected_version: Some(run.version),
+                    hold_reason,
+                    reason,
+                    outcome: Some(outcome_name.to_string()),
+                    verdict_json: Some(verdict_json),
+                    agent_verdict_json: Some(agent_verdict_json),
+                    stage_data: Some(std::sync::Arc::new(data)),
+                    wipe_findings,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        // SpecValidate resolves inside this request (the reports are
+        // written off the request path, by the report worker the
+        // transition's effect queued it for)
+        if applied.effects.contains(&Effect::ValidateSpec) {
+            self.resolve_spec_validate(&run.id).await?;
         }
+        let run = self.run(&run.id).await?;
         let response = ResultResponse {
             position: position_of(&run),
             verdict,
@@ -1608,7 +1611,7 @@ impl Orchestrator {
 
     /// Runs `SpecValidate` when the run is in it.
     async fn resolve_spec_validate(&self, run_id: &str) -> Result<()> {
-        let run = self.get_run(run_id).await?;
+        let run = self.run(run_id).await?;
         if run.state == RunState::SpecValidate {
             let outcome = self.validate_spec(run_id).await.map_err(internal)?;
             let event = if outcome.critical {
@@ -1617,6 +1620,7 @@ impl Orchestrator {
                 Event::SpecPassed
             };
             match self
+                .runs()
                 .apply(
                     run_id,
                     event,
@@ -1639,12 +1643,13 @@ impl Orchestrator {
     /// Writes the reports when the run is in `Reporting` (and completes
     /// it), or has ended.
     async fn resolve_reporting(&self, run_id: &str) -> Result<()> {
-        let run = self.get_run(run_id).await?;
+        let run = self.run(run_id).await?;
         if run.state == RunState::Reporting {
             crate::reports::write_reports(self, run_id)
                 .await
                 .map_err(internal)?;
             match self
+                .runs()
                 .apply(
                     run_id,
                     Event::ReportWritten,
@@ -1659,8 +1664,10 @@ impl Orchestrator {
                 Err(error) => return Err(error),
             }
         }
-        if self.get_run(run_id).await?.state.is_terminal() {
-            // reports of failed and cancelled runs too
+        let state = self.run(run_id).await?.state;
+        if state.is_terminal() || state == RunState::FailedHolding {
+            // the report with the final state, and the reports of failed,
+            // held and cancelled runs
             if let Err(error) = crate::reports::write_reports(self, run_id).await {
                 tracing::warn!(run = %run_id, "cannot write the report: {error}");
             }

@@ -21,12 +21,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::OrchestratorError;
 use crate::events::HubEvent;
+use crate::machine::RunState;
 use crate::model::{Host, Mac};
-use crate::orchestrator::{Orchestrator, OrchestratorError};
+use crate::orchestrator::Orchestrator;
 use crate::pxe::ipxe::{self, BootParams, Firmware};
 use crate::pxe::{HostEntry, MacAddress, PxeSupervisor};
-use crate::state_machine::RunState;
 
 /// Where the leases come from when the orchestrator is the DHCP server.
 #[async_trait::async_trait]
@@ -249,7 +250,7 @@ pub async fn ipxe_answer(
         None => ipxe::exit_script_any_firmware(),
     };
     let mac = Mac::parse(&request.mac.to_string()).map_err(OrchestratorError::BadRequest)?;
-    let Some(host) = orchestrator.host_by_mac(&mac).await? else {
+    let Some(host) = crate::store::hosts::by_mac(orchestrator.conn(), &mac).await? else {
         let reason = format!(
             "MAC {} is not registered; it boots from its local disk",
             request.mac
@@ -265,7 +266,7 @@ pub async fn ipxe_answer(
             reason,
         });
     };
-    let run = orchestrator.active_run_of_host(host.id).await?;
+    let run = orchestrator.operator().active_run_of_host(host.id).await?;
     let waiting = run.filter(|run| {
         matches!(run.state, RunState::WaitingWoL)
             || (run.state == RunState::Booting && run.hello_at_ms.is_none())
@@ -371,7 +372,7 @@ pub async fn sync_allowlist(
 ) {
     let mut events = orchestrator.hub().subscribe();
     loop {
-        match orchestrator.list_hosts(false).await {
+        match crate::store::hosts::list(orchestrator.conn(), false).await {
             Ok(hosts) => {
                 let wanted = host_entries(&hosts);
                 if supervisor.hosts().await != wanted {

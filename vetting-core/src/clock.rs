@@ -7,6 +7,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
+/// `secs` seconds in milliseconds (saturating far below overflow, so a
+/// deadline `now + secs_to_ms(huge)` still adds).
+pub fn secs_to_ms(secs: u64) -> Millis {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2)
+}
+
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_ms(&self) -> Millis;
 }

@@ -226,6 +226,22 @@ pub struct DeadlinesConfig {
     pub psu_secs: u64,
 }
 
+impl DeadlinesConfig {
+    /// The deadline of a testing stage.
+    pub fn stage_secs(&self, stage: crate::machine::Stage) -> u64 {
+        use crate::machine::Stage;
+        match stage {
+            Stage::InventoryCheck => self.inventory_check_secs,
+            Stage::Smart => self.smart_secs,
+            Stage::CpuStress => self.cpu_stress_secs,
+            Stage::Storage => self.storage_secs,
+            Stage::Network => self.network_secs,
+            Stage::Gpu => self.gpu_secs,
+            Stage::Psu => self.psu_secs,
+        }
+    }
+}
+
 impl Default for DeadlinesConfig {
     fn default() -> Self {
         DeadlinesConfig {

@@ -17,13 +17,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::OrchestratorError;
+use crate::machine::{Event, RunState};
 use crate::model::{Actor, Host, Run};
-use crate::orchestrator::{EventContext, Orchestrator, OrchestratorError};
+use crate::orchestrator::Orchestrator;
 use crate::power::{
     self, ManualDriver, ManualSettings, PowerDriver, PowerError, PowerLog, PowerLogLevel,
     PowerOutcome, PowerSettings,
 };
-use crate::state_machine::{Event, RunState};
+use crate::runs::EventContext;
 
 /// Picks the power driver of a host. The default reads the host's stored
 /// [`PowerSettings`]; an embedding program can give its own (and so add
@@ -130,6 +132,29 @@ impl PowerLog for RunPowerLog {
     }
 }
 
+/// The runs whose dispatch asked for a power action (the `PowerOn`
+/// effect), waiting for the dispatcher to start it. The reconcilers' scan
+/// of `WaitingWoL` runs is left with retries and with runs a restart
+/// interrupted.
+#[derive(Debug, Default)]
+pub(crate) struct PowerRequests(Mutex<Vec<String>>);
+
+impl PowerRequests {
+    pub(crate) fn request(&self, run_id: &str) {
+        self.lock().push(run_id.to_string());
+    }
+
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The reconcilers of one orchestrator process.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
@@ -158,11 +183,12 @@ impl Dispatcher {
     pub async fn reconcile_once(&self) -> Result<usize, OrchestratorError> {
         let orchestrator = &self.orchestrator;
         let mut moved = 0;
-        moved += orchestrator.fire_deadlines().await?.len();
-        moved += orchestrator.dispatch().await?.len();
+        moved += orchestrator.runs().fire_deadlines().await?.len();
+        moved += orchestrator.runs().dispatch().await?.len();
         // only the runs a reconciler acts on: a pass costs the same with a
         // history of ten runs or of ten thousand
         let runs = orchestrator
+            .runs()
             .runs_in_states(&[
                 RunState::SpecValidate,
                 RunState::Reporting,
@@ -172,29 +198,47 @@ impl Dispatcher {
         // orchestrator-owned states left behind by a restart
         for run in &runs {
             if matches!(run.state, RunState::SpecValidate | RunState::Reporting)
-                && !orchestrator.resolution_pending(&run.id)
+                && !orchestrator.runs().resolution_pending(&run.id)
             {
                 orchestrator.resolve_owned_states(&run.id).await?;
                 moved += 1;
             }
         }
         // the iperf3 server runs only while some run is in flight
-        if orchestrator.any_run_holds_a_slot().await? {
+        if orchestrator.runs().any_run_holds_a_slot().await? {
             let config = orchestrator.config();
             let bind = config.iperf.bind.unwrap_or_else(|| config.listen.ip());
             orchestrator.iperf().ensure(&config.iperf, bind).await;
         } else {
             orchestrator.iperf().stop().await;
         }
-        let now = orchestrator.now_ms();
+        // the power actions the committed dispatches asked for, then the
+        // ones to retry and those a restart interrupted
+        let mut waiting = Vec::new();
+        for run_id in orchestrator.runs().take_power_requests() {
+            let run = orchestrator.run(&run_id).await?;
+            if run.state == RunState::WaitingWoL {
+                waiting.push(run);
+            }
+        }
+        waiting.extend(
+            runs.into_iter()
+                .filter(|run| run.state == RunState::WaitingWoL),
+        );
+        self.start_power_actions(&waiting);
+        Ok(moved)
+    }
+
+    /// Starts the power action of each run in `WaitingWoL` that has none
+    /// in flight and is not waiting to retry, each in a task of its own;
+    /// forgets the attempts of runs that left `WaitingWoL`.
+    fn start_power_actions(&self, waiting: &[Run]) {
+        let now = self.orchestrator.now_ms();
         let mut to_start = Vec::new();
         {
             let mut power = self.lock_power();
-            power.retain(|run_id, _| {
-                runs.iter()
-                    .any(|run| &run.id == run_id && run.state == RunState::WaitingWoL)
-            });
-            for run in runs.iter().filter(|run| run.state == RunState::WaitingWoL) {
+            power.retain(|run_id, _| waiting.iter().any(|run| &run.id == run_id));
+            for run in waiting {
                 let attempt = power.entry(run.id.clone()).or_default();
                 if attempt.version != run.version {
                     *attempt = PowerAttempt {
@@ -215,7 +259,6 @@ impl Dispatcher {
                 dispatcher.power_on(run).await;
             });
         }
-        Ok(moved)
     }
 
     fn lock_power(&self) -> std::sync::MutexGuard<'_, HashMap<String, PowerAttempt>> {
@@ -258,9 +301,10 @@ impl Dispatcher {
                 (Event::PowerFailed, message)
             }
         };
-        match self
+        if let Err(error) = self
             .orchestrator
-            .apply(
+            .runs()
+            .apply_unless_moved(
                 &run.id,
                 event,
                 EventContext {
@@ -272,12 +316,7 @@ impl Dispatcher {
             )
             .await
         {
-            Ok(_)
-            | Err(OrchestratorError::InvalidTransition { .. })
-            | Err(OrchestratorError::Conflict { .. }) => {}
-            Err(error) => {
-                tracing::error!(run = %run.id, "cannot record the power outcome: {error:#}");
-            }
+            tracing::error!(run = %run.id, "cannot record the power outcome: {error:#}");
         }
         if let Some(attempt) = self.lock_power().get_mut(&run.id) {
             attempt.in_flight = false;
@@ -295,7 +334,7 @@ impl Dispatcher {
 
     /// The driver's outcome, or the error with the message for the run.
     async fn try_power_on(&self, run: &Run) -> Result<PowerOutcome, (PowerError, String)> {
-        let host = match self.orchestrator.get_host(run.host_id).await {
+        let host = match self.orchestrator.host(run.host_id).await {
             Ok(host) => host,
             Err(error) => {
                 let message = format!("cannot read the host: {error}");

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::state_machine::{Event, RunState};
+use crate::machine::{Event, RunState};
 
 /// Something that happened, after it was committed.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -3,8 +3,11 @@
 //! the run, stage and attempt (never through a name or path the request
 //! carries), read without following links and with a size cap, and
 //! re-judged with the verdict rules of `vetting-probes` using the tool
-//! recorded at upload. An output of a verdict tool that cannot be read
-//! never passes a stage, and no error ever carries a file's content.
+//! recorded at upload (the agent's own rules as well: EDAC, throttle,
+//! thermal sidecar, NIC counters and SMART growth are uploaded as
+//! documents of `vetting_probes::verdicts`, whose tools judge them). An
+//! output of a verdict tool that cannot be read never passes a stage, and
+//! no error ever carries a file's content.
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state_machine::{Event, HoldReason, RunState, Stage};
+use crate::machine::{Event, HoldReason, RunState, Stage};
 use crate::store::entities;
 use vetting_probes::protocol::StageRef;
 
@@ -262,11 +262,17 @@ pub struct StageRecord {
     pub finished_at_ms: Option<i64>,
 }
 
-/// The effect of one applied event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one applied event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub from: RunState,
+    /// The state the event's row led to (`Failed` when the automatic hold
+    /// then moved the run on).
     pub to: RunState,
+    /// The state the run is in now.
+    pub state: RunState,
     pub event: Event,
-    pub action: crate::state_machine::Action,
+    /// The effects carried out (or, for `ValidateSpec`, left to the
+    /// caller).
+    pub effects: Vec<crate::machine::Effect>,
 }

@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use vetting_core::orchestrator::OrchestratorError;
+use vetting_core::error::OrchestratorError;
 use vetting_probes::protocol::{ErrorBody, RunPosition};
 
 /// An error answer.

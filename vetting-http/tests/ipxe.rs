@@ -16,10 +16,10 @@ use std::time::Duration;
 use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
 use vetting_core::dispatcher::Dispatcher;
+use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
 use vetting_core::pxe::{DhcpMode, PxeSettings, PxeSupervisor};
-use vetting_core::state_machine::RunState;
 use vetting_probes::protocol::Endpoint;
 
 use self::netns::{Lan, block_on_in_netns, netns_available, wait_until};
@@ -47,6 +47,7 @@ async fn booting_run(orchestrator: &Orchestrator) -> String {
 async fn booting_run_of(orchestrator: &Orchestrator, name: &str, mac: &str) -> String {
     let actor = Actor::operator("alice");
     let host = orchestrator
+        .operator()
         .register_host(
             NewHost {
                 name: name.into(),
@@ -57,11 +58,21 @@ async fn booting_run_of(orchestrator: &Orchestrator, name: &str, mac: &str) -> S
         )
         .await
         .unwrap();
-    let run = orchestrator.start_run(host.id, &actor).await.unwrap();
+    let run = orchestrator
+        .operator()
+        .start_run(host.id, &actor)
+        .await
+        .unwrap();
     let dispatcher = Dispatcher::with_stored_power(orchestrator.clone());
     wait_until("the run to boot", Duration::from_secs(20), || async {
         dispatcher.reconcile_once().await.unwrap();
-        orchestrator.get_run(&run.id).await.unwrap().state == RunState::Booting
+        orchestrator
+            .operator()
+            .get_run(&run.id)
+            .await
+            .unwrap()
+            .state
+            == RunState::Booting
     })
     .await;
     run.id
@@ -163,7 +174,7 @@ async fn boot_script_until_hello_then_exit_script_and_malformed_macs_are_400() {
     );
 
     // malformed MACs: 400 with a JSON error naming the value; nothing moves
-    let before = orchestrator.get_run(&run_id).await.unwrap();
+    let before = orchestrator.operator().get_run(&run_id).await.unwrap();
     for bad in [
         "52:54:00:aa:00",
         "52:54:00:aa:00:01:02",
@@ -184,7 +195,7 @@ async fn boot_script_until_hello_then_exit_script_and_malformed_macs_are_400() {
             "{bad}: {body}"
         );
     }
-    let after = orchestrator.get_run(&run_id).await.unwrap();
+    let after = orchestrator.operator().get_run(&run_id).await.unwrap();
     assert_eq!(before.version, after.version);
 
     // after the agent's hello: boot once, the same MAC now exits
@@ -319,8 +330,9 @@ fn full_dhcp_mode_hands_the_token_only_to_the_leased_address() {
             data_dir.join("pxe"),
         );
         settings.other_server_probe_seconds = 4;
-        let hosts =
-            vetting_core::boot::host_entries(&orchestrator.list_hosts(false).await.unwrap());
+        let hosts = vetting_core::boot::host_entries(
+            &orchestrator.operator().list_hosts(false).await.unwrap(),
+        );
         let supervisor = Arc::new(PxeSupervisor::start(settings, hosts).await.unwrap());
         let listener = tokio::net::TcpListener::bind("10.66.0.1:8080")
             .await
@@ -484,6 +496,7 @@ async fn an_ipxe_flood_writes_one_line_a_window_with_the_count_left_out() {
     assert_eq!(handed, 2, "{FLOOD} + 1 requests in two windows: {log}");
     // the audit keeps the address once a window too
     let fetches = orchestrator
+        .operator()
         .audit_log(Some(&run_id))
         .await
         .unwrap()
@@ -571,6 +584,7 @@ async fn a_hello_from_another_address_than_the_boot_script_is_logged_and_audited
         assert_eq!(response.status().as_u16(), 200);
         assert!(
             orchestrator
+                .operator()
                 .get_run(run)
                 .await
                 .unwrap()
@@ -591,7 +605,13 @@ async fn a_hello_from_another_address_than_the_boot_script_is_logged_and_audited
             .map(|record| record.detail.unwrap_or_default())
             .collect::<Vec<_>>()
     };
-    let found = mismatches(orchestrator.audit_log(Some(&run_a)).await.unwrap());
+    let found = mismatches(
+        orchestrator
+            .operator()
+            .audit_log(Some(&run_a))
+            .await
+            .unwrap(),
+    );
     assert_eq!(found.len(), 1, "{found:?}");
     let detail: serde_json::Value = serde_json::from_str(&found[0]).unwrap();
     assert_eq!(detail["hello"], "127.0.0.2", "{detail}");
@@ -601,6 +621,15 @@ async fn a_hello_from_another_address_than_the_boot_script_is_logged_and_audited
         "{detail}"
     );
     // the same address for both: nothing said
-    assert!(mismatches(orchestrator.audit_log(Some(&run_b)).await.unwrap()).is_empty());
+    assert!(
+        mismatches(
+            orchestrator
+                .operator()
+                .audit_log(Some(&run_b))
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
     assert!(!orchestrator_log(&orchestrator, &run_b).contains("agent hello from"));
 }

@@ -22,10 +22,10 @@ use axum::middleware::Next;
 use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
 use vetting_core::dispatcher::Dispatcher;
+use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
 use vetting_core::pxe::{DhcpMode, MacAddress, PxeSettings, PxeSupervisor};
-use vetting_core::state_machine::RunState;
 
 use self::netns::{Lan, block_on_in_netns, netns_available, run, wait_until};
 
@@ -59,6 +59,7 @@ async fn orchestrator(data_dir: &Path, run_waiting: bool) -> (Orchestrator, Opti
         .with_bcrypt_cost(4);
     let actor = Actor::operator("alice");
     let host = orchestrator
+        .operator()
         .register_host(
             NewHost {
                 name: "vm-1".into(),
@@ -72,14 +73,24 @@ async fn orchestrator(data_dir: &Path, run_waiting: bool) -> (Orchestrator, Opti
     if !run_waiting {
         return (orchestrator, None);
     }
-    let run = orchestrator.start_run(host.id, &actor).await.unwrap();
+    let run = orchestrator
+        .operator()
+        .start_run(host.id, &actor)
+        .await
+        .unwrap();
     let dispatcher = Dispatcher::with_stored_power(orchestrator.clone());
     wait_until(
         "the run to wait for boot",
         Duration::from_secs(20),
         || async {
             dispatcher.reconcile_once().await.unwrap();
-            orchestrator.get_run(&run.id).await.unwrap().state == RunState::Booting
+            orchestrator
+                .operator()
+                .get_run(&run.id)
+                .await
+                .unwrap()
+                .state
+                == RunState::Booting
         },
     )
     .await;
@@ -293,8 +304,9 @@ fn bios_vm_boots_through_proxy_dhcp_beside_the_site_dhcp_server() {
         let _site_server = site_server.spawn().unwrap();
         let (orchestrator, run_id) = orchestrator(&folder_path.join("data"), true).await;
         let run_id = run_id.unwrap();
-        let hosts =
-            vetting_core::boot::host_entries(&orchestrator.list_hosts(false).await.unwrap());
+        let hosts = vetting_core::boot::host_entries(
+            &orchestrator.operator().list_hosts(false).await.unwrap(),
+        );
         let settings = pxe_settings(
             &folder_path.join("pxe"),
             DhcpMode::Proxy {
@@ -376,8 +388,9 @@ fn uefi_vm_chainloads_ipxe_over_tftp_and_without_a_run_exits_to_disk() {
     block_on_in_netns(&lan.orchestrator.name.clone(), move || async move {
         // registered, but no run waits: boot once means the local disk
         let (orchestrator, _) = orchestrator(&folder_path.join("data"), false).await;
-        let hosts =
-            vetting_core::boot::host_entries(&orchestrator.list_hosts(false).await.unwrap());
+        let hosts = vetting_core::boot::host_entries(
+            &orchestrator.operator().list_hosts(false).await.unwrap(),
+        );
         let settings = pxe_settings(
             &folder_path.join("pxe"),
             DhcpMode::Full {

@@ -15,6 +15,7 @@ pub mod runner;
 pub mod sections;
 pub mod thresholds;
 pub mod verdict;
+pub mod verdicts;
 
 pub use error::ParseError;
 pub use parsers::{Tool, ToolReport, parse_and_judge};

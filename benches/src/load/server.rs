@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
 use vetting_core::dispatcher::{Dispatcher, run_reconcilers};
+use vetting_core::machine::{Event, RunState};
 use vetting_core::model::{Actor, NewHost};
-use vetting_core::orchestrator::{EventContext, Orchestrator};
-use vetting_core::state_machine::{Event, RunState};
+use vetting_core::orchestrator::Orchestrator;
+use vetting_core::runs::EventContext;
 
 /// The secret key of the harness's orchestrators (a throwaway data folder
 /// each time; fixed so the verifier can open the same store).
@@ -129,6 +130,7 @@ async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<S
     for index in 0..hosts {
         let serial = format!("LOAD{index:06}");
         let host = orchestrator
+            .operator()
             .register_host(
                 NewHost {
                     name: format!("load-{index:06}"),
@@ -146,15 +148,21 @@ async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<S
             .await
             .with_context(|| format!("registering host {index}"))?;
         let run = orchestrator
+            .operator()
             .start_run(host.id, &actor)
             .await
             .with_context(|| format!("starting the run of host {index}"))?;
         runs.push((run.id, serial));
     }
-    orchestrator.dispatch().await.context("dispatching")?;
+    orchestrator
+        .runs()
+        .dispatch()
+        .await
+        .context("dispatching")?;
     let mut seeded = Vec::with_capacity(hosts);
     for (run_id, serial) in runs {
         orchestrator
+            .runs()
             .apply(
                 &run_id,
                 Event::PowerOnSent,

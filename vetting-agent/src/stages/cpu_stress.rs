@@ -5,19 +5,25 @@
 //! before and after. Fails when stress-ng reports a failure (its YAML
 //! metrics, judged by vetting-probes, or a failing exit), a CPU temperature
 //! reaches the stress limit, the CPUs throttled, or new corrected or
-//! uncorrected memory errors appear.
+//! uncorrected memory errors appear (`vetting_probes::verdicts::cpu`; the
+//! sidecar's peaks and both counter readings are uploaded as
+//! `thermal-sidecar`, `edac` and `cpu-throttle` evidence, which the
+//! orchestrator re-judges).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use vetting_probes::runner::RunError;
 use vetting_probes::runner::ToolCommand;
+use vetting_probes::verdicts::BeforeAfter;
+use vetting_probes::verdicts::cpu::{
+    EDAC_MC, SYSTEM_CPU, judge_edac, judge_throttle, read_edac, read_throttle,
+};
 use vetting_probes::{Status, Tool, Verdict, parse_and_judge};
 
 use super::{
-    Artifact, Cancelled, StageContext, StageReport, combined_output, measurement,
-    missing_tool_report, stop_if_cancelled,
+    Artifact, Cancelled, StageContext, StageReport, combined_output, evidence_document,
+    judged_report, measurement, missing_tool_report, stop_if_cancelled,
 };
 use crate::sidecar::Sidecar;
 
@@ -33,8 +39,8 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
     let vm_bytes = wanted.min(vm_bytes_for(duration));
     let yaml = context.scratch_file("stress-ng.yaml");
     let _ = std::fs::remove_file(&yaml);
-    let edac_root = context.local.sys_root.join("devices/system/edac/mc");
-    let cpu_root = context.local.sys_root.join("devices/system/cpu");
+    let edac_root = context.local.sys_root.join(EDAC_MC);
+    let cpu_root = context.local.sys_root.join(SYSTEM_CPU);
     let edac_before = read_edac(&edac_root);
     let throttle_before = read_throttle(&cpu_root);
 
@@ -154,6 +160,12 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
     ));
 
     // temperatures
+    artifacts.extend(evidence_document(
+        "thermal-sidecar.json",
+        Tool::ThermalSidecar,
+        summary.to_json(),
+        &mut verdict,
+    ));
     let thermal = summary.verdict(&context.thresholds);
     if thermal.status == Status::Skip {
         context
@@ -179,18 +191,25 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
     // memory errors
     let edac_after = read_edac(&edac_root);
     judge_edac(&mut verdict, &edac_before, &edac_after);
+    let edac = BeforeAfter::new(None, edac_before, edac_after);
+    artifacts.extend(evidence_document(
+        "edac.json",
+        Tool::Edac,
+        edac.to_json(),
+        &mut verdict,
+    ));
     // throttling
     let throttle_after = read_throttle(&cpu_root);
     judge_throttle(&mut verdict, &throttle_before, &throttle_after);
+    let throttle = BeforeAfter::new(None, throttle_before, throttle_after);
+    artifacts.extend(evidence_document(
+        "cpu-throttle.json",
+        Tool::CpuThrottle,
+        throttle.to_json(),
+        &mut verdict,
+    ));
 
-    for reason in &verdict.reasons {
-        context
-            .log
-            .agent(format!("{}: {}", reason.status, reason.message));
-    }
-    Ok(StageReport::from_verdict(verdict)
-        .with_artifacts(artifacts)
-        .with_measurements(measurements))
+    Ok(judged_report(context, verdict, artifacts, measurements))
 }
 
 /// `memory_share` of `available` bytes, at least 16 MiB.
@@ -225,122 +244,6 @@ pub fn read_mem_available(path: &Path) -> Option<u64> {
     kilobytes.checked_mul(1024)
 }
 
-/// Memory-controller error counters: `mcN` → (corrected, uncorrected).
-/// Empty when EDAC is not loaded.
-pub fn read_edac(root: &Path) -> BTreeMap<String, (u64, u64)> {
-    let mut counters = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return counters;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("mc") {
-            continue;
-        }
-        let read = |file: &str| {
-            std::fs::read_to_string(entry.path().join(file))
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-        };
-        if let (Some(corrected), Some(uncorrected)) = (read("ce_count"), read("ue_count")) {
-            counters.insert(name, (corrected, uncorrected));
-        }
-    }
-    counters
-}
-
-/// New corrected or uncorrected memory errors fail.
-pub fn judge_edac(
-    verdict: &mut Verdict,
-    before: &BTreeMap<String, (u64, u64)>,
-    after: &BTreeMap<String, (u64, u64)>,
-) {
-    if after.is_empty() {
-        verdict.add(
-            Status::Pass,
-            "EDAC is not available: memory error counters were not read",
-        );
-        return;
-    }
-    let mut grew = false;
-    for (controller, (corrected, uncorrected)) in after {
-        let (corrected_before, uncorrected_before) =
-            before.get(controller).copied().unwrap_or((0, 0));
-        if *uncorrected > uncorrected_before {
-            grew = true;
-            verdict.fail_with(format!(
-                "EDAC {controller}: {} new uncorrected memory error(s) during stress ({uncorrected_before} → {uncorrected})",
-                uncorrected - uncorrected_before
-            ));
-        }
-        if *corrected > corrected_before {
-            grew = true;
-            verdict.fail_with(format!(
-                "EDAC {controller}: {} new corrected memory error(s) during stress ({corrected_before} → {corrected})",
-                corrected - corrected_before
-            ));
-        }
-    }
-    if !grew {
-        verdict.add(
-            Status::Pass,
-            format!(
-                "EDAC: no new memory errors on {} controller(s)",
-                after.len()
-            ),
-        );
-    }
-}
-
-/// The CPUs' thermal throttle counters (core and package), summed per CPU.
-pub fn read_throttle(cpu_root: &Path) -> BTreeMap<String, u64> {
-    let mut counters = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(cpu_root) else {
-        return counters;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name
-            .strip_prefix("cpu")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        {
-            continue;
-        }
-        let dir = entry.path().join("thermal_throttle");
-        let total: u64 = ["core_throttle_count", "package_throttle_count"]
-            .iter()
-            .filter_map(|file| {
-                std::fs::read_to_string(dir.join(file))
-                    .ok()
-                    .and_then(|text| text.trim().parse::<u64>().ok())
-            })
-            .sum();
-        if dir.exists() {
-            counters.insert(name, total);
-        }
-    }
-    counters
-}
-
-/// Throttling during the stress fails.
-pub fn judge_throttle(
-    verdict: &mut Verdict,
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) {
-    let throttled: Vec<String> = after
-        .iter()
-        .filter(|(cpu, count)| **count > before.get(*cpu).copied().unwrap_or(0))
-        .map(|(cpu, count)| format!("{cpu} +{}", count - before.get(cpu).copied().unwrap_or(0)))
-        .collect();
-    if !throttled.is_empty() {
-        verdict.fail_with(format!(
-            "thermal throttling during stress: {}",
-            throttled.join(", ")
-        ));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,35 +261,5 @@ mod tests {
         assert_eq!(vm_bytes_for(0), 32 << 20);
         assert_eq!(vm_bytes_for(3600), 115_200 << 20);
         assert_eq!(vm_bytes_for(u64::MAX), u64::MAX);
-    }
-
-    #[test]
-    fn new_memory_errors_fail() {
-        let dir = tempfile::tempdir().unwrap();
-        let mc = dir.path().join("mc0");
-        std::fs::create_dir(&mc).unwrap();
-        std::fs::write(mc.join("ce_count"), "3\n").unwrap();
-        std::fs::write(mc.join("ue_count"), "0\n").unwrap();
-        let before = read_edac(dir.path());
-        assert_eq!(before["mc0"], (3, 0));
-        let mut unchanged = Verdict::pass();
-        judge_edac(&mut unchanged, &before, &before);
-        assert_eq!(unchanged.status, Status::Pass);
-        std::fs::write(mc.join("ce_count"), "5\n").unwrap();
-        let mut grown = Verdict::pass();
-        judge_edac(&mut grown, &before, &read_edac(dir.path()));
-        assert_eq!(grown.status, Status::Fail);
-        assert!(grown.reasons[0].message.contains("2 new corrected"));
-    }
-
-    #[test]
-    fn throttle_growth_fails() {
-        let before = BTreeMap::from([("cpu0".to_string(), 4u64)]);
-        let after = BTreeMap::from([("cpu0".to_string(), 9u64)]);
-        let mut verdict = Verdict::pass();
-        judge_throttle(&mut verdict, &before, &before);
-        assert_eq!(verdict.status, Status::Pass);
-        judge_throttle(&mut verdict, &before, &after);
-        assert!(verdict.reasons[0].message.contains("cpu0 +5"));
     }
 }

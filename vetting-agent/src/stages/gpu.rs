@@ -14,7 +14,10 @@ use vetting_probes::parsers::nvidia_smi;
 use vetting_probes::runner::{RunError, ToolCommand, tool_available};
 use vetting_probes::{Status, Tool, parse_and_judge};
 
-use super::{Artifact, Cancelled, StageContext, StageReport, combined_output, stop_if_cancelled};
+use super::{
+    Artifact, Cancelled, StageContext, StageReport, combined_output, judged_report,
+    stop_if_cancelled,
+};
 
 const NVIDIA_SMI_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -194,10 +197,5 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         }
         None => verdict.add(Status::Pass, "gpu_burn is not installed: no burn-in run"),
     }
-    for reason in &verdict.reasons {
-        context
-            .log
-            .agent(format!("{}: {}", reason.status, reason.message));
-    }
-    Ok(StageReport::from_verdict(verdict).with_artifacts(artifacts))
+    Ok(judged_report(context, verdict, artifacts, Vec::new()))
 }

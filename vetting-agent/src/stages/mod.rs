@@ -417,6 +417,43 @@ pub fn stop_if_cancelled(context: &StageContext, error: &RunError) -> Result<(),
     Ok(())
 }
 
+/// The evidence document of one of the agent's own rules
+/// (`vetting_probes::verdicts`) as an artifact the orchestrator re-judges.
+/// A document that cannot be written fails the verdict: without it the
+/// orchestrator cannot judge what the agent judged.
+pub fn evidence_document(
+    name: &str,
+    tool: Tool,
+    document: Result<Vec<u8>, serde_json::Error>,
+    verdict: &mut Verdict,
+) -> Option<Artifact> {
+    match document {
+        Ok(body) => Some(Artifact::new(name, Some(tool), None, body)),
+        Err(error) => {
+            verdict.fail_with(format!("the {tool} evidence cannot be written: {error}"));
+            None
+        }
+    }
+}
+
+/// The end of a stage that judged several things: every reason logged,
+/// then the report of the verdict with its artifacts and measurements.
+pub fn judged_report(
+    context: &StageContext,
+    verdict: Verdict,
+    artifacts: Vec<Artifact>,
+    measurements: Vec<Measurement>,
+) -> StageReport {
+    for reason in &verdict.reasons {
+        context
+            .log
+            .agent(format!("{}: {}", reason.status, reason.message));
+    }
+    StageReport::from_verdict(verdict)
+        .with_artifacts(artifacts)
+        .with_measurements(measurements)
+}
+
 /// A stage whose tool is missing: skipped, unless the part is expected.
 pub fn missing_tool_report(program: &str, expected: bool, part: &str) -> StageReport {
     if expected {

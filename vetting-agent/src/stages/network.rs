@@ -4,7 +4,8 @@
 //! fails, judged by vetting-probes against the speed of the interface that
 //! reaches the orchestrator (`/sys/class/net/IF/speed`; unknown, as on
 //! loopback: no share check). Error counters of that interface that grew
-//! during the test fail, drops warn. NICs without link are reported, not
+//! during the test fail, drops warn (`vetting_probes::verdicts::network`;
+//! the counters are uploaded as `net-counters` evidence). NICs without link are reported, not
 //! tested. No iperf3 server in the claim: skipped.
 //!
 //! A measurement that ends because the server went away is not a
@@ -22,9 +23,14 @@ use std::time::{Duration, Instant};
 
 use vetting_probes::parsers::iperf3;
 use vetting_probes::runner::{RunError, ToolCommand};
+use vetting_probes::verdicts::BeforeAfter;
+use vetting_probes::verdicts::network::{judge_counters, read_counters};
 use vetting_probes::{Status, Tool, Verdict};
 
-use super::{Artifact, Cancelled, StageContext, StageReport, measurement, stop_if_cancelled};
+use super::{
+    Artifact, Cancelled, StageContext, StageReport, evidence_document, judged_report, measurement,
+    stop_if_cancelled,
+};
 
 /// The first wait before a measurement is tried again; it doubles each
 /// time, up to [`RETRY_WAIT_MAX`].
@@ -197,15 +203,15 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
     if let (Some(name), Some(before)) = (interface.as_deref(), before) {
         let after = read_counters(&net_root, name);
         judge_counters(&mut verdict, name, &before, &after);
+        let counters = BeforeAfter::new(Some(name), before, after);
+        artifacts.extend(evidence_document(
+            &format!("net-counters-{name}.json"),
+            Tool::NetCounters,
+            counters.to_json(),
+            &mut verdict,
+        ));
     }
-    for reason in &verdict.reasons {
-        context
-            .log
-            .agent(format!("{}: {}", reason.status, reason.message));
-    }
-    Ok(StageReport::from_verdict(verdict)
-        .with_artifacts(artifacts)
-        .with_measurements(measurements))
+    Ok(judged_report(context, verdict, artifacts, measurements))
 }
 
 /// Runs iperf3, trying again (with backoff, within [`retry_budget`])
@@ -324,54 +330,6 @@ pub fn nics_without_link(net_root: &Path) -> Vec<(String, String)> {
     down
 }
 
-/// Error and drop counters of an interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Counters {
-    pub rx_errors: u64,
-    pub tx_errors: u64,
-    pub rx_dropped: u64,
-    pub tx_dropped: u64,
-}
-
-pub fn read_counters(net_root: &Path, interface: &str) -> Counters {
-    let statistics = net_root.join(interface).join("statistics");
-    let read = |file: &str| {
-        read_trimmed(&statistics.join(file))
-            .and_then(|value| value.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Counters {
-        rx_errors: read("rx_errors"),
-        tx_errors: read("tx_errors"),
-        rx_dropped: read("rx_dropped"),
-        tx_dropped: read("tx_dropped"),
-    }
-}
-
-/// Errors that grew fail; drops that grew warn.
-pub fn judge_counters(verdict: &mut Verdict, interface: &str, before: &Counters, after: &Counters) {
-    let errors = after.rx_errors.saturating_sub(before.rx_errors)
-        + after.tx_errors.saturating_sub(before.tx_errors);
-    let drops = after.rx_dropped.saturating_sub(before.rx_dropped)
-        + after.tx_dropped.saturating_sub(before.tx_dropped);
-    if errors > 0 {
-        verdict.fail_with(format!(
-            "{interface}: {errors} new rx/tx error(s) during the test"
-        ));
-    }
-    if drops > 0 {
-        verdict.warn(format!(
-            "{interface}: {drops} new dropped packet(s) during the test"
-        ));
-    }
-    if errors == 0 && drops == 0 {
-        verdict.add(
-            Status::Pass,
-            format!("{interface}: no new errors or drops during the test"),
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,33 +388,5 @@ mod tests {
         assert_eq!(retry_wait(100), RETRY_WAIT_MAX);
         assert!(retry_budget(1) >= Duration::from_secs(120));
         assert!(retry_budget(60) > Duration::from_secs(4 * 60));
-    }
-
-    #[test]
-    fn grown_errors_fail_and_drops_warn() {
-        let before = Counters::default();
-        let mut verdict = Verdict::pass();
-        judge_counters(&mut verdict, "eth0", &before, &before);
-        assert_eq!(verdict.status, Status::Pass);
-        judge_counters(
-            &mut verdict,
-            "eth0",
-            &before,
-            &Counters {
-                rx_dropped: 3,
-                ..Counters::default()
-            },
-        );
-        assert_eq!(verdict.status, Status::Warn);
-        judge_counters(
-            &mut verdict,
-            "eth0",
-            &before,
-            &Counters {
-                tx_errors: 1,
-                ..Counters::default()
-            },
-        );
-        assert_eq!(verdict.status, Status::Fail);
     }
 }

@@ -11,7 +11,10 @@ use vetting_probes::parsers::ipmitool;
 use vetting_probes::runner::{RunError, ToolCommand};
 use vetting_probes::{Tool, Verdict};
 
-use super::{Artifact, Cancelled, StageContext, StageReport, combined_output, stop_if_cancelled};
+use super::{
+    Artifact, Cancelled, StageContext, StageReport, combined_output, judged_report,
+    stop_if_cancelled,
+};
 
 /// The device nodes of the IPMI driver (ipmi_devintf).
 const IPMI_NODES: &[&str] = &["ipmi0", "ipmi/0", "ipmidev/0"];
@@ -89,10 +92,5 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         return Ok(report.with_artifacts(artifacts));
     }
     let verdict: Verdict = ipmitool::verdict(&parsed, &context.thresholds);
-    for reason in &verdict.reasons {
-        context
-            .log
-            .agent(format!("{}: {}", reason.status, reason.message));
-    }
-    Ok(StageReport::from_verdict(verdict).with_artifacts(artifacts))
+    Ok(judged_report(context, verdict, artifacts, Vec::new()))
 }

@@ -17,7 +17,8 @@ use vetting_probes::runner::{RunError, ToolCommand};
 use vetting_probes::{Status, Tool, Verdict, parse_and_judge};
 
 use super::{
-    Artifact, Cancelled, StageContext, StageReport, missing_tool_report, stop_if_cancelled,
+    Artifact, Cancelled, StageContext, StageReport, judged_report, missing_tool_report,
+    stop_if_cancelled,
 };
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -172,12 +173,7 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         report.artifacts = artifacts;
         return Ok(report);
     }
-    for reason in &verdict.reasons {
-        context
-            .log
-            .agent(format!("{}: {}", reason.status, reason.message));
-    }
-    Ok(StageReport::from_verdict(verdict).with_artifacts(artifacts))
+    Ok(judged_report(context, verdict, artifacts, Vec::new()))
 }
 
 /// Starts a short self-test on every device and waits (bounded) until none

@@ -28,7 +28,9 @@
 //!    I/O or verify error of fio is located with a read-only badblocks over
 //!    the range fio names, so the reason names the bad blocks), and so do
 //!    SMART counters (reallocated, pending, uncorrectable sectors; NVMe
-//!    media errors and critical warning) that grew during the test. Drive
+//!    media errors and critical warning) that grew during the test
+//!    (`vetting_probes::verdicts::storage`, from smartctl's outputs before
+//!    and after, uploaded as `smart-growth` evidence). Drive
 //!    temperatures are sampled (hwmon, every second) while it runs.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,13 +41,16 @@ use vetting_probes::inventory::{CollectOptions, Disk, collect};
 use vetting_probes::parsers::smartctl::{self, SmartctlOutput};
 use vetting_probes::protocol::{ExpectedDisk, FINDING_UNEXPECTED_DATA, Outcome, WipeFinding};
 use vetting_probes::runner::{RunError, ToolCommand};
+use vetting_probes::verdicts::BeforeAfter;
+use vetting_probes::verdicts::storage::smart_counters;
 use vetting_probes::{Status, Tool, Verdict, parse_and_judge};
 
 use super::allowlist::{self, describe_disk, describe_entry, loop_disks, never_candidate};
 use super::identity::{self, PinnedDisk};
 use super::wipe_probe::{self, ProbeFindings};
 use super::{
-    Artifact, Cancelled, StageContext, StageReport, combined_output, measurement, stop_if_cancelled,
+    Artifact, Cancelled, StageContext, StageReport, combined_output, evidence_document,
+    judged_report, measurement, stop_if_cancelled,
 };
 use crate::params::SurfaceTest;
 use crate::sidecar::Sidecar;
@@ -297,15 +302,27 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
                 SurfaceMethod::Fio => "fio write-and-verify",
             }
         ));
-        let smart_before = smart_counters(context, &disk, device);
+        let smart_before = smart_output(context, &disk, device);
         let outcome = match method {
             SurfaceMethod::Badblocks => badblocks(context, &disk, device)?,
             SurfaceMethod::Fio => fio(context, &disk, device)?,
         };
         let mut disk_verdict = outcome.verdict;
+        let mut disk_artifacts = outcome.artifacts;
         if let Some(before) = smart_before {
-            let after = smart_counters(context, &disk, device).unwrap_or_default();
-            judge_smart_growth(&mut disk_verdict, &before, &after);
+            match smart_output(context, &disk, device) {
+                Some(after) => disk_artifacts.extend(judge_smart_growth(
+                    &disk,
+                    before,
+                    after,
+                    &context.thresholds,
+                    &mut disk_verdict,
+                )),
+                None => disk_verdict.warn(
+                    "SMART counters could not be read after the surface test: their growth \
+                     was not judged",
+                ),
+            }
         }
         drop(pinned);
         for reason in &mut disk_verdict.reasons {
@@ -315,7 +332,7 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
             disk_verdict.add(Status::Pass, format!("{}: surface test passed", disk.name));
         }
         verdict.merge(disk_verdict);
-        artifacts.extend(outcome.artifacts);
+        artifacts.extend(disk_artifacts);
         measurements.extend(outcome.measurements);
     }
     let watched = sidecar.stop();
@@ -328,25 +345,19 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
             ));
         }
     }
-    for reason in &verdict.reasons {
-        context
-            .log
-            .agent(format!("{}: {}", reason.status, reason.message));
-    }
-    Ok(StageReport::from_verdict(verdict)
-        .with_artifacts(artifacts)
-        .with_measurements(measurements))
+    Ok(judged_report(context, verdict, artifacts, measurements))
 }
 
-/// The SMART counters whose growth during the surface test fails: ATA
-/// attributes 5, 187, 197, 198 (raw), NVMe media errors and critical
-/// warning. `None` when they cannot be read (no smartctl, a loop device, a
-/// RAID volume).
-pub fn smart_counters(
+/// `smartctl -a --json` of a disk, when it has SMART counters whose
+/// growth during the surface test fails
+/// (`vetting_probes::verdicts::storage::smart_counters`). `None` when they
+/// cannot be read (no smartctl, a loop device, a RAID volume, a disk
+/// without such counters).
+pub fn smart_output(
     context: &StageContext,
     disk: &Disk,
     device: &Path,
-) -> Option<BTreeMap<String, u64>> {
+) -> Option<serde_json::Value> {
     if disk.transport.as_deref() == Some("loop") || disk.behind_raid {
         return None;
     }
@@ -358,45 +369,34 @@ pub fn smart_counters(
     let SmartctlOutput::Device(data) = smartctl::parse(&output.stdout).ok()? else {
         return None;
     };
-    let mut counters = BTreeMap::new();
-    if let Some(ata) = &data.ata {
-        for id in [5, 187, 197, 198] {
-            if let Some(attribute) = ata.attribute(id) {
-                counters.insert(format!("attribute {id} {}", attribute.name), attribute.raw);
-            }
-        }
+    if smart_counters(&data).is_empty() {
+        return None;
     }
-    if let Some(nvme) = &data.nvme {
-        if let Some(media_errors) = nvme.media_errors {
-            counters.insert("NVMe media_errors".to_string(), media_errors);
-        }
-        counters.insert("NVMe critical_warning".to_string(), nvme.critical_warning);
-    }
-    (!counters.is_empty()).then_some(counters)
+    serde_json::from_slice(&output.stdout).ok()
 }
 
-/// Counters that grew fail.
-pub fn judge_smart_growth(
+/// Judges the growth of a disk's SMART counters from its outputs before
+/// and after the surface test, through the `smart-growth` document the
+/// orchestrator re-judges (uploaded as the returned artifact).
+fn judge_smart_growth(
+    disk: &Disk,
+    before: serde_json::Value,
+    after: serde_json::Value,
+    thresholds: &vetting_probes::Thresholds,
     verdict: &mut Verdict,
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) {
-    let mut grew = false;
-    for (name, value) in after {
-        let old = before.get(name).copied().unwrap_or(0);
-        if *value > old {
-            grew = true;
-            verdict.fail_with(format!(
-                "SMART {name} grew during the surface test: {old} → {value}"
-            ));
-        }
+) -> Option<Artifact> {
+    let document = BeforeAfter::new(Some(&disk.name), before, after).to_json();
+    let artifact = evidence_document(
+        &format!("smart-growth-{}.json", disk.name),
+        Tool::SmartGrowth,
+        document,
+        verdict,
+    )?;
+    match parse_and_judge(Tool::SmartGrowth, &artifact.body, thresholds) {
+        Ok(report) => verdict.merge(report.verdict),
+        Err(error) => verdict.fail_with(format!("the SMART growth cannot be judged: {error}")),
     }
-    if !grew && !before.is_empty() {
-        verdict.add(
-            Status::Pass,
-            "SMART counters did not grow during the surface test",
-        );
-    }
+    Some(artifact)
 }
 
 /// The disks the stage looks at: the inventory's (this agent's own
@@ -1002,19 +1002,6 @@ mod tests {
             vec![(4_194_304, 1_048_576), (8_388_608, 1_048_576)]
         );
         assert!(failed_ranges(&[]).is_empty());
-    }
-
-    #[test]
-    fn grown_smart_counters_fail() {
-        let before = BTreeMap::from([("attribute 5 Reallocated_Sector_Ct".to_string(), 0u64)]);
-        let mut unchanged = Verdict::pass();
-        judge_smart_growth(&mut unchanged, &before, &before);
-        assert_eq!(unchanged.status, Status::Pass);
-        let after = BTreeMap::from([("attribute 5 Reallocated_Sector_Ct".to_string(), 8u64)]);
-        let mut grown = Verdict::pass();
-        judge_smart_growth(&mut grown, &before, &after);
-        assert_eq!(grown.status, Status::Fail);
-        assert!(grown.reasons[0].message.contains("0 → 8"));
     }
 
     #[test]

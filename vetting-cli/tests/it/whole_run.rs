@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::Config;
+use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
-use vetting_core::state_machine::RunState;
 
 const VETTING: &str = env!("CARGO_BIN_EXE_vetting");
 const KEY: &str = "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000";
@@ -238,6 +238,7 @@ impl Env {
             None => "schema_version: 1\n".to_string(),
         };
         self.orchestrator
+            .operator()
             .put_spec_profile(name, &spec, &actor)
             .await
             .unwrap();
@@ -246,6 +247,7 @@ impl Env {
             .fold(0u32, |acc, b| acc.wrapping_mul(31).wrapping_add(b as u32));
         let host = self
             .orchestrator
+            .operator()
             .register_host(
                 NewHost {
                     name: name.to_string(),
@@ -263,7 +265,12 @@ impl Env {
             )
             .await
             .unwrap();
-        let run = self.orchestrator.start_run(host.id, &actor).await.unwrap();
+        let run = self
+            .orchestrator
+            .operator()
+            .start_run(host.id, &actor)
+            .await
+            .unwrap();
         self.wait_for(&run.id, |state| state == RunState::Booting, 30)
             .await;
         run.id
@@ -308,7 +315,13 @@ impl Env {
     ) -> RunState {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let state = self.orchestrator.get_run(run_id).await.unwrap().state;
+            let state = self
+                .orchestrator
+                .operator()
+                .get_run(run_id)
+                .await
+                .unwrap()
+                .state;
             if done(state) {
                 return state;
             }
@@ -337,6 +350,7 @@ impl Env {
 
     pub async fn stage_outcomes(&self, run_id: &str) -> Vec<(String, u32, String, Option<String>)> {
         self.orchestrator
+            .operator()
             .stages(run_id)
             .await
             .unwrap()
@@ -456,7 +470,7 @@ async fn wipe_probe_holds_and_an_override_completes_the_run() {
             "{name}: {:#?}",
             env.stage_outcomes(&run_id).await
         );
-        let run = env.orchestrator.get_run(&run_id).await.unwrap();
+        let run = env.orchestrator.operator().get_run(&run_id).await.unwrap();
         assert_eq!(run.hold_reason.unwrap().as_str(), kind, "{name}");
         let reason = run.failure_reason.clone().unwrap_or_default();
         assert!(
@@ -464,7 +478,12 @@ async fn wipe_probe_holds_and_an_override_completes_the_run() {
             "{name}: {reason}"
         );
         // the hold lists what the probe found, each with a stable id
-        let findings = env.orchestrator.held_findings(&run_id).await.unwrap();
+        let findings = env
+            .orchestrator
+            .operator()
+            .held_findings(&run_id)
+            .await
+            .unwrap();
         assert!(!findings.is_empty(), "{name}: the hold lists no findings");
         assert!(
             findings
@@ -476,6 +495,7 @@ async fn wipe_probe_holds_and_an_override_completes_the_run() {
         // an id that is not the hold's is refused, and changes nothing
         let refused = env
             .orchestrator
+            .operator()
             .override_wipe(
                 &run_id,
                 &Actor::operator("carol"),
@@ -488,12 +508,18 @@ async fn wipe_probe_holds_and_an_override_completes_the_run() {
             "{name}: {refused}"
         );
         assert_eq!(
-            env.orchestrator.get_run(&run_id).await.unwrap().version,
+            env.orchestrator
+                .operator()
+                .get_run(&run_id)
+                .await
+                .unwrap()
+                .version,
             run.version,
             "{name}"
         );
         // the override is recorded, Storage runs again as attempt 2
         env.orchestrator
+            .operator()
             .override_wipe(&run_id, &Actor::operator("carol"), ids.clone())
             .await
             .unwrap();
@@ -514,7 +540,12 @@ async fn wipe_probe_holds_and_an_override_completes_the_run() {
             storage[1].2 == "passed" || storage[1].2 == "warned",
             "{outcomes:#?}"
         );
-        let audit = env.orchestrator.audit_log(Some(&run_id)).await.unwrap();
+        let audit = env
+            .orchestrator
+            .operator()
+            .audit_log(Some(&run_id))
+            .await
+            .unwrap();
         let record = audit.iter().find(|r| r.action == "override_wipe").unwrap();
         assert_eq!(record.actor, "operator:carol");
         assert_eq!(
@@ -699,7 +730,7 @@ async fn failing_sectors_fail_storage_and_cannot_be_overridden() {
             .await;
         let outcomes = env.stage_outcomes(&run_id).await;
         assert_eq!(state, RunState::FailedHolding, "{name}: {outcomes:#?}");
-        let run = env.orchestrator.get_run(&run_id).await.unwrap();
+        let run = env.orchestrator.operator().get_run(&run_id).await.unwrap();
         assert_eq!(run.hold_reason.unwrap().as_str(), "failure", "{name}");
         let storage: Vec<_> = outcomes.iter().filter(|o| o.0 == "Storage").collect();
         assert_eq!(storage.len(), 1, "{name}: {outcomes:#?}");
@@ -718,6 +749,7 @@ async fn failing_sectors_fail_storage_and_cannot_be_overridden() {
         // changes nothing
         let refused = env
             .orchestrator
+            .operator()
             .override_wipe(
                 &run_id,
                 &Actor::operator("dave"),
@@ -729,11 +761,12 @@ async fn failing_sectors_fail_storage_and_cannot_be_overridden() {
             refused.to_string().contains("cannot be overridden"),
             "{name}: {refused}"
         );
-        let after = env.orchestrator.get_run(&run_id).await.unwrap();
+        let after = env.orchestrator.operator().get_run(&run_id).await.unwrap();
         assert_eq!(after.state, RunState::FailedHolding, "{name}");
         assert_eq!(after.version, run.version, "{name}");
         assert_eq!(env.stage_outcomes(&run_id).await, outcomes, "{name}");
         env.orchestrator
+            .operator()
             .release(&run_id, &Actor::operator("dave"), None)
             .await
             .unwrap();
@@ -798,6 +831,7 @@ async fn cancel_during_stress_shuts_the_agent_down_and_leaves_no_tool() {
         std::thread::sleep(Duration::from_millis(100));
     }
     env.orchestrator
+        .operator()
         .cancel(&run_id, &Actor::operator("erin"), Some("wrong rack".into()))
         .await
         .unwrap();
@@ -813,7 +847,12 @@ async fn cancel_during_stress_shuts_the_agent_down_and_leaves_no_tool() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        env.orchestrator.get_run(&run_id).await.unwrap().state,
+        env.orchestrator
+            .operator()
+            .get_run(&run_id)
+            .await
+            .unwrap()
+            .state,
         RunState::Cancelled
     );
     let _ = work;
@@ -933,7 +972,13 @@ async fn sigkilled_orchestrator(extra_config: &str) {
     let mut kills = 0;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(300 + next() % 1500)).await;
-        let state = env.orchestrator.get_run(&run_id).await.unwrap().state;
+        let state = env
+            .orchestrator
+            .operator()
+            .get_run(&run_id)
+            .await
+            .unwrap()
+            .state;
         if ended(state) || state >= RunState::Storage {
             break;
         }
@@ -949,7 +994,13 @@ async fn sigkilled_orchestrator(extra_config: &str) {
     let mut killed_in_network = false;
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
-        let state = env.orchestrator.get_run(&run_id).await.unwrap().state;
+        let state = env
+            .orchestrator
+            .operator()
+            .get_run(&run_id)
+            .await
+            .unwrap()
+            .state;
         if ended(state) || state > RunState::Network {
             break;
         }
@@ -975,7 +1026,13 @@ async fn sigkilled_orchestrator(extra_config: &str) {
     );
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(100 + next() % 1000)).await;
-        let state = env.orchestrator.get_run(&run_id).await.unwrap().state;
+        let state = env
+            .orchestrator
+            .operator()
+            .get_run(&run_id)
+            .await
+            .unwrap()
+            .state;
         if ended(state) {
             break;
         }
@@ -1002,7 +1059,7 @@ async fn sigkilled_orchestrator(extra_config: &str) {
         env.stage_outcomes(&run_id).await
     );
     assert!(wait_exit(&mut agent.0, 60).is_some());
-    let run = env.orchestrator.get_run(&run_id).await.unwrap();
+    let run = env.orchestrator.operator().get_run(&run_id).await.unwrap();
 
     // every log line exactly once, no gap
     let lines = vetting_core::runlogs::read_run(&env.dir.path().join("data"), &run_id).unwrap();

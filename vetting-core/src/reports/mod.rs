@@ -12,8 +12,9 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use vetting_probes::inventory::{Inventory, LinkState, Missing};
 
+use crate::error::OrchestratorError;
 use crate::model::{AuditRecord, TransitionRecord};
-use crate::orchestrator::{Orchestrator, OrchestratorError};
+use crate::orchestrator::Orchestrator;
 use crate::spec::SpecDiff;
 use crate::store::StoreError;
 use crate::store::entities::{artifact, measurement, stage};
@@ -358,8 +359,8 @@ pub async fn build_report(orchestrator: &Orchestrator, run_id: &str) -> Result<R
 
 async fn gather(orchestrator: &Orchestrator, run_id: &str) -> Result<Gathered> {
     let connection = orchestrator.store().db();
-    let run = orchestrator.get_run(run_id).await?;
-    let host = orchestrator.get_host(run.host_id).await?;
+    let run = orchestrator.run(run_id).await?;
+    let host = orchestrator.host(run.host_id).await?;
     let mut notes = Vec::new();
 
     let mut stage_rows = stage::Entity::find()
@@ -405,9 +406,13 @@ async fn gather(orchestrator: &Orchestrator, run_id: &str) -> Result<Gathered> {
         })
         .collect();
 
-    let spec_diffs = orchestrator.spec_diffs(run_id).await?;
+    let spec_diffs = orchestrator.operator().spec_diffs(run_id).await?;
 
-    let inventory = match orchestrator.latest_inventory_json(run_id).await? {
+    let inventory = match orchestrator
+        .operator()
+        .latest_inventory_json(run_id)
+        .await?
+    {
         None => None,
         Some((attempt, text)) => match serde_json::from_str::<Inventory>(&text) {
             Ok(parsed) => Some(InventorySummary::from_inventory(attempt, &parsed)),
@@ -487,8 +492,8 @@ async fn gather(orchestrator: &Orchestrator, run_id: &str) -> Result<Gathered> {
         })
         .collect();
 
-    let transitions = orchestrator.transitions(Some(run_id)).await?;
-    let audit = orchestrator.audit_log(Some(run_id)).await?;
+    let transitions = orchestrator.operator().transitions(Some(run_id)).await?;
+    let audit = orchestrator.operator().audit_log(Some(run_id)).await?;
 
     let report = Report {
         schema_version: REPORT_SCHEMA_VERSION,

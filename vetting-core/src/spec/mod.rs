@@ -54,7 +54,7 @@
 //! operator's guide is `docs/spec.md`.
 
 mod diff;
-mod store;
+pub(crate) mod store;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use vetting_probes::protocol::{ExpectedDisk, ExpectedParts};

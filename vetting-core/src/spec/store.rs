@@ -2,26 +2,18 @@
 //! `SpecValidate`: the run's latest inventory against the host record's
 //! identity and the spec, with the differences stored per run.
 
-use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
-};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use vetting_probes::inventory::Inventory;
 use vetting_probes::parsers::dmidecode::{is_placeholder_uuid, meaningful};
 
-use super::{Severity, Spec, SpecDiff, SpecError, diff, effective_spec, identity_diff, parse_spec};
+use super::{Severity, Spec, SpecDiff, SpecError, diff, identity_diff, parse_spec};
+use crate::error::{OrchestratorError, Result, db};
 use crate::model::{Actor, Host};
-use crate::orchestrator::{Orchestrator, OrchestratorError};
-use crate::store::StoreError;
-use crate::store::entities::{audit, host, inventory, spec_diff, spec_profile};
-
-type Result<T, E = OrchestratorError> = std::result::Result<T, E>;
-
-fn db(doing: &'static str) -> impl FnOnce(sea_orm::DbErr) -> OrchestratorError {
-    move |source| OrchestratorError::Store(StoreError::Db { doing, source })
-}
+use crate::orchestrator::Orchestrator;
+use crate::store::audit;
+use crate::store::entities::{host, spec_diff};
 
 /// The message SpecValidate gives when a host has no spec at all.
 pub const NO_SPEC_MESSAGE: &str =
@@ -55,7 +47,7 @@ pub struct SpecOutcome {
 }
 
 /// A profile name: 1 to 128 printable characters, no surrounding spaces.
-fn check_profile_name(name: &str) -> Result<()> {
+pub(crate) fn check_profile_name(name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > 128
         || name.trim() != name
@@ -69,233 +61,46 @@ fn check_profile_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-async fn record_audit(
-    connection: &impl ConnectionTrait,
-    now: i64,
-    actor: &Actor,
-    action: &str,
-    run_id: Option<&str>,
-    host_id: Option<i64>,
-    detail: serde_json::Value,
-) -> Result<()> {
-    audit::ActiveModel {
-        at_ms: Set(now),
-        actor: Set(actor.as_str().to_string()),
-        action: Set(action.to_string()),
-        run_id: Set(run_id.map(str::to_string)),
-        host_id: Set(host_id),
-        acknowledged: Set(None),
-        detail: Set(Some(detail.to_string())),
-        ..Default::default()
-    }
-    .insert(connection)
-    .await
-    .map_err(db("recording an audit record"))?;
-    Ok(())
-}
-
 impl Orchestrator {
-    /// Stores (creates or replaces) a spec profile after validating it;
-    /// returns the parsed spec. An invalid spec is refused with a message
-    /// that names the key (`BadRequest`).
-    pub async fn put_spec_profile(&self, name: &str, text: &str, actor: &Actor) -> Result<Spec> {
-        check_profile_name(name)?;
-        let spec = parse_spec(text).map_err(|error| {
-            OrchestratorError::BadRequest(format!("spec profile `{name}`: {error}"))
-        })?;
-        let now = self.now_ms();
-        let txn = self
-            .store()
-            .db()
-            .begin()
-            .await
-            .map_err(db("storing a spec profile"))?;
-        let existed =
-            crate::store::by_key(spec_profile::Entity::find_by_id(name.to_string()), &txn)
-                .await
-                .map_err(db("storing a spec profile"))?
-                .is_some();
-        spec_profile::Entity::insert(spec_profile::ActiveModel {
-            name: Set(name.to_string()),
-            spec: Set(text.to_string()),
-            updated_at_ms: Set(now),
-        })
-        .on_conflict(
-            OnConflict::column(spec_profile::Column::Name)
-                .update_columns([
-                    spec_profile::Column::Spec,
-                    spec_profile::Column::UpdatedAtMs,
-                ])
-                .to_owned(),
-        )
-        .exec(&txn)
-        .await
-        .map_err(db("storing a spec profile"))?;
-        record_audit(
-            &txn,
-            now,
-            actor,
-            "put_spec_profile",
-            None,
-            None,
-            serde_json::json!({"name": name, "replaced": existed}),
-        )
-        .await?;
-        txn.commit().await.map_err(db("storing a spec profile"))?;
-        Ok(spec)
-    }
-
-    /// A spec profile as stored, if it exists.
-    pub async fn get_spec_profile(&self, name: &str) -> Result<Option<SpecProfile>> {
-        Ok(crate::store::by_key(
-            spec_profile::Entity::find_by_id(name.to_string()),
-            self.store().db(),
-        )
-        .await
-        .map_err(db("reading a spec profile"))?
-        .map(|model| SpecProfile {
-            name: model.name,
-            text: model.spec,
-            updated_at_ms: model.updated_at_ms,
-        }))
-    }
-
-    /// Every spec profile, by name.
-    pub async fn list_spec_profiles(&self) -> Result<Vec<SpecProfile>> {
-        Ok(spec_profile::Entity::find()
-            .order_by_asc(spec_profile::Column::Name)
-            .all(self.store().db())
-            .await
-            .map_err(db("listing spec profiles"))?
-            .into_iter()
-            .map(|model| SpecProfile {
-                name: model.name,
-                text: model.spec,
-                updated_at_ms: model.updated_at_ms,
-            })
-            .collect())
-    }
-
-    /// Deletes a spec profile; refused while a registered host refers to it.
-    pub async fn delete_spec_profile(&self, name: &str, actor: &Actor) -> Result<()> {
-        let now = self.now_ms();
-        let txn = self
-            .store()
-            .db()
-            .begin()
-            .await
-            .map_err(db("deleting a spec profile"))?;
-        let users: Vec<String> = host::Entity::find()
-            .filter(host::Column::SpecProfile.eq(name))
-            .filter(host::Column::RemovedAtMs.is_null())
-            .all(&txn)
-            .await
-            .map_err(db("deleting a spec profile"))?
-            .into_iter()
-            .map(|model| model.name)
-            .collect();
-        if !users.is_empty() {
-            return Err(OrchestratorError::BadRequest(format!(
-                "spec profile `{name}` is used by host(s) {}",
-                users.join(", ")
-            )));
-        }
-        let deleted = spec_profile::Entity::delete_by_id(name.to_string())
-            .exec(&txn)
-            .await
-            .map_err(db("deleting a spec profile"))?;
-        if deleted.rows_affected == 0 {
-            return Err(OrchestratorError::BadRequest(format!(
-                "spec profile `{name}` does not exist"
-            )));
-        }
-        record_audit(
-            &txn,
-            now,
-            actor,
-            "delete_spec_profile",
-            None,
-            None,
-            serde_json::json!({"name": name}),
-        )
-        .await?;
-        txn.commit().await.map_err(db("deleting a spec profile"))?;
-        Ok(())
-    }
-
-    /// The spec `host` is held to: its profile with its overrides merged
-    /// over it. `None` when it has neither. A profile that does not exist
-    /// or does not parse is an error (`BadRequest`, naming it).
-    pub async fn host_spec(&self, host: &Host) -> Result<Option<Spec>> {
-        let profile = match &host.spec_profile {
-            Some(name) => {
-                let stored = self.get_spec_profile(name).await?.ok_or_else(|| {
-                    OrchestratorError::BadRequest(format!(
-                        "host `{}` refers to spec profile `{name}`, which does not exist",
-                        host.name
-                    ))
-                })?;
-                Some(stored.spec().map_err(|error| {
-                    OrchestratorError::BadRequest(format!("spec profile `{name}`: {error}"))
-                })?)
-            }
-            None => None,
-        };
-        effective_spec(profile.as_ref(), host.spec_overrides.as_ref()).map_err(|error| {
-            OrchestratorError::BadRequest(format!("host `{}`: {error}", host.name))
-        })
-    }
-
-    /// The latest inventory stored for a run (the highest InventoryCheck
-    /// attempt), as its attempt and JSON text.
-    pub async fn latest_inventory_json(&self, run_id: &str) -> Result<Option<(u32, String)>> {
-        Ok(inventory::Entity::find()
-            .filter(inventory::Column::RunId.eq(run_id))
-            .order_by_desc(inventory::Column::Attempt)
-            .one(self.store().db())
-            .await
-            .map_err(db("reading an inventory"))?
-            .map(|model| (model.attempt.max(0) as u32, model.inventory)))
-    }
-
     /// SpecValidate: checks the run's latest inventory against the host
     /// record's identity and the host's spec, stores the differences
     /// (replacing earlier ones of the run) and says whether one is
     /// critical. A host without a serial and UUID gets the inventory's as
     /// its identity (audited as `orchestrator`).
     pub async fn validate_spec(&self, run_id: &str) -> Result<SpecOutcome> {
-        let run = self.get_run(run_id).await?;
-        let mut host = self.get_host(run.host_id).await?;
+        let run = self.run(run_id).await?;
+        let mut host = self.host(run.host_id).await?;
         let mut diffs = Vec::new();
-        let inventory: Option<Inventory> = match self.latest_inventory_json(run_id).await? {
-            None => {
-                diffs.push(SpecDiff::new(
-                    Severity::Critical,
-                    "inventory",
-                    None,
-                    None,
-                    "no inventory was stored for this run: the machine cannot be checked",
-                ));
-                None
-            }
-            Some((attempt, text)) => match serde_json::from_str::<Inventory>(&text) {
-                Ok(parsed) => Some(parsed),
-                Err(error) => {
+        let inventory: Option<Inventory> =
+            match self.operator().latest_inventory_json(run_id).await? {
+                None => {
                     diffs.push(SpecDiff::new(
                         Severity::Critical,
                         "inventory",
                         None,
                         None,
-                        format!(
-                            "the inventory of InventoryCheck attempt {attempt} cannot be read: \
-                             {error}"
-                        ),
+                        "no inventory was stored for this run: the machine cannot be checked",
                     ));
                     None
                 }
-            },
-        };
-        let spec = match self.host_spec(&host).await {
+                Some((attempt, text)) => match serde_json::from_str::<Inventory>(&text) {
+                    Ok(parsed) => Some(parsed),
+                    Err(error) => {
+                        diffs.push(SpecDiff::new(
+                            Severity::Critical,
+                            "inventory",
+                            None,
+                            None,
+                            format!(
+                                "the inventory of InventoryCheck attempt {attempt} cannot be read: \
+                             {error}"
+                            ),
+                        ));
+                        None
+                    }
+                },
+            };
+        let spec = match self.operator().host_spec(&host).await {
             Ok(spec) => spec,
             Err(error) => {
                 diffs.push(SpecDiff::new(
@@ -322,7 +127,7 @@ impl Orchestrator {
                     Some(recorded) => diffs.push(recorded),
                     None => {
                         // another process recorded it first: check against that
-                        host = self.get_host(run.host_id).await?;
+                        host = self.host(run.host_id).await?;
                     }
                 }
             }
@@ -399,14 +204,13 @@ impl Orchestrator {
                 .map_err(db("recording a host's identity"))?;
             return Ok(None);
         }
-        record_audit(
+        audit::record(
             &txn,
             now,
-            &Actor::orchestrator(),
-            "record_identity",
-            Some(run_id),
-            Some(host_record.id),
-            serde_json::json!({"serial": serial, "uuid": uuid}),
+            audit::Entry::new(&Actor::orchestrator(), "record_identity")
+                .run(run_id)
+                .host(host_record.id)
+                .detail(serde_json::json!({"serial": serial, "uuid": uuid})),
         )
         .await?;
         txn.commit()
@@ -460,34 +264,6 @@ impl Orchestrator {
         }
         txn.commit().await.map_err(db("storing spec differences"))?;
         Ok(())
-    }
-
-    /// The differences SpecValidate stored for a run, in the order found.
-    pub async fn spec_diffs(&self, run_id: &str) -> Result<Vec<SpecDiff>> {
-        spec_diff::Entity::find()
-            .filter(spec_diff::Column::RunId.eq(run_id))
-            .order_by_asc(spec_diff::Column::Id)
-            .all(self.store().db())
-            .await
-            .map_err(db("reading spec differences"))?
-            .into_iter()
-            .map(|model| {
-                let severity = Severity::parse(&model.severity).ok_or_else(|| {
-                    OrchestratorError::Corrupt(crate::model::CorruptRow {
-                        run_id: run_id.to_string(),
-                        field: "spec_diffs.severity",
-                        value: model.severity.clone(),
-                    })
-                })?;
-                Ok(SpecDiff {
-                    path: model.path,
-                    expected: model.expected,
-                    actual: model.actual,
-                    severity,
-                    message: model.message,
-                })
-            })
-            .collect()
     }
 }
 

@@ -3,8 +3,14 @@
 //! migrations. Startup refuses a database whose schema is newer than the
 //! binary.
 
+pub mod audit;
 pub mod entities;
+pub mod hosts;
 pub mod migrations;
+pub mod runs;
+pub mod slots;
+pub mod stages;
+pub mod transitions;
 
 use std::time::Duration;
 

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use vetting_core::clock::ManualClock;
 use vetting_core::config::Config;
-use vetting_core::orchestrator::{EventContext, OrchestratorError};
-use vetting_core::state_machine::{Event, RunState};
+use vetting_core::error::OrchestratorError;
+use vetting_core::machine::{Event, RunState};
+use vetting_core::runs::EventContext;
 
 use crate::support::{T0, TestDb, config_for, host, open, operator, postgres_db, sqlite_db};
 
@@ -47,6 +48,7 @@ async fn race(db: TestDb) {
         let host_id = host(&orchestrator, index).await;
         run_ids.push(
             orchestrator
+                .operator()
                 .create_run(host_id, &operator())
                 .await
                 .unwrap()
@@ -115,7 +117,7 @@ async fn race(db: TestDb) {
     );
 
     let orchestrator = open(config, &clock).await;
-    let log = orchestrator.transitions(None).await.unwrap();
+    let log = orchestrator.operator().transitions(None).await.unwrap();
     // exactly one row per (run, from, event), and it matches the wins
     let mut seen = HashSet::new();
     for record in &log {
@@ -134,7 +136,7 @@ async fn race(db: TestDb) {
     assert_eq!(log.len(), total_wins, "{}: log vs wins", db.name);
     // every run went all the way
     for run_id in &run_ids {
-        let run = orchestrator.get_run(run_id).await.unwrap();
+        let run = orchestrator.operator().get_run(run_id).await.unwrap();
         assert_eq!(run.state, RunState::Cancelled, "{}: {run_id}", db.name);
         let path: Vec<&str> = log
             .iter()
@@ -188,6 +190,7 @@ async fn race_worker() {
     let clock = ManualClock::new(T0);
     let orchestrator = open(config, &clock).await;
     let run_ids: Vec<String> = orchestrator
+        .operator()
         .list_runs(None)
         .await
         .unwrap()
@@ -204,7 +207,7 @@ async fn race_worker() {
         assert!(Instant::now() < deadline, "the race did not finish");
         let mut all_done = true;
         for run_id in &run_ids {
-            let run = orchestrator.get_run(run_id).await.unwrap();
+            let run = orchestrator.operator().get_run(run_id).await.unwrap();
             let event = match run.state {
                 RunState::Registered => Event::Enqueue,
                 RunState::Queued => Event::Dispatch,
@@ -214,6 +217,7 @@ async fn race_worker() {
             };
             all_done = false;
             let result = orchestrator
+                .runs()
                 .apply(
                     run_id,
                     event,

@@ -613,8 +613,8 @@ fn redfish_sets_the_boot_override_and_resets_in_the_emulator() {
 
 async fn dispatcher_powers_hosts_through_their_stored_settings(settings: RedfishSettings) {
     use vetting_core::dispatcher::Dispatcher;
+    use vetting_core::machine::RunState;
     use vetting_core::model::NewHost;
-    use vetting_core::state_machine::RunState;
 
     let db = crate::support::sqlite_db();
     let mut config = crate::support::config_for(&db);
@@ -635,6 +635,7 @@ async fn dispatcher_powers_hosts_through_their_stored_settings(settings: Redfish
     .enumerate()
     {
         let host = orchestrator
+            .operator()
             .register_host(
                 NewHost {
                     name: format!("bmc-host-{index}"),
@@ -647,6 +648,7 @@ async fn dispatcher_powers_hosts_through_their_stored_settings(settings: Redfish
             .await
             .unwrap();
         let run = orchestrator
+            .operator()
             .start_run(host.id, &crate::support::operator())
             .await
             .unwrap();
@@ -655,7 +657,7 @@ async fn dispatcher_powers_hosts_through_their_stored_settings(settings: Redfish
     let states = || async {
         let mut states = Vec::new();
         for run_id in &run_ids {
-            states.push(orchestrator.get_run(run_id).await.unwrap());
+            states.push(orchestrator.operator().get_run(run_id).await.unwrap());
         }
         states
     };
@@ -701,7 +703,11 @@ async fn dispatcher_powers_hosts_through_their_stored_settings(settings: Redfish
         1,
         "{refused}"
     );
-    let transitions = orchestrator.transitions(Some(&run_ids[1])).await.unwrap();
+    let transitions = orchestrator
+        .operator()
+        .transitions(Some(&run_ids[1]))
+        .await
+        .unwrap();
     assert!(
         transitions
             .iter()

@@ -5,9 +5,11 @@
 
 use vetting_core::agent_api::AgentWriter;
 use vetting_core::clock::ManualClock;
+use vetting_core::error::OrchestratorError;
+use vetting_core::machine::{Event, HoldReason, RunState, Stage, state_of};
 use vetting_core::model::Actor;
-use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
-use vetting_core::state_machine::{Event, HoldReason, RunState, Stage, state_of};
+use vetting_core::orchestrator::Orchestrator;
+use vetting_core::runs::EventContext;
 use vetting_probes::protocol::{Endpoint, HeartbeatRequest};
 
 use crate::support::{T0, config_for, host, open, operator, test_dbs};
@@ -20,15 +22,27 @@ fn agent() -> EventContext {
 }
 
 async fn step(orchestrator: &Orchestrator, run_id: &str, event: Event) -> RunState {
-    orchestrator.apply(run_id, event, agent()).await.unwrap().to
+    orchestrator
+        .runs()
+        .apply(run_id, event, agent())
+        .await
+        .unwrap()
+        .to
 }
 
 /// Drives a fresh run to `Booting` (queued, dispatched, powered on).
 async fn booted_run(orchestrator: &Orchestrator, index: u32) -> String {
     let host_id = host(orchestrator, index).await;
-    let run = orchestrator.start_run(host_id, &operator()).await.unwrap();
+    let run = orchestrator
+        .operator()
+        .start_run(host_id, &operator())
+        .await
+        .unwrap();
     assert_eq!(run.state, RunState::Queued);
-    assert_eq!(orchestrator.dispatch().await.unwrap(), vec![run.id.clone()]);
+    assert_eq!(
+        orchestrator.runs().dispatch().await.unwrap(),
+        vec![run.id.clone()]
+    );
     assert_eq!(
         step(orchestrator, &run.id, Event::PowerOnSent).await,
         RunState::Booting
@@ -73,10 +87,11 @@ async fn a_run_walks_from_registered_to_completed() {
             step(&orchestrator, &run_id, Event::ReportWritten).await,
             RunState::Completed
         );
-        let run = orchestrator.get_run(&run_id).await.unwrap();
+        let run = orchestrator.operator().get_run(&run_id).await.unwrap();
         assert_eq!(run.state, RunState::Completed);
         assert!(run.ended_at_ms.is_some());
         let walked: Vec<String> = orchestrator
+            .operator()
             .transitions(Some(&run_id))
             .await
             .unwrap()
@@ -105,10 +120,10 @@ async fn a_run_walks_from_registered_to_completed() {
             db.name
         );
         // every stage has a row, each closed
-        let stages = orchestrator.stages(&run_id).await.unwrap();
+        let stages = orchestrator.operator().stages(&run_id).await.unwrap();
         assert_eq!(stages.len(), 8, "{}: {stages:?}", db.name);
         assert!(stages.iter().all(|stage| stage.finished_at_ms.is_some()));
-        assert!(orchestrator.slots_in_use().await.unwrap().is_empty());
+        assert!(orchestrator.runs().slots_in_use().await.unwrap().is_empty());
         // the hub announced each transition after it was committed
         let mut announced = 0;
         while let Ok(event) = events.try_recv() {
@@ -130,6 +145,7 @@ async fn a_failure_at_each_testing_stage_holds_then_releases() {
             let run_id = booted_run(&orchestrator, index as u32 + 10).await;
             run_until(&orchestrator, &run_id, state_of(stage)).await;
             let applied = orchestrator
+                .runs()
                 .apply(
                     &run_id,
                     Event::StageFailed,
@@ -141,17 +157,29 @@ async fn a_failure_at_each_testing_stage_holds_then_releases() {
                 .await
                 .unwrap();
             assert_eq!(applied.to, RunState::Failed);
-            let run = orchestrator.get_run(&run_id).await.unwrap();
+            let run = orchestrator.operator().get_run(&run_id).await.unwrap();
             assert_eq!(run.state, RunState::FailedHolding, "{}: {stage}", db.name);
             assert_eq!(run.hold_reason, Some(HoldReason::Failure));
             // the failure log shows Failed, then the hold
-            let log = orchestrator.transitions(Some(&run_id)).await.unwrap();
+            let log = orchestrator
+                .operator()
+                .transitions(Some(&run_id))
+                .await
+                .unwrap();
             let tail: Vec<&str> = log.iter().rev().take(2).map(|r| r.to.as_str()).collect();
             assert_eq!(tail, ["FailedHolding", "Failed"]);
             // a held run frees its slot
-            assert!(!orchestrator.slots_in_use().await.unwrap().contains(&run_id));
+            assert!(
+                !orchestrator
+                    .runs()
+                    .slots_in_use()
+                    .await
+                    .unwrap()
+                    .contains(&run_id)
+            );
             // a failure hold cannot be overridden
             let refused = orchestrator
+                .operator()
                 .override_wipe(&run_id, &operator(), vec!["I know".into()])
                 .await
                 .unwrap_err();
@@ -160,6 +188,7 @@ async fn a_failure_at_each_testing_stage_holds_then_releases() {
                 "{refused}"
             );
             let released = orchestrator
+                .operator()
                 .release(&run_id, &operator(), Some("inspected".into()))
                 .await
                 .unwrap();
@@ -178,10 +207,11 @@ async fn without_hold_on_failure_a_failed_run_ends_failed() {
         let run_id = booted_run(&orchestrator, 1).await;
         run_until(&orchestrator, &run_id, RunState::CPUStress).await;
         step(&orchestrator, &run_id, Event::StageFailed).await;
-        let run = orchestrator.get_run(&run_id).await.unwrap();
+        let run = orchestrator.operator().get_run(&run_id).await.unwrap();
         assert_eq!(run.state, RunState::Failed);
         assert!(run.state.is_terminal());
         let error = orchestrator
+            .operator()
             .release(&run_id, &operator(), None)
             .await
             .unwrap_err();
@@ -202,6 +232,7 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
         let run_id = booted_run(&orchestrator, 1).await;
         run_until(&orchestrator, &run_id, RunState::Storage).await;
         orchestrator
+            .runs()
             .apply(
                 &run_id,
                 Event::StageHeld,
@@ -217,13 +248,14 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
             )
             .await
             .unwrap();
-        let held = orchestrator.get_run(&run_id).await.unwrap();
+        let held = orchestrator.operator().get_run(&run_id).await.unwrap();
         assert_eq!(held.state, RunState::FailedHolding);
         assert_eq!(held.hold_reason, Some(HoldReason::WipeSignatures));
         // an override must name what is acknowledged, and only findings of
         // the hold: a refusal changes nothing
         for ids in [Vec::new(), vec![" ".to_string()]] {
             let error = orchestrator
+                .operator()
                 .override_wipe(&run_id, &operator(), ids)
                 .await
                 .unwrap_err();
@@ -231,6 +263,7 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
         }
         let unknown = "serial:OTHER/gpt@0x200";
         let error = orchestrator
+            .operator()
             .override_wipe(
                 &run_id,
                 &operator(),
@@ -244,10 +277,11 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
             text.contains(unknown) && text.contains("does not list") && text.contains(GPT_ON_LOOP3),
             "{text}"
         );
-        let unchanged = orchestrator.get_run(&run_id).await.unwrap();
+        let unchanged = orchestrator.operator().get_run(&run_id).await.unwrap();
         assert_eq!(unchanged.version, held.version, "{}", db.name);
         assert!(
             orchestrator
+                .operator()
                 .audit_log(Some(&run_id))
                 .await
                 .unwrap()
@@ -255,27 +289,36 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
                 .all(|r| r.action != "override_wipe")
         );
         orchestrator
+            .operator()
             .override_wipe(&run_id, &operator(), vec![GPT_ON_LOOP3.into()])
             .await
             .unwrap();
-        let rerun = orchestrator.get_run(&run_id).await.unwrap();
+        let rerun = orchestrator.operator().get_run(&run_id).await.unwrap();
         assert_eq!(rerun.state, RunState::Storage);
         assert_eq!(rerun.current.unwrap().attempt, 2, "{}", db.name);
         assert_eq!(rerun.override_flags, vec!["override_wipe".to_string()]);
         assert_eq!(rerun.acknowledged_findings, vec![GPT_ON_LOOP3.to_string()]);
-        assert!(orchestrator.slots_in_use().await.unwrap().contains(&run_id));
+        assert!(
+            orchestrator
+                .runs()
+                .slots_in_use()
+                .await
+                .unwrap()
+                .contains(&run_id)
+        );
         // the agent, still on attempt 1, is told to retry the stage
         assert_eq!(
             vetting_core::orchestrator::command_for(&rerun, held.current),
             vetting_probes::protocol::Command::RetryStage
         );
-        let stages = orchestrator.stages(&run_id).await.unwrap();
+        let stages = orchestrator.operator().stages(&run_id).await.unwrap();
         let storage: Vec<_> = stages.iter().filter(|s| s.stage == "Storage").collect();
         assert_eq!(storage.len(), 2);
         assert_eq!(storage[0].outcome, "held");
         assert_eq!(storage[1].outcome, "running");
         // attempt 2 fails with bad blocks: not overridable
         orchestrator
+            .runs()
             .apply(
                 &run_id,
                 Event::StageFailed,
@@ -287,6 +330,7 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
             .await
             .unwrap();
         let error = orchestrator
+            .operator()
             .override_wipe(&run_id, &operator(), vec![GPT_ON_LOOP3.into()])
             .await
             .unwrap_err();
@@ -295,7 +339,11 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
             "{error}"
         );
         // the audit names who acknowledged what
-        let audit = orchestrator.audit_log(Some(&run_id)).await.unwrap();
+        let audit = orchestrator
+            .operator()
+            .audit_log(Some(&run_id))
+            .await
+            .unwrap();
         let override_record = audit.iter().find(|r| r.action == "override_wipe").unwrap();
         assert_eq!(override_record.actor, "operator:alice");
         assert_eq!(override_record.acknowledged.as_deref(), Some(GPT_ON_LOOP3));
@@ -335,7 +383,11 @@ async fn cancel_works_from_every_non_terminal_state_and_is_audited() {
             }
             index += 1;
             let host_id = host(&orchestrator, index).await;
-            let run = orchestrator.create_run(host_id, &operator()).await.unwrap();
+            let run = orchestrator
+                .operator()
+                .create_run(host_id, &operator())
+                .await
+                .unwrap();
             match target {
                 RunState::Registered => {}
                 RunState::Queued => {
@@ -367,8 +419,17 @@ async fn cancel_works_from_every_non_terminal_state_and_is_audited() {
                     }
                 }
             }
-            assert_eq!(orchestrator.get_run(&run.id).await.unwrap().state, target);
+            assert_eq!(
+                orchestrator
+                    .operator()
+                    .get_run(&run.id)
+                    .await
+                    .unwrap()
+                    .state,
+                target
+            );
             let applied = orchestrator
+                .operator()
                 .cancel(&run.id, &Actor::operator("bob"), Some("wrong rack".into()))
                 .await
                 .unwrap();
@@ -378,15 +439,27 @@ async fn cancel_works_from_every_non_terminal_state_and_is_audited() {
                 "{}: from {target}",
                 db.name
             );
-            let cancelled = orchestrator.get_run(&run.id).await.unwrap();
+            let cancelled = orchestrator.operator().get_run(&run.id).await.unwrap();
             assert!(cancelled.ended_at_ms.is_some());
-            assert!(!orchestrator.slots_in_use().await.unwrap().contains(&run.id));
-            let audit = orchestrator.audit_log(Some(&run.id)).await.unwrap();
+            assert!(
+                !orchestrator
+                    .runs()
+                    .slots_in_use()
+                    .await
+                    .unwrap()
+                    .contains(&run.id)
+            );
+            let audit = orchestrator
+                .operator()
+                .audit_log(Some(&run.id))
+                .await
+                .unwrap();
             let record = audit.iter().find(|r| r.action == "cancel").unwrap();
             assert_eq!(record.actor, "operator:bob");
             assert_eq!(record.acknowledged.as_deref(), Some("wrong rack"));
             // a second cancel is refused, naming the state and the event
             let error = orchestrator
+                .operator()
                 .cancel(&run.id, &operator(), None)
                 .await
                 .unwrap_err()
@@ -398,6 +471,7 @@ async fn cancel_works_from_every_non_terminal_state_and_is_audited() {
         }
         // every operator action left a record
         let actions: Vec<String> = orchestrator
+            .operator()
             .audit_log(None)
             .await
             .unwrap()
@@ -424,19 +498,21 @@ async fn the_dispatcher_caps_runs_in_flight_and_serves_first_in_first_out() {
             clock.advance_ms(1);
             runs.push(
                 orchestrator
+                    .operator()
                     .start_run(host_id, &operator())
                     .await
                     .unwrap()
                     .id,
             );
         }
-        let first = orchestrator.dispatch().await.unwrap();
+        let first = orchestrator.runs().dispatch().await.unwrap();
         assert_eq!(first, runs[..3].to_vec(), "{}", db.name);
-        assert!(orchestrator.dispatch().await.unwrap().is_empty());
+        assert!(orchestrator.runs().dispatch().await.unwrap().is_empty());
         // a held run frees its slot: the next queued run starts
         step(&orchestrator, &runs[0], Event::PowerOnSent).await;
         run_until(&orchestrator, &runs[0], RunState::Storage).await;
         orchestrator
+            .runs()
             .apply(
                 &runs[0],
                 Event::StageHeld,
@@ -453,11 +529,12 @@ async fn the_dispatcher_caps_runs_in_flight_and_serves_first_in_first_out() {
             .await
             .unwrap();
         assert_eq!(
-            orchestrator.dispatch().await.unwrap(),
+            orchestrator.runs().dispatch().await.unwrap(),
             vec![runs[3].clone()]
         );
         // an override needs a slot again: refused while none is free
         let error = orchestrator
+            .operator()
             .override_wipe(
                 &runs[0],
                 &operator(),
@@ -470,18 +547,24 @@ async fn the_dispatcher_caps_runs_in_flight_and_serves_first_in_first_out() {
             "{error}"
         );
         assert_eq!(
-            orchestrator.get_run(&runs[0]).await.unwrap().state,
+            orchestrator
+                .operator()
+                .get_run(&runs[0])
+                .await
+                .unwrap()
+                .state,
             RunState::FailedHolding
         );
         orchestrator
+            .operator()
             .cancel(&runs[1], &operator(), None)
             .await
             .unwrap();
         assert_eq!(
-            orchestrator.dispatch().await.unwrap(),
+            orchestrator.runs().dispatch().await.unwrap(),
             vec![runs[4].clone()]
         );
-        assert_eq!(orchestrator.slots_in_use().await.unwrap().len(), 3);
+        assert_eq!(orchestrator.runs().slots_in_use().await.unwrap().len(), 3);
     }
 }
 
@@ -496,21 +579,28 @@ async fn deadlines_fire_by_the_injected_clock_and_survive_a_restart() {
         run_until(&orchestrator, &testing, RunState::CPUStress).await;
         // nothing is due yet
         clock.advance_secs(60);
-        assert!(orchestrator.fire_deadlines().await.unwrap().is_empty());
+        assert!(
+            orchestrator
+                .runs()
+                .fire_deadlines()
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // close the orchestrator and open a new one on the same database
         drop(orchestrator);
         let reopened = open(config, &clock).await;
         assert_eq!(
-            reopened.get_run(&booting).await.unwrap().state,
+            reopened.operator().get_run(&booting).await.unwrap().state,
             RunState::Booting
         );
         assert_eq!(
-            reopened.get_run(&testing).await.unwrap().state,
+            reopened.operator().get_run(&testing).await.unwrap().state,
             RunState::CPUStress
         );
-        assert_eq!(reopened.slots_in_use().await.unwrap().len(), 2);
+        assert_eq!(reopened.runs().slots_in_use().await.unwrap().len(), 2);
         // the heartbeat keeps the testing run alive; the booting one has no hello
-        let run = reopened.get_run(&testing).await.unwrap();
+        let run = reopened.operator().get_run(&testing).await.unwrap();
         clock.advance_secs(100);
         let token = reopened.token_for(&testing).await.unwrap();
         let beat = reopened
@@ -527,22 +617,22 @@ async fn deadlines_fire_by_the_injected_clock_and_survive_a_restart() {
             .await
             .unwrap();
         clock.advance_secs(100);
-        let fired = reopened.fire_deadlines().await.unwrap();
+        let fired = reopened.runs().fire_deadlines().await.unwrap();
         assert_eq!(fired.len(), 0, "{fired:?}");
         // boot deadline (900 s) passes for the booting run
         clock.advance_secs(700);
-        let fired = reopened.fire_deadlines().await.unwrap();
+        let fired = reopened.runs().fire_deadlines().await.unwrap();
         assert_eq!(fired.len(), 2, "{}: {fired:?}", db.name);
-        let booting_run = reopened.get_run(&booting).await.unwrap();
+        let booting_run = reopened.operator().get_run(&booting).await.unwrap();
         assert_eq!(booting_run.state, RunState::FailedHolding);
         assert!(booting_run.failure_reason.unwrap().contains("did not boot"));
-        let testing_run = reopened.get_run(&testing).await.unwrap();
+        let testing_run = reopened.operator().get_run(&testing).await.unwrap();
         assert_eq!(testing_run.state, RunState::FailedHolding);
         assert!(testing_run.failure_reason.unwrap().contains("silent"));
         // FailedHolding never releases itself
         clock.advance_secs(100_000);
-        assert!(reopened.fire_deadlines().await.unwrap().is_empty());
-        assert!(reopened.slots_in_use().await.unwrap().is_empty());
+        assert!(reopened.runs().fire_deadlines().await.unwrap().is_empty());
+        assert!(reopened.runs().slots_in_use().await.unwrap().is_empty());
     }
 }
 
@@ -552,22 +642,30 @@ async fn removing_a_host_frees_its_macs_and_keeps_its_history() {
         let clock = ManualClock::new(T0);
         let orchestrator = open(config_for(&db), &clock).await;
         let host_id = host(&orchestrator, 7).await;
-        let run = orchestrator.start_run(host_id, &operator()).await.unwrap();
+        let run = orchestrator
+            .operator()
+            .start_run(host_id, &operator())
+            .await
+            .unwrap();
         let busy = orchestrator
+            .operator()
             .remove_host(host_id, &operator())
             .await
             .unwrap_err();
         assert!(matches!(busy, OrchestratorError::HostBusy { .. }), "{busy}");
         orchestrator
+            .operator()
             .cancel(&run.id, &operator(), None)
             .await
             .unwrap();
         orchestrator
+            .operator()
             .remove_host(host_id, &operator())
             .await
             .unwrap();
         // the MAC can be registered again, the old run is still there
         let again = orchestrator
+            .operator()
             .register_host(
                 vetting_core::model::NewHost {
                     name: "host-7-new".into(),
@@ -580,11 +678,17 @@ async fn removing_a_host_frees_its_macs_and_keeps_its_history() {
             .unwrap();
         assert_eq!(again.macs[0].as_str(), "52:54:00:00:00:07");
         assert_eq!(
-            orchestrator.list_runs(Some(host_id)).await.unwrap().len(),
+            orchestrator
+                .operator()
+                .list_runs(Some(host_id))
+                .await
+                .unwrap()
+                .len(),
             1
         );
         assert!(
             orchestrator
+                .operator()
                 .get_host(host_id)
                 .await
                 .unwrap()
@@ -593,6 +697,7 @@ async fn removing_a_host_frees_its_macs_and_keeps_its_history() {
         );
         // a taken MAC is refused, naming it and its host
         let taken = orchestrator
+            .operator()
             .register_host(
                 vetting_core::model::NewHost {
                     name: "other".into(),
@@ -609,6 +714,7 @@ async fn removing_a_host_frees_its_macs_and_keeps_its_history() {
             "{taken}"
         );
         let bad = orchestrator
+            .operator()
             .register_host(
                 vetting_core::model::NewHost {
                     name: "bad".into(),

@@ -5,14 +5,16 @@
 
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use vetting_core::clock::ManualClock;
+use vetting_core::error::OrchestratorError;
+use vetting_core::machine::{Event, RunState};
 use vetting_core::model::{Actor, NewHost};
-use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
+use vetting_core::orchestrator::Orchestrator;
 use vetting_core::reports::{build_report, write_reports};
+use vetting_core::runs::EventContext;
 use vetting_core::spec::{
     Severity, Spec, SpecDiff, diff, effective_spec, expected_disks, expected_parts, identity_diff,
     matched_disks, parse_spec,
 };
-use vetting_core::state_machine::{Event, RunState};
 use vetting_core::store::entities::{artifact, inventory, measurement, spec_diff};
 use vetting_probes::inventory::{Disk, Inventory, LinkState, Nic, PowerSupply, apply_dmi};
 
@@ -596,6 +598,7 @@ fn identity_mismatch_is_critical_before_anything_destructive() {
 
 async fn register(orchestrator: &Orchestrator, name: &str, index: u32, new: NewHost) -> i64 {
     orchestrator
+        .operator()
         .register_host(
             NewHost {
                 name: name.into(),
@@ -636,6 +639,7 @@ async fn spec_profiles_are_validated_stored_and_audited() {
         let clock = ManualClock::new(T0);
         let orchestrator = open(config_for(&db), &clock).await;
         let refused = orchestrator
+            .operator()
             .put_spec_profile("dl380", "schema_version: 1\nram: 64GiB\n", &operator())
             .await
             .unwrap_err();
@@ -644,20 +648,30 @@ async fn spec_profiles_are_validated_stored_and_audited() {
             "{}: {refused}",
             db.name
         );
-        assert!(orchestrator.list_spec_profiles().await.unwrap().is_empty());
+        assert!(
+            orchestrator
+                .operator()
+                .list_spec_profiles()
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let spec = orchestrator
+            .operator()
             .put_spec_profile("dl380", DL380_SPEC, &operator())
             .await
             .unwrap();
         assert_eq!(spec, dl380_spec());
         // replacing keeps one row
         orchestrator
+            .operator()
             .put_spec_profile("dl380", DL380_SPEC, &operator())
             .await
             .unwrap();
-        let listed = orchestrator.list_spec_profiles().await.unwrap();
+        let listed = orchestrator.operator().list_spec_profiles().await.unwrap();
         assert_eq!(listed.len(), 1, "{}", db.name);
         let stored = orchestrator
+            .operator()
             .get_spec_profile("dl380")
             .await
             .unwrap()
@@ -666,12 +680,13 @@ async fn spec_profiles_are_validated_stored_and_audited() {
         assert_eq!(stored.spec().unwrap(), spec);
         assert!(
             orchestrator
+                .operator()
                 .get_spec_profile("nope")
                 .await
                 .unwrap()
                 .is_none()
         );
-        let audit = orchestrator.audit_log(None).await.unwrap();
+        let audit = orchestrator.operator().audit_log(None).await.unwrap();
         let puts: Vec<_> = audit
             .iter()
             .filter(|record| record.action == "put_spec_profile")
@@ -691,8 +706,13 @@ async fn spec_profiles_are_validated_stored_and_audited() {
             },
         )
         .await;
-        let host = orchestrator.get_host(host_id).await.unwrap();
-        let effective = orchestrator.host_spec(&host).await.unwrap().unwrap();
+        let host = orchestrator.operator().get_host(host_id).await.unwrap();
+        let effective = orchestrator
+            .operator()
+            .host_spec(&host)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             effective.system.unwrap().serial.as_deref(),
             Some("4242"),
@@ -701,19 +721,29 @@ async fn spec_profiles_are_validated_stored_and_audited() {
         );
         assert!(
             orchestrator
+                .operator()
                 .delete_spec_profile("dl380", &operator())
                 .await
                 .is_err()
         );
         orchestrator
+            .operator()
             .remove_host(host_id, &operator())
             .await
             .unwrap();
         orchestrator
+            .operator()
             .delete_spec_profile("dl380", &operator())
             .await
             .unwrap();
-        assert!(orchestrator.list_spec_profiles().await.unwrap().is_empty());
+        assert!(
+            orchestrator
+                .operator()
+                .list_spec_profiles()
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
 
@@ -723,6 +753,7 @@ async fn validate_spec_checks_the_latest_inventory_and_replaces_its_diffs() {
         let clock = ManualClock::new(T0);
         let orchestrator = open(config_for(&db), &clock).await;
         orchestrator
+            .operator()
             .put_spec_profile("dl380", DL380_SPEC, &operator())
             .await
             .unwrap();
@@ -737,7 +768,11 @@ async fn validate_spec_checks_the_latest_inventory_and_replaces_its_diffs() {
             },
         )
         .await;
-        let run = orchestrator.start_run(host_id, &operator()).await.unwrap();
+        let run = orchestrator
+            .operator()
+            .start_run(host_id, &operator())
+            .await
+            .unwrap();
 
         // no inventory yet: nothing can be confirmed
         let none = orchestrator.validate_spec(&run.id).await.unwrap();
@@ -765,7 +800,7 @@ async fn validate_spec_checks_the_latest_inventory_and_replaces_its_diffs() {
             outcome.diffs.len()
         );
         assert_eq!(
-            orchestrator.spec_diffs(&run.id).await.unwrap(),
+            orchestrator.operator().spec_diffs(&run.id).await.unwrap(),
             outcome.diffs
         );
 
@@ -811,7 +846,11 @@ async fn the_first_inventory_is_recorded_as_identity_and_a_later_mismatch_is_cri
         let clock = ManualClock::new(T0);
         let orchestrator = open(config_for(&db), &clock).await;
         let host_id = register(&orchestrator, "new-box", 2, NewHost::default()).await;
-        let run = orchestrator.start_run(host_id, &operator()).await.unwrap();
+        let run = orchestrator
+            .operator()
+            .start_run(host_id, &operator())
+            .await
+            .unwrap();
         store_inventory(
             &orchestrator,
             &run.id,
@@ -834,13 +873,14 @@ async fn the_first_inventory_is_recorded_as_identity_and_a_later_mismatch_is_cri
             "no expected spec: nothing to compare; Storage will not run destructive tests"
         );
         assert!(outcome.summary.contains("no expected spec"));
-        let host = orchestrator.get_host(host_id).await.unwrap();
+        let host = orchestrator.operator().get_host(host_id).await.unwrap();
         assert_eq!(host.serial.as_deref(), Some("4242"), "{}", db.name);
         assert_eq!(
             host.system_uuid.as_deref(),
             Some("35353636-3335-5A43-3232-343630335138")
         );
         let recorded: Vec<_> = orchestrator
+            .operator()
             .audit_log(Some(&run.id))
             .await
             .unwrap()
@@ -853,10 +893,15 @@ async fn the_first_inventory_is_recorded_as_identity_and_a_later_mismatch_is_cri
 
         // the next run reports another machine behind the same MAC
         orchestrator
+            .operator()
             .cancel(&run.id, &operator(), None)
             .await
             .unwrap();
-        let next = orchestrator.start_run(host_id, &operator()).await.unwrap();
+        let next = orchestrator
+            .operator()
+            .start_run(host_id, &operator())
+            .await
+            .unwrap();
         let mut other = dl380_inventory();
         other.system.serial = Some("CZ0000".into());
         other.system.uuid = Some("00112233-4455-6677-8899-aabbccddeeff".into());
@@ -876,6 +921,7 @@ async fn the_first_inventory_is_recorded_as_identity_and_a_later_mismatch_is_cri
         );
         assert_eq!(
             orchestrator
+                .operator()
                 .get_host(host_id)
                 .await
                 .unwrap()
@@ -902,10 +948,14 @@ async fn a_host_naming_a_missing_profile_fails_spec_validation() {
             },
         )
         .await;
-        let host = orchestrator.get_host(host_id).await.unwrap();
-        let error = orchestrator.host_spec(&host).await.unwrap_err();
+        let host = orchestrator.operator().get_host(host_id).await.unwrap();
+        let error = orchestrator.operator().host_spec(&host).await.unwrap_err();
         assert!(error.to_string().contains("dl38O"), "{error}");
-        let run = orchestrator.start_run(host_id, &operator()).await.unwrap();
+        let run = orchestrator
+            .operator()
+            .start_run(host_id, &operator())
+            .await
+            .unwrap();
         store_inventory(
             &orchestrator,
             &run.id,
@@ -936,11 +986,19 @@ async fn reports_of_a_completed_run_are_self_contained_and_escaped() {
         let orchestrator = open(config_for(&db), &clock).await;
         let hostile = "rack-7 <script>alert('x')</script> https://evil.example/a.js";
         let host_id = register(&orchestrator, hostile, 4, NewHost::default()).await;
-        let run = orchestrator.start_run(host_id, &operator()).await.unwrap();
+        let run = orchestrator
+            .operator()
+            .start_run(host_id, &operator())
+            .await
+            .unwrap();
         let run_id = run.id.clone();
-        assert_eq!(orchestrator.dispatch().await.unwrap(), vec![run_id.clone()]);
+        assert_eq!(
+            orchestrator.runs().dispatch().await.unwrap(),
+            vec![run_id.clone()]
+        );
         for event in [Event::PowerOnSent, Event::Hello, Event::Claim] {
             orchestrator
+                .runs()
                 .apply(&run_id, event, agent(None))
                 .await
                 .unwrap();
@@ -955,6 +1013,7 @@ async fn reports_of_a_completed_run_are_self_contained_and_escaped() {
         let verdict = serde_json::json!({"status": "pass", "reasons": [
             {"status": "pass", "message": "lshw <b>ok</b>"}]});
         let mut state = orchestrator
+            .runs()
             .apply(&run_id, Event::StagePassed, agent(Some(verdict)))
             .await
             .unwrap()
@@ -963,6 +1022,7 @@ async fn reports_of_a_completed_run_are_self_contained_and_escaped() {
         let outcome = orchestrator.validate_spec(&run_id).await.unwrap();
         assert!(!outcome.critical);
         state = orchestrator
+            .runs()
             .apply(
                 &run_id,
                 Event::SpecPassed,
@@ -1037,18 +1097,37 @@ async fn reports_of_a_completed_run_are_self_contained_and_escaped() {
                 Event::StagePassed
             };
             state = orchestrator
+                .runs()
                 .apply(&run_id, event, agent(None))
                 .await
                 .unwrap()
                 .to;
         }
-        // Reporting writes the report, then the run completes
-        write_reports(&orchestrator, &run_id).await.unwrap();
-        let applied = orchestrator
-            .apply(&run_id, Event::ReportWritten, EventContext::default())
+        // entering Reporting queued the report worker (the transition's
+        // effect): it writes the report, then the run completes
+        let mut completed = false;
+        for _ in 0..200 {
+            let run = orchestrator.operator().get_run(&run_id).await.unwrap();
+            if run.state == RunState::Completed {
+                completed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(
+            completed,
+            "{}: the report worker did not complete the run",
+            db.name
+        );
+        let walked = orchestrator
+            .operator()
+            .transitions(Some(&run_id))
             .await
             .unwrap();
-        assert_eq!(applied.to, RunState::Completed);
+        assert_eq!(
+            walked.last().map(|t| (t.from.as_str(), t.event.as_str())),
+            Some(("Reporting", "report_written"))
+        );
         let paths = write_reports(&orchestrator, &run_id).await.unwrap();
 
         assert_eq!(

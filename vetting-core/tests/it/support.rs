@@ -92,6 +92,7 @@ pub fn operator() -> Actor {
 
 pub async fn host(orchestrator: &Orchestrator, index: u32) -> i64 {
     orchestrator
+        .operator()
         .register_host(
             NewHost {
                 name: format!("host-{index}"),

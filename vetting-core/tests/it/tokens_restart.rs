@@ -11,8 +11,10 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 use vetting_core::agent_api::{AgentWriter, AuthenticatedRun};
 use vetting_core::clock::ManualClock;
 use vetting_core::config::Config;
-use vetting_core::orchestrator::{EventContext, Orchestrator, OrchestratorError};
-use vetting_core::state_machine::{Event, RunState};
+use vetting_core::error::OrchestratorError;
+use vetting_core::machine::{Event, RunState};
+use vetting_core::orchestrator::Orchestrator;
+use vetting_core::runs::EventContext;
 use vetting_core::store::{Store, StoreError};
 use vetting_core::tokens::{self, SecretKey};
 use vetting_probes::protocol::{Endpoint, HeartbeatRequest};
@@ -21,9 +23,14 @@ use crate::support::{T0, config_for, host, open, operator, test_dbs};
 
 async fn booting(orchestrator: &Orchestrator, index: u32) -> String {
     let host_id = host(orchestrator, index).await;
-    let run = orchestrator.start_run(host_id, &operator()).await.unwrap();
-    orchestrator.dispatch().await.unwrap();
+    let run = orchestrator
+        .operator()
+        .start_run(host_id, &operator())
+        .await
+        .unwrap();
+    orchestrator.runs().dispatch().await.unwrap();
     orchestrator
+        .runs()
         .apply(&run.id, Event::PowerOnSent, EventContext::default())
         .await
         .unwrap();
@@ -80,6 +87,7 @@ async fn tokens_are_refused_when_wrong_foreign_or_expired() {
         assert_eq!(claimed.position.state, RunState::InventoryCheck.as_str());
         // the run ends: heartbeats work during the grace, nothing else does
         orchestrator
+            .operator()
             .cancel(&run_a, &operator(), None)
             .await
             .unwrap();
@@ -470,6 +478,7 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
         ));
         // the run ends: heartbeats during the grace, nothing else
         orchestrator
+            .operator()
             .cancel(&run_a, &operator(), None)
             .await
             .unwrap();
@@ -496,7 +505,15 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
             writer.heartbeat(&heartbeat, &beat).await,
             Err(OrchestratorError::RunEnded { .. })
         ));
-        assert_eq!(orchestrator.get_run(&run_a).await.unwrap().next_log_seq, 1);
+        assert_eq!(
+            orchestrator
+                .operator()
+                .get_run(&run_a)
+                .await
+                .unwrap()
+                .next_log_seq,
+            1
+        );
     }
 }
 
@@ -550,6 +567,14 @@ async fn a_failed_group_of_writes_keeps_its_cause() {
         // the chain is there for the log line of vetting-http
         let cause = std::error::Error::source(&error).unwrap();
         assert!(std::error::Error::source(cause).is_some(), "{error:?}");
-        assert_eq!(orchestrator.get_run(&run_a).await.unwrap().next_log_seq, 0);
+        assert_eq!(
+            orchestrator
+                .operator()
+                .get_run(&run_a)
+                .await
+                .unwrap()
+                .next_log_seq,
+            0
+        );
     }
 }

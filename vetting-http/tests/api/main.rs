@@ -13,15 +13,17 @@ use sha2::{Digest, Sha256};
 use serde_json::{Value, json};
 use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
+use vetting_core::machine::{Event, RunState};
 use vetting_core::model::{Actor, NewHost};
-use vetting_core::orchestrator::{EventContext, Orchestrator};
-use vetting_core::state_machine::{Event, RunState};
+use vetting_core::orchestrator::Orchestrator;
+use vetting_core::runs::EventContext;
 use vetting_probes::protocol::Endpoint;
 
 mod body_before_auth;
 mod errors;
 mod fuzz;
 mod limits;
+mod rejudge;
 mod results;
 
 /// Every agent endpoint this build serves, from the protocol's one list.
@@ -76,6 +78,7 @@ async fn booting_run(harness: &Harness, index: u32) -> (String, String) {
     let actor = Actor::operator("test");
     let host = harness
         .orchestrator
+        .operator()
         .register_host(
             NewHost {
                 name: format!("h{index}"),
@@ -88,12 +91,14 @@ async fn booting_run(harness: &Harness, index: u32) -> (String, String) {
         .unwrap();
     let run = harness
         .orchestrator
+        .operator()
         .start_run(host.id, &actor)
         .await
         .unwrap();
-    harness.orchestrator.dispatch().await.unwrap();
+    harness.orchestrator.runs().dispatch().await.unwrap();
     harness
         .orchestrator
+        .runs()
         .apply(&run.id, Event::PowerOnSent, EventContext::default())
         .await
         .unwrap();
@@ -202,11 +207,16 @@ impl Harness {
 
     /// A fingerprint of everything stored about runs.
     async fn snapshot(&self) -> String {
-        let runs = self.orchestrator.list_runs(None).await.unwrap();
-        let transitions = self.orchestrator.transitions(None).await.unwrap();
+        let runs = self.orchestrator.operator().list_runs(None).await.unwrap();
+        let transitions = self
+            .orchestrator
+            .operator()
+            .transitions(None)
+            .await
+            .unwrap();
         let mut stages = Vec::new();
         for run in &runs {
-            stages.push(self.orchestrator.stages(&run.id).await.unwrap());
+            stages.push(self.orchestrator.operator().stages(&run.id).await.unwrap());
         }
         format!("{runs:?}{transitions:?}{stages:?}")
     }
@@ -385,7 +395,13 @@ async fn batches_are_stored_exactly_once_and_results_repeat() {
     let (status, again) = harness.post(&run, "result", Some(&token), result).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again, first, "a repeated result must get the same answer");
-    let state = harness.orchestrator.get_run(&run).await.unwrap().state;
+    let state = harness
+        .orchestrator
+        .operator()
+        .get_run(&run)
+        .await
+        .unwrap()
+        .state;
     assert_eq!(state, RunState::Smart);
 }
 

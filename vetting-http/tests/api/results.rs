@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
-use vetting_core::state_machine::RunState;
+use vetting_core::machine::RunState;
 
 use crate::{Harness, booting_run, harness_with, hello};
 
@@ -159,7 +159,7 @@ async fn result_references_open_nothing_outside_the_runs_artifacts() {
         before,
         "a refused result changed something"
     );
-    let run_row = harness.orchestrator.get_run(&run).await.unwrap();
+    let run_row = harness.orchestrator.operator().get_run(&run).await.unwrap();
     assert_eq!(run_row.state, RunState::Smart);
 }
 
@@ -220,7 +220,7 @@ async fn every_upload_of_the_stage_is_rejudged_and_unreadable_output_fails() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["verdict"]["status"], "fail", "{body}");
     assert!(body.to_string().contains("media"), "{body}");
-    let stages = harness.orchestrator.stages(&run).await.unwrap();
+    let stages = harness.orchestrator.operator().stages(&run).await.unwrap();
     let smart = stages.iter().find(|s| s.stage == "SMART").unwrap();
     assert_eq!(smart.outcome, "failed", "{smart:?}");
 
@@ -341,7 +341,13 @@ async fn a_wipe_hold_is_taken_from_storage_only() {
     );
     assert_eq!(harness.fingerprint().await, before);
     assert_eq!(
-        harness.orchestrator.get_run(&run).await.unwrap().state,
+        harness
+            .orchestrator
+            .operator()
+            .get_run(&run)
+            .await
+            .unwrap()
+            .state,
         RunState::InventoryCheck
     );
 }
@@ -450,6 +456,7 @@ async fn evidence_of_another_stage_cannot_be_written() {
     // a finished run takes no upload at all
     harness
         .orchestrator
+        .operator()
         .cancel(&run, &vetting_core::model::Actor::operator("test"), None)
         .await
         .unwrap();
@@ -539,9 +546,15 @@ async fn one_agent_cannot_stall_the_other_runs() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(poster.await.unwrap(), 200);
-    harness.orchestrator.fire_deadlines().await.unwrap();
+    harness.orchestrator.runs().fire_deadlines().await.unwrap();
     for (other, _) in &others {
-        let state = harness.orchestrator.get_run(other).await.unwrap().state;
+        let state = harness
+            .orchestrator
+            .operator()
+            .get_run(other)
+            .await
+            .unwrap()
+            .state;
         assert_eq!(state, RunState::Smart, "{other} was failed");
     }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::text;
-use crate::parsers::smartctl::lenient_u64;
+use crate::parsers::shared::lenient_u64;
 use crate::{ParseError, Thresholds, Tool, ToolReport, Verdict};
 
 const TOOL: &str = "fio";

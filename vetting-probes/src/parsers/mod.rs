@@ -1,5 +1,6 @@
 //! One parser per tool, each in its own module, and the dispatch from a tool
-//! name to its parser and verdict rules.
+//! name to its parser and verdict rules (the agent's own measurements, whose
+//! documents are tools too, are judged in [`crate::verdicts`]).
 //!
 //! Every module offers `report(input, thresholds) -> Result<ToolReport,
 //! ParseError>`: it parses the raw bytes (never panicking on bad input),
@@ -8,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ParseError, Thresholds, Verdict};
+use crate::{ParseError, Thresholds, Verdict, verdicts};
 
 pub mod badblocks;
 pub mod blkid;
@@ -26,6 +27,7 @@ pub mod memtester;
 pub mod nvidia_smi;
 pub mod nvme;
 pub mod sensors;
+mod shared;
 pub mod smartctl;
 pub mod stress_ng;
 pub mod wipefs;
@@ -52,10 +54,23 @@ pub enum Tool {
     Wipefs,
     Blkid,
     Lsblk,
+    /// EDAC memory-error counters before and after CPUStress
+    /// ([`crate::verdicts::cpu`]).
+    Edac,
+    /// The CPUs' thermal throttle counters before and after CPUStress.
+    CpuThrottle,
+    /// The thermal sidecar's peaks during CPUStress.
+    ThermalSidecar,
+    /// An interface's error and drop counters before and after Network
+    /// ([`crate::verdicts::network`]).
+    NetCounters,
+    /// A disk's smartctl outputs before and after Storage
+    /// ([`crate::verdicts::storage`]).
+    SmartGrowth,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 18] = [
+    pub const ALL: [Tool; 23] = [
         Tool::Lshw,
         Tool::Dmidecode,
         Tool::Lspci,
@@ -74,6 +89,11 @@ impl Tool {
         Tool::Wipefs,
         Tool::Blkid,
         Tool::Lsblk,
+        Tool::Edac,
+        Tool::CpuThrottle,
+        Tool::ThermalSidecar,
+        Tool::NetCounters,
+        Tool::SmartGrowth,
     ];
 
     /// The name used on the command line and in artifacts.
@@ -97,6 +117,11 @@ impl Tool {
             Tool::Wipefs => "wipefs",
             Tool::Blkid => "blkid",
             Tool::Lsblk => "lsblk",
+            Tool::Edac => "edac",
+            Tool::CpuThrottle => "cpu-throttle",
+            Tool::ThermalSidecar => "thermal-sidecar",
+            Tool::NetCounters => "net-counters",
+            Tool::SmartGrowth => "smart-growth",
         }
     }
 
@@ -161,5 +186,10 @@ pub fn parse_and_judge(
         Tool::Wipefs => wipefs::report(input, thresholds),
         Tool::Blkid => blkid::report(input, thresholds),
         Tool::Lsblk => lsblk::report(input, thresholds),
+        Tool::Edac => verdicts::cpu::edac_report(input, thresholds),
+        Tool::CpuThrottle => verdicts::cpu::throttle_report(input, thresholds),
+        Tool::ThermalSidecar => verdicts::cpu::sidecar_report(input, thresholds),
+        Tool::NetCounters => verdicts::network::counters_report(input, thresholds),
+        Tool::SmartGrowth => verdicts::storage::growth_report(input, thresholds),
     }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::json;
-use crate::parsers::smartctl::lenient_u64;
+use crate::parsers::shared::{judge_at_or_above, lenient_u64};
 use crate::thresholds::NvmeThresholds;
 use crate::{ParseError, Status, Thresholds, Tool, ToolReport, Verdict};
 
@@ -107,17 +107,14 @@ pub fn judge_health(health: &NvmeHealth, thresholds: &NvmeThresholds, verdict: &
         ));
     }
     if let Some(used) = health.percentage_used {
-        if used >= thresholds.percentage_used_fail {
-            verdict.fail_with(format!(
-                "NVMe percentage_used {used}% >= fail threshold {}%",
-                thresholds.percentage_used_fail
-            ));
-        } else if used >= thresholds.percentage_used_warn {
-            verdict.warn(format!(
-                "NVMe percentage_used {used}% >= warn threshold {}%",
-                thresholds.percentage_used_warn
-            ));
-        }
+        judge_at_or_above(
+            verdict,
+            "NVMe percentage_used",
+            used,
+            "%",
+            thresholds.percentage_used_warn,
+            thresholds.percentage_used_fail,
+        );
     }
     if let Some(entries) = health.num_err_log_entries
         && entries > 0

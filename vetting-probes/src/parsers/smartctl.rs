@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::error::json;
 use crate::parsers::nvme::{self, NvmeHealth};
+use crate::parsers::shared::{judge_at_or_above, lenient_u64};
 use crate::thresholds::{ScsiThresholds, SmartThresholds};
 use crate::{ParseError, Status, Thresholds, Tool, ToolReport, Verdict};
 
@@ -256,36 +257,6 @@ impl ScsiHealth {
                 .flatten()
                 .fold(0u64, |sum, part| sum.saturating_add(*part)),
         )
-    }
-}
-
-/// Reads a count from a JSON number (integer or float) or a numeric string
-/// (decimal or `0x` hex); `None` for anything else. Shared with the NVMe
-/// parser, whose counters come in all three forms.
-pub(crate) fn lenient_u64(value: &Value) -> Option<u64> {
-    match value {
-        Value::Number(number) => number.as_u64().or_else(|| {
-            number
-                .as_f64()
-                .filter(|float| float.is_finite() && *float >= 0.0 && *float < u64::MAX as f64)
-                .map(|float| float as u64)
-        }),
-        Value::String(text) => {
-            let text = text.trim();
-            if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-                u64::from_str_radix(hex, 16).ok()
-            } else {
-                text.parse::<u64>().ok().or_else(|| {
-                    text.parse::<f64>()
-                        .ok()
-                        .filter(|float| {
-                            float.is_finite() && *float >= 0.0 && *float < u64::MAX as f64
-                        })
-                        .map(|float| float as u64)
-                })
-            }
-        }
-        _ => None,
     }
 }
 
@@ -940,20 +911,14 @@ fn judge_ata(ata: &AtaHealth, thresholds: &SmartThresholds, verdict: &mut Verdic
         }
     }
     if let Some(reallocated) = ata.attribute(5) {
-        let raw = reallocated.raw;
-        if raw >= thresholds.reallocated_fail {
-            verdict.fail_with(format!(
-                "{} raw {raw} >= fail threshold {}",
-                attribute_label(reallocated),
-                thresholds.reallocated_fail
-            ));
-        } else if raw >= thresholds.reallocated_warn {
-            verdict.warn(format!(
-                "{} raw {raw} >= warn threshold {}",
-                attribute_label(reallocated),
-                thresholds.reallocated_warn
-            ));
-        }
+        judge_at_or_above(
+            verdict,
+            &format!("{} raw", attribute_label(reallocated)),
+            reallocated.raw,
+            "",
+            thresholds.reallocated_warn,
+            thresholds.reallocated_fail,
+        );
     }
     for id in [197, 198] {
         if let Some(attribute) = ata.attribute(id)
@@ -1053,17 +1018,14 @@ fn judge_scsi(scsi: &ScsiHealth, thresholds: &ScsiThresholds, verdict: &mut Verd
         ));
     }
     if let Some(grown) = scsi.grown_defects {
-        if grown >= thresholds.grown_defects_fail {
-            verdict.fail_with(format!(
-                "SCSI scsi_grown_defect_list {grown} >= fail threshold {}",
-                thresholds.grown_defects_fail
-            ));
-        } else if grown >= thresholds.grown_defects_warn {
-            verdict.warn(format!(
-                "SCSI scsi_grown_defect_list {grown} >= warn threshold {}",
-                thresholds.grown_defects_warn
-            ));
-        }
+        judge_at_or_above(
+            verdict,
+            "SCSI scsi_grown_defect_list",
+            grown,
+            "",
+            thresholds.grown_defects_warn,
+            thresholds.grown_defects_fail,
+        );
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::json;
-use crate::parsers::smartctl::lenient_u64;
+use crate::parsers::shared::lenient_u64;
 use crate::{ParseError, Thresholds, Tool, ToolReport, Verdict};
 
 const TOOL: &str = "wipefs";

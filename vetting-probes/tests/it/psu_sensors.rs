@@ -8,7 +8,7 @@ use std::path::Path;
 
 use vetting_probes::parsers::sensors::{self, SensorKind, SensorReading};
 use vetting_probes::parsers::{hwmon, ipmitool};
-use vetting_probes::{Status, Thresholds, Verdict};
+use vetting_probes::{Status, Thresholds, Tool, Verdict, parse_and_judge};
 
 use crate::common::{fixture, fixture_names};
 
@@ -763,4 +763,47 @@ fn no_hwmon_means_an_empty_list_not_an_error() {
     );
     // This machine (a VM) has no hwmon devices, or only a few: it must read.
     assert!(hwmon::read_hwmon(Path::new(hwmon::SYS_CLASS_HWMON)).is_ok());
+}
+
+// ------------------------------------ the thermal sidecar during CPUStress
+
+#[test]
+fn the_sidecar_judges_real_peaks_against_the_stress_limit() {
+    use vetting_probes::verdicts::cpu::SidecarSummary;
+    let readings = vetting_probes::parsers::sensors::parse(&fixture(
+        "sensors/hjs-kfanfail-coretemp-nvme-sensors-j.json",
+    ))
+    .unwrap()
+    .readings;
+    let summary = SidecarSummary {
+        rounds: 1,
+        samples: readings.len() as u64,
+        peaks: readings,
+    };
+    let document = summary.to_json().unwrap();
+    let mut thresholds = Thresholds::default();
+    let cool = parse_and_judge(Tool::ThermalSidecar, &document, &thresholds).unwrap();
+    assert_eq!(cool.verdict.status, Status::Pass, "{:?}", cool.verdict);
+    assert!(
+        cool.verdict
+            .messages(Status::Pass)
+            .any(|message| message.contains("Package id 0 peaked at 27.0 °C")),
+        "{:?}",
+        cool.verdict
+    );
+    // the same peaks under a stress limit of 25 °C: the package and the
+    // cores over it fail, the NVMe drives (not CPUs) do not
+    thresholds.stress.max_cpu_temp_c = 25.0;
+    let hot = parse_and_judge(Tool::ThermalSidecar, &document, &thresholds).unwrap();
+    assert_eq!(hot.verdict.status, Status::Fail);
+    let failed: Vec<&str> = hot.verdict.messages(Status::Fail).collect();
+    assert!(
+        failed.iter().all(|message| message.starts_with("coretemp")),
+        "{failed:?}"
+    );
+    assert!(
+        failed.iter().any(|message| message
+            .contains("Package id 0 peaked at 27.0 °C under stress >= limit 25.0 °C")),
+        "{failed:?}"
+    );
 }

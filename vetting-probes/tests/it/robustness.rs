@@ -34,7 +34,12 @@ fn fixture_folder(tool: Tool) -> Option<&'static str> {
         | Tool::GpuBurn
         | Tool::Wipefs
         | Tool::Blkid
-        | Tool::Lsblk => None,
+        | Tool::Lsblk
+        | Tool::Edac
+        | Tool::CpuThrottle
+        | Tool::ThermalSidecar
+        | Tool::NetCounters
+        | Tool::SmartGrowth => None,
     }
 }
 
@@ -64,6 +69,21 @@ fn written_sample(tool: Tool) -> &'static str {
         }
         Tool::Lsblk => {
             r#"{"blockdevices": [{"name":"sda","size":500107862016,"rota":true,"tran":"sata","rm":false,"model":"ST500DM002-1BD142","serial":"Z3T5ABCD","wwn":"0x5000c5006b1e4d2f","type":"disk","fstype":null,"pttype":"gpt","children":[{"name":"sda1","size":536870912,"rota":true,"tran":null,"rm":false,"model":null,"serial":null,"wwn":"0x5000c5006b1e4d2f","type":"part","fstype":"vfat","pttype":"gpt"}]}]}"#
+        }
+        Tool::Edac => {
+            r#"{"before": {"mc0": {"corrected": 3, "uncorrected": 0}, "mc1": {"corrected": 0, "uncorrected": 0}}, "after": {"mc0": {"corrected": 3, "uncorrected": 0}, "mc1": {"corrected": 0, "uncorrected": 0}}}"#
+        }
+        Tool::CpuThrottle => {
+            r#"{"before": {"cpu0": 4, "cpu1": 0}, "after": {"cpu0": 4, "cpu1": 0}}"#
+        }
+        Tool::ThermalSidecar => {
+            r#"{"rounds": 3, "samples": 6, "peaks": [{"chip": "coretemp-hwmon1", "driver": "coretemp", "label": "Package id 0", "input_name": "temp1", "kind": "temperature", "input": 61.0, "min": null, "max": 84.0, "crit": 100.0, "alarms": [], "unit": "°C"}]}"#
+        }
+        Tool::NetCounters => {
+            r#"{"subject": "eth0", "before": {"rx_errors": 0, "tx_errors": 0, "rx_dropped": 2, "tx_dropped": 0}, "after": {"rx_errors": 0, "tx_errors": 0, "rx_dropped": 2, "tx_dropped": 0}}"#
+        }
+        Tool::SmartGrowth => {
+            r#"{"subject": "sda", "before": {"device": {"name": "/dev/sda", "type": "sat", "protocol": "ATA"}, "serial_number": "Z3T5ABCD", "smart_status": {"passed": true}, "ata_smart_attributes": {"table": [{"id": 5, "name": "Reallocated_Sector_Ct", "value": 100, "worst": 100, "thresh": 10, "raw": {"value": 0, "string": "0"}}]}}, "after": {"device": {"name": "/dev/sda", "type": "sat", "protocol": "ATA"}, "serial_number": "Z3T5ABCD", "smart_status": {"passed": true}, "ata_smart_attributes": {"table": [{"id": 5, "name": "Reallocated_Sector_Ct", "value": 100, "worst": 100, "thresh": 10, "raw": {"value": 0, "string": "0"}}]}}}"#
         }
         _ => "",
     }

@@ -778,3 +778,63 @@ fn truncated_smartctl_documents_are_errors_never_verdicts() {
         }
     }
 }
+
+// ------------------------------------------- SMART growth during Storage
+
+/// The verdict on a `smart-growth` document of two smartctl outputs.
+fn judge_growth(before: &Value, after: &Value) -> Verdict {
+    let document =
+        vetting_probes::verdicts::BeforeAfter::new(Some("sda"), before.clone(), after.clone())
+            .to_json()
+            .unwrap();
+    parse_and_judge(Tool::SmartGrowth, &document, &Thresholds::default())
+        .unwrap()
+        .verdict
+}
+
+#[test]
+fn smart_counters_that_grew_on_a_real_drive_fail() {
+    let before: Value =
+        serde_json::from_slice(&fixture("smartctl/scrutiny-smart-ata-full.json")).unwrap();
+    let same = judge_growth(&before, &before);
+    assert_eq!(same.status, Status::Pass, "{:?}", same);
+    assert_reason(&same, Status::Pass, "did not grow");
+    // the same drive after the test: attribute 5 raw 0 → 3 (a reallocation
+    // the SMART stage's thresholds would only warn about)
+    let mut after = before.clone();
+    let table = after["ata_smart_attributes"]["table"]
+        .as_array_mut()
+        .unwrap();
+    let reallocated = table.iter_mut().find(|row| row["id"] == 5).unwrap();
+    reallocated["raw"]["value"] = json!(3);
+    reallocated["raw"]["string"] = json!("3");
+    let grown = judge_growth(&before, &after);
+    assert_eq!(grown.status, Status::Fail, "{:?}", grown);
+    assert_reason(
+        &grown,
+        Status::Fail,
+        "attribute 5 Reallocated_Sector_Ct grew",
+    );
+    assert_reason(&grown, Status::Fail, "0 → 3");
+    // another drive's output says nothing of this one's growth
+    let other: Value =
+        serde_json::from_slice(&fixture("smartctl/scrutiny-smart-ata.json")).unwrap();
+    let swapped = judge_growth(&before, &other);
+    assert_eq!(swapped.status, Status::Fail);
+    assert_reason(&swapped, Status::Fail, "different disks");
+}
+
+#[test]
+fn nvme_media_errors_that_grew_fail() {
+    let before: Value = serde_json::from_slice(&fixture(
+        "smartctl/smartctl_exporter-nvme-null-Micron_7400_MTFDKCB1T6TFC-nvme2.json",
+    ))
+    .unwrap();
+    let mut after = before.clone();
+    let log = &mut after["nvme_smart_health_information_log"];
+    let media_errors = log["media_errors"].as_u64().unwrap();
+    log["media_errors"] = json!(media_errors + 2);
+    let grown = judge_growth(&before, &after);
+    assert_eq!(grown.status, Status::Fail, "{:?}", grown);
+    assert_reason(&grown, Status::Fail, "NVMe media_errors grew");
+}

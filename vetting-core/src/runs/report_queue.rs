@@ -10,8 +10,6 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::orchestrator::WeakOrchestrator;
-
 /// The longest pause between two runs.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
@@ -69,21 +67,27 @@ impl ReportQueue {
     }
 }
 
+/// What the worker resolves runs with: the runs service, reached through
+/// a handle that does not keep the orchestrator alive.
+pub(crate) trait Resolve: Send + Sync + 'static {
+    /// Resolves one run; `false` when the owner is gone.
+    fn resolve(&self, run_id: String) -> impl std::future::Future<Output = bool> + Send;
+    /// Whether the owner is still there.
+    fn alive(&self) -> bool;
+}
+
 /// The worker: resolves queued runs one at a time; ends when the
 /// orchestrator is gone (it holds no strong handle while it waits).
-pub(crate) async fn work(queue: Arc<ReportQueue>, orchestrator: WeakOrchestrator) {
+pub(crate) async fn work(queue: Arc<ReportQueue>, resolver: impl Resolve) {
     loop {
         match queue.next() {
             Some(run_id) => {
-                let Some(orchestrator) = orchestrator.upgrade() else {
-                    return;
-                };
                 let started = std::time::Instant::now();
-                if let Err(error) = orchestrator.resolve_owned_states(&run_id).await {
-                    tracing::warn!(run = %run_id, "cannot resolve the run's reports: {error}");
-                }
+                let alive = resolver.resolve(run_id.clone()).await;
                 queue.done(&run_id);
-                drop(orchestrator);
+                if !alive {
+                    return;
+                }
                 // at most half of the time while runs wait: the agents'
                 // requests keep the rest of a busy core
                 if queue.len() > 0 {
@@ -92,7 +96,7 @@ pub(crate) async fn work(queue: Arc<ReportQueue>, orchestrator: WeakOrchestrator
             }
             None => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), queue.wake.notified()).await;
-                if orchestrator.upgrade().is_none() {
+                if !resolver.alive() {
                     return;
                 }
             }

@@ -1,0 +1,66 @@
+//! The runs table: typed reads of runs (the compare-and-set write is the
+//! runs driver's, in its transaction).
+
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use crate::error::{OrchestratorError, Result, db};
+use crate::machine::RunState;
+use crate::model::Run;
+use crate::store::entities::run;
+
+pub async fn get(conn: &impl ConnectionTrait, run_id: &str) -> Result<Run> {
+    let model = crate::store::by_key(run::Entity::find_by_id(run_id.to_string()), conn)
+        .await
+        .map_err(db("reading a run"))?
+        .ok_or_else(|| OrchestratorError::RunNotFound(run_id.to_string()))?;
+    Ok(Run::from_entity(model)?)
+}
+
+/// Runs, newest first.
+pub async fn list(conn: &impl ConnectionTrait, host_id: Option<i64>) -> Result<Vec<Run>> {
+    let mut query = run::Entity::find()
+        .order_by_desc(run::Column::CreatedAtMs)
+        .order_by_desc(run::Column::Id);
+    if let Some(host_id) = host_id {
+        query = query.filter(run::Column::HostId.eq(host_id));
+    }
+    query
+        .all(conn)
+        .await
+        .map_err(db("listing runs"))?
+        .into_iter()
+        .map(|model| Run::from_entity(model).map_err(OrchestratorError::from))
+        .collect()
+}
+
+/// Runs in any of `states`, oldest first (the reconcilers' view: the
+/// few runs that need them, not the whole history).
+pub async fn in_states(conn: &impl ConnectionTrait, states: &[RunState]) -> Result<Vec<Run>> {
+    run::Entity::find()
+        .filter(run::Column::State.is_in(states.iter().map(|state| state.as_str())))
+        .order_by_asc(run::Column::CreatedAtMs)
+        .order_by_asc(run::Column::Id)
+        .all(conn)
+        .await
+        .map_err(db("listing runs by state"))?
+        .into_iter()
+        .map(|model| Run::from_entity(model).map_err(OrchestratorError::from))
+        .collect()
+}
+
+/// Whether some run holds a dispatcher slot.
+pub async fn any_holding_a_slot(conn: &impl ConnectionTrait) -> Result<bool> {
+    let slot_states = RunState::ALL
+        .iter()
+        .filter(|state| state.holds_slot())
+        .map(|state| state.as_str());
+    let found = run::Entity::find()
+        .select_only()
+        .column(run::Column::Id)
+        .filter(run::Column::State.is_in(slot_states))
+        .into_tuple::<String>()
+        .one(conn)
+        .await
+        .map_err(db("looking for runs in flight"))?;
+    Ok(found.is_some())
+}
