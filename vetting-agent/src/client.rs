@@ -1,5 +1,6 @@
 //! The typed HTTP client of the agent API: one method per endpoint of
-//! [`vetting_probes::protocol`], JSON bodies, `Authorization: Bearer`, a
+//! [`vetting_probes::protocol::Endpoint`] (URLs built from its routes),
+//! JSON bodies, `Authorization: Bearer`, a
 //! timeout on every request, and errors that say whether a retry can help.
 //!
 //! Retryable: the orchestrator could not be reached (connect error,
@@ -13,42 +14,12 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+pub use vetting_probes::protocol::Endpoint;
 use vetting_probes::protocol::{
-    BatchAck, ClaimRequest, ClaimResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse,
-    HelloRequest, LogBatch, ResultResponse, RunPosition, SensorBatch, StageRef, StageResult,
+    ArtifactQuery, BatchAck, ClaimRequest, ClaimResponse, ErrorBody, HeartbeatRequest,
+    HeartbeatResponse, HelloRequest, LogBatch, ResultResponse, RunPosition, SensorBatch,
+    StageResult, StoredArtifact,
 };
-
-/// The agent API's endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Hello,
-    Claim,
-    Heartbeat,
-    Log,
-    Sensor,
-    Result,
-    Artifact,
-}
-
-impl Endpoint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Hello => "hello",
-            Endpoint::Claim => "claim",
-            Endpoint::Heartbeat => "heartbeat",
-            Endpoint::Log => "log",
-            Endpoint::Sensor => "sensor",
-            Endpoint::Result => "result",
-            Endpoint::Artifact => "artifact",
-        }
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why a request did not get a usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -150,18 +121,6 @@ pub fn classify(endpoint: Endpoint, status: u16, body: &[u8]) -> ClientError {
     }
 }
 
-/// What an artifact upload says about the artifact.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ArtifactUpload {
-    /// A file name: letters, digits, `.`, `_`, `-`.
-    pub name: String,
-    /// The tool whose output it is (a `vetting_probes::Tool` name).
-    pub tool: Option<String>,
-    pub stage: Option<StageRef>,
-    /// What the output is about (a disk, a GPU).
-    pub subject: Option<String>,
-}
-
 /// The agent API client of one run. `Debug` leaves the token out.
 #[derive(Clone)]
 pub struct Client {
@@ -227,7 +186,8 @@ impl Client {
         &self.run_id
     }
 
-    /// `BASE/api/v1/runs/{run}/{endpoint}`, the run id as one path segment.
+    /// The endpoint's path ([`Endpoint::path_segments`]) under the base
+    /// URL, the run id as one path segment.
     fn url(&self, endpoint: Endpoint) -> Result<Url, ClientError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
@@ -236,7 +196,7 @@ impl Client {
                 message: "not a base URL".into(),
             })?
             .pop_if_empty()
-            .extend(["api", "v1", "runs", &self.run_id, endpoint.as_str()]);
+            .extend(endpoint.path_segments(&self.run_id));
         Ok(url)
     }
 
@@ -308,37 +268,31 @@ impl Client {
         self.post_json(Endpoint::Result, result).await
     }
 
-    /// `POST artifact`: a raw tool output, as the request body. Answers the
-    /// orchestrator's description of the stored artifact.
+    /// `POST artifact`: a raw tool output, as the request body, described
+    /// by `upload` in the query. Answers what the orchestrator stored.
     pub async fn artifact(
         &self,
-        upload: &ArtifactUpload,
+        upload: &ArtifactQuery,
         body: Vec<u8>,
-    ) -> Result<serde_json::Value, ClientError> {
-        let mut url = self.url(Endpoint::Artifact)?;
-        {
-            let mut query = url.query_pairs_mut();
-            query.append_pair("name", &upload.name);
-            if let Some(tool) = &upload.tool {
-                query.append_pair("tool", tool);
-            }
-            if let Some(stage) = upload.stage {
-                query.append_pair("stage", stage.stage.as_str());
-                query.append_pair("attempt", &stage.attempt.to_string());
-            }
-            if let Some(subject) = &upload.subject {
-                query.append_pair("subject", subject);
-            }
-        }
+    ) -> Result<StoredArtifact, ClientError> {
+        let request = self.artifact_request(upload, body)?;
+        self.send(Endpoint::Artifact, request).await
+    }
+
+    fn artifact_request(
+        &self,
+        upload: &ArtifactQuery,
+        body: Vec<u8>,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
         let transfer = Duration::from_secs(body.len() as u64 / ARTIFACT_MIN_BYTES_PER_SEC);
-        let request = self
+        Ok(self
             .http
-            .post(url)
+            .post(self.url(Endpoint::Artifact)?)
+            .query(upload)
             .bearer_auth(&self.token)
             .timeout(self.timeout + transfer)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body);
-        self.send(Endpoint::Artifact, request).await
+            .body(body))
     }
 }
 
@@ -457,6 +411,48 @@ mod tests {
             "http://h:1/api/v1/runs/r/log"
         );
         assert!(Client::new("ftp://h", "r", "t", Duration::from_secs(1)).is_err());
+        // every endpoint's URL is the protocol's route, the run id filled in
+        for endpoint in Endpoint::ALL {
+            let route = endpoint.route().replace("{run_id}", "r");
+            assert_eq!(
+                client.url(endpoint).unwrap().as_str(),
+                format!("http://h:1/api/v1{route}"),
+            );
+        }
+    }
+
+    #[test]
+    fn the_artifact_query_is_the_protocol_type() {
+        use vetting_probes::protocol::{Stage, StageRef};
+        let client = Client::new("http://h:1/", "r", "t", Duration::from_secs(1)).unwrap();
+        let upload = ArtifactQuery::for_stage(
+            "smartctl-sda.json",
+            Some("smartctl".into()),
+            StageRef {
+                stage: Stage::Smart,
+                attempt: 2,
+            },
+            Some("sda disk".into()),
+        );
+        let request = client
+            .artifact_request(&upload, b"{}".to_vec())
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.url().as_str(),
+            "http://h:1/api/v1/runs/r/artifact?name=smartctl-sda.json&tool=smartctl&stage=SMART&attempt=2&subject=sda+disk"
+        );
+        let bare = ArtifactQuery {
+            name: "a.txt".into(),
+            ..Default::default()
+        };
+        let request = client
+            .artifact_request(&bare, Vec::new())
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(request.url().query(), Some("name=a.txt"));
     }
 
     #[test]

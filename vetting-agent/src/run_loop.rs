@@ -20,13 +20,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vetting_probes::inventory::Inventory;
 use vetting_probes::protocol::{
-    ClaimRequest, ClaimResponse, Command, HeartbeatRequest, HeartbeatResponse, HelloRequest,
-    LogBatch, LogLine, PROTOCOL_VERSION, RunPosition, SensorBatch, SensorSample, Stage, StageRef,
-    StageResult,
+    ArtifactQuery, ClaimRequest, ClaimResponse, Command, HeartbeatRequest, HeartbeatResponse,
+    HelloRequest, LogBatch, LogLine, PROTOCOL_VERSION, RunPosition, SensorBatch, SensorSample,
+    Stage, StageRef, StageResult,
 };
 use vetting_probes::runner::{ToolCommand, run_tool};
 
-use crate::client::{ArtifactUpload, Backoff, Client, ClientError};
+use crate::client::{Backoff, Client, ClientError};
 use crate::outbox::{DEFAULT_CAPACITY, LogSink, Outbox, SensorSink, run_flusher};
 use crate::params::{AgentConfig, RunArgs};
 use crate::stages::{self, CancelToken, LocalSettings, StageContext, StageReport};
@@ -105,7 +105,6 @@ enum Next {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct HeartbeatState {
     current: Option<StageRef>,
-    status: Option<String>,
     held: bool,
 }
 
@@ -357,7 +356,6 @@ async fn heartbeat_loop(
         let current = state.borrow_and_update().clone();
         let request = HeartbeatRequest {
             current: current.current,
-            status: current.status.clone(),
         };
         match client.heartbeat(&request).await {
             Ok(answer) => {
@@ -391,12 +389,9 @@ impl Agent {
         LogSink::new(self.logs.clone(), stage)
     }
 
-    fn set_heartbeat(&self, current: Option<StageRef>, status: &str, held: bool) {
-        self.heartbeat.send_replace(HeartbeatState {
-            current,
-            status: Some(status.to_string()),
-            held,
-        });
+    fn set_heartbeat(&self, current: Option<StageRef>, held: bool) {
+        self.heartbeat
+            .send_replace(HeartbeatState { current, held });
     }
 
     /// Whether `next` runs a stage attempt that is over (its result was
@@ -417,7 +412,7 @@ impl Agent {
     /// Runs one stage attempt to its result; returns where to go next.
     async fn run_stage(&mut self, stage: StageRef, overrides: &Overrides) -> Next {
         let log = self.log_sink(Some(stage));
-        self.set_heartbeat(Some(stage), &format!("running {}", stage.stage), false);
+        self.set_heartbeat(Some(stage), false);
         // Answers from before this stage started are not about it.
         self.commands.borrow_and_update();
         let mut params = self.claim.params.clone();
@@ -517,12 +512,12 @@ impl Agent {
     async fn post_report(&mut self, stage: StageRef, report: StageReport, log: &LogSink) -> Next {
         let mut references = Vec::new();
         for artifact in &report.artifacts {
-            let upload = ArtifactUpload {
-                name: artifact.name.clone(),
-                tool: artifact.tool.map(|tool| tool.name().to_string()),
-                stage: Some(stage),
-                subject: artifact.subject.clone(),
-            };
+            let upload = ArtifactQuery::for_stage(
+                artifact.name.clone(),
+                artifact.tool.map(|tool| tool.name().to_string()),
+                stage,
+                artifact.subject.clone(),
+            );
             let client = self.client.clone();
             let body = artifact.body.clone();
             let sent = self
@@ -582,14 +577,14 @@ impl Agent {
                     self.finished.push(stage);
                 }
                 let next = decide(&answer.position, answer.cmd, &Overrides::default());
-                self.note_next(&next, stage);
+                self.note_next(&next);
                 next
             }
             Ok(Err(error)) => match error.position() {
                 Some(position) => {
                     tracing::warn!("{error}: following the orchestrator's position");
                     let next = decide(position, command_of(position), &Overrides::default());
-                    self.note_next(&next, stage);
+                    self.note_next(&next);
                     next
                 }
                 None => {
@@ -602,13 +597,13 @@ impl Agent {
         }
     }
 
-    fn note_next(&mut self, next: &Next, finished: StageRef) {
+    fn note_next(&mut self, next: &Next) {
         // The heartbeat must not report a finished stage as current.
         let current = match next {
             Next::Run { stage, .. } => Some(*stage),
             _ => None,
         };
-        self.set_heartbeat(current, &format!("{} done", finished.stage), false);
+        self.set_heartbeat(current, false);
     }
 
     /// Retries a request while it is retryable, unless the orchestrator
@@ -670,7 +665,7 @@ impl Agent {
             )
             .await;
         }
-        self.set_heartbeat(None, if held { "held" } else { "waiting" }, held);
+        self.set_heartbeat(None, held);
         loop {
             if self.commands.changed().await.is_err() {
                 // The heartbeat task is gone: nothing will ever come.
@@ -683,7 +678,7 @@ impl Agent {
                 Next::Idle { held: now_held } => {
                     if now_held != held {
                         held = now_held;
-                        self.set_heartbeat(None, if held { "held" } else { "waiting" }, held);
+                        self.set_heartbeat(None, held);
                     }
                 }
                 next @ Next::Run { stage, .. } if self.is_stale(&next) => {
@@ -715,7 +710,7 @@ impl Agent {
     /// local mode).
     async fn shutdown(&mut self) -> RunEnd {
         tracing::info!("shutdown: flushing the logs");
-        self.set_heartbeat(None, "shutting down", true);
+        self.set_heartbeat(None, true);
         let _ = self.logs.drained(Some(SHUTDOWN_FLUSH)).await;
         let _ = self.sensors.drained(Some(SHUTDOWN_FLUSH)).await;
         tracing::info!(

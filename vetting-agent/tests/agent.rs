@@ -25,7 +25,7 @@ use vetting_probes::inventory::{Disk, Inventory};
 use vetting_probes::protocol::{
     ArtifactRef, BatchAck, ClaimResponse, Command, ErrorBody, ExpectedDisk, HeartbeatRequest,
     HeartbeatResponse, LogBatch, LogLine, LogStream, Outcome, ResultResponse, RunPosition,
-    SensorBatch, Stage, StageParams, StageRef, StageResult, StorageParams,
+    SensorBatch, Stage, StageParams, StageRef, StageResult, StorageParams, StoredArtifact,
 };
 use vetting_probes::{Status, Thresholds, Verdict};
 
@@ -841,7 +841,14 @@ async fn a_whole_run_follows_positions_uploads_artifacts_first_and_obeys_a_409()
                     let batch: SensorBatch = request.json();
                     ok(&state.sensors.apply(batch.samples, |sample| sample.seq))
                 }
-                "artifact" => ok(&serde_json::json!({"name": request.query_value("name")})),
+                "artifact" => ok(&StoredArtifact {
+                    name: request.query_value("name").unwrap_or_default(),
+                    size_bytes: request.body.len() as u64,
+                    sha256: Sha256::digest(&request.body)
+                        .iter()
+                        .map(|byte| format!("{byte:02x}"))
+                        .collect(),
+                }),
                 "result" => {
                     let result: StageResult = request.json();
                     state.results.push(result.clone());

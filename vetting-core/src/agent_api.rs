@@ -14,9 +14,9 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 use vetting_probes::protocol::{
-    BatchAck, ClaimResponse, HeartbeatRequest, HeartbeatResponse, LogBatch, LogLine,
-    MAX_FINDING_ID_LEN, Outcome, ResultResponse, SensorBatch, SensorSample, Stage, StageParams,
-    StageRef, StageResult, WipeFinding,
+    ArtifactQuery, BatchAck, ClaimResponse, Endpoint, HeartbeatRequest, HeartbeatResponse,
+    LogBatch, LogLine, MAX_FINDING_ID_LEN, Outcome, ResultResponse, SensorBatch, SensorSample,
+    Stage, StageParams, StageRef, StageResult, StoredArtifact, WipeFinding,
 };
 use vetting_probes::{Status, Tool, Verdict};
 
@@ -24,7 +24,7 @@ use crate::error::OrchestratorError;
 use crate::events::HubEvent;
 use crate::evidence;
 use crate::machine::{Effect, Event, HoldReason, RunState, state_of};
-use crate::model::{Actor, Run};
+use crate::model::{Actor, CorruptRow, Run};
 use crate::orchestrator::{Orchestrator, command_for, position_of};
 use crate::runlogs;
 use crate::runs::EventContext;
@@ -42,35 +42,103 @@ fn internal(error: impl std::fmt::Display) -> OrchestratorError {
     OrchestratorError::Internal(error.to_string())
 }
 
-/// Where an uploaded artifact goes, and what it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactUpload {
-    pub name: String,
-    pub tool: Option<String>,
-    pub stage: Option<Stage>,
-    pub attempt: Option<u32>,
+/// An agent request whose run token checked out for one endpoint. Only
+/// [`Orchestrator::authenticate`] makes one, and every agent service
+/// (hello, claim, the writer's log, sensor, heartbeat, artifact and
+/// result) takes one: there is no way in without the token check.
+#[derive(Clone)]
+pub struct AuthenticatedRun {
+    endpoint: Endpoint,
+    run_id: String,
+    /// The run's row as authentication read it, for the endpoints that
+    /// act on the run's state; log, sensor and heartbeat leave the row to
+    /// the writer, which reads it once for a whole group of writes.
+    run: Option<Run>,
+    /// Where the request came from (the hello's address check).
+    peer: Option<std::net::IpAddr>,
+    /// Claim only: the token, for its one bcrypt check.
+    claim_token: Option<String>,
+}
+
+impl std::fmt::Debug for AuthenticatedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthenticatedRun")
+            .field("endpoint", &self.endpoint)
+            .field("run_id", &self.run_id)
+            .field("state", &self.run.as_ref().map(|run| run.state))
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthenticatedRun {
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The run's row as read when the token was checked, for the
+    /// endpoints that read it (all but log, sensor and heartbeat).
+    pub fn run(&self) -> Option<&Run> {
+        self.run.as_ref()
+    }
+
+    /// Refuses use for another endpoint than the one it was checked for:
+    /// the rules applied (the run's row read, the grace after the end)
+    /// are that endpoint's.
+    fn serves(&self, endpoint: Endpoint) -> Result<()> {
+        if self.endpoint == endpoint {
+            Ok(())
+        } else {
+            Err(internal(format!(
+                "a request authenticated for {} was used for {endpoint}",
+                self.endpoint
+            )))
+        }
+    }
+
+    /// The run's row, for an endpoint that reads it at authentication.
+    fn row(&self, endpoint: Endpoint) -> Result<&Run> {
+        self.serves(endpoint)?;
+        self.run
+            .as_ref()
+            .ok_or_else(|| internal(format!("{endpoint} was authenticated without its run")))
+    }
+}
+
+/// Whether authenticating `endpoint` reads the run's row. Log, sensor and
+/// heartbeat, the hot path, check the token against the nonce kept in
+/// memory and leave the row to the writer.
+fn reads_run_at_authentication(endpoint: Endpoint) -> bool {
+    !matches!(
+        endpoint,
+        Endpoint::Log | Endpoint::Sensor | Endpoint::Heartbeat
+    )
+}
+
+/// Whether `endpoint` is still answered during the token grace after the
+/// run ended: only the heartbeat, so that the agent hears `shutdown`.
+fn answered_after_the_end(endpoint: Endpoint) -> bool {
+    matches!(endpoint, Endpoint::Heartbeat)
 }
 
 /// An artifact's file, written and synced under a temporary name, whose
-/// row is not recorded yet.
+/// row is not recorded yet (made only by
+/// [`Orchestrator::write_artifact_file`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactFile {
-    pub run_id: String,
-    pub upload: ArtifactUpload,
+    run_id: String,
+    upload: ArtifactQuery,
+    stage: StageRef,
     /// Where the body was written.
-    pub temporary: PathBuf,
+    temporary: PathBuf,
     /// Where it goes once its row is taken.
-    pub path: PathBuf,
-    pub size: u64,
-    pub sha256: String,
-}
-
-/// A stored artifact.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct StoredArtifact {
-    pub name: String,
-    pub size_bytes: u64,
-    pub sha256: String,
+    path: PathBuf,
+    size: u64,
+    sha256: String,
 }
 
 /// One write of agent data, for [`Orchestrator::write_agent_data`].
@@ -80,7 +148,7 @@ pub struct StoredArtifact {
 /// one query and checks there that the run has not ended (a heartbeat is
 /// let through during the token grace), so a request whose token checked
 /// out needs no read of its own.
-pub enum AgentWrite {
+pub(crate) enum AgentWrite {
     Log {
         run_id: String,
         lines: Vec<LogLine>,
@@ -98,13 +166,23 @@ pub enum AgentWrite {
 }
 
 impl AgentWrite {
-    /// The run a log, sensor or heartbeat write goes to.
-    fn run_id(&self) -> Option<&str> {
+    /// The run a write goes to.
+    fn run_id(&self) -> &str {
         match self {
             AgentWrite::Log { run_id, .. }
             | AgentWrite::Sensor { run_id, .. }
-            | AgentWrite::Heartbeat { run_id, .. } => Some(run_id),
-            AgentWrite::Artifact(file) => Some(&file.run_id),
+            | AgentWrite::Heartbeat { run_id, .. } => run_id,
+            AgentWrite::Artifact(file) => &file.run_id,
+        }
+    }
+
+    /// The endpoint whose rules the write follows.
+    fn endpoint(&self) -> Endpoint {
+        match self {
+            AgentWrite::Log { .. } => Endpoint::Log,
+            AgentWrite::Sensor { .. } => Endpoint::Sensor,
+            AgentWrite::Heartbeat { .. } => Endpoint::Heartbeat,
+            AgentWrite::Artifact(_) => Endpoint::Artifact,
         }
     }
 }
@@ -134,7 +212,7 @@ fn id_list<T: Ord + Clone>(mut ids: Vec<T>) -> Vec<T> {
 
 /// The answer to an [`AgentWrite`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum AgentWritten {
+pub(crate) enum AgentWritten {
     Batch(BatchAck),
     Heartbeat(HeartbeatResponse),
     Artifact(StoredArtifact),
@@ -266,38 +344,51 @@ struct Sequences {
     sensor_next: u64,
 }
 
-/// Why a group of writes failed as a whole; each write gets it again.
-#[derive(Debug, Clone)]
-enum GroupFailure {
+/// Why a group of agent writes failed as a whole, with its cause: every
+/// write of the group is answered with it (shared, as
+/// [`OrchestratorError::AgentWrites`]), and the agents retry.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentWriteFailure {
+    #[error("{doing}")]
     Db {
         doing: &'static str,
-        message: String,
+        #[source]
+        source: sea_orm::DbErr,
     },
-    Io(String),
+    #[error("appending to run logs")]
+    Io(#[source] std::io::Error),
+    #[error("reading the group's runs")]
+    Corrupt(#[source] CorruptRow),
+}
+
+/// How a group of writes failed: a concurrent change of a run's
+/// sequence numbers (409, retried), or a failure with its cause.
+#[derive(Debug)]
+enum GroupFailure {
     Conflict(String),
+    Failed(std::sync::Arc<AgentWriteFailure>),
 }
 
 impl GroupFailure {
-    fn db(doing: &'static str, error: sea_orm::DbErr) -> Self {
-        GroupFailure::Db {
-            doing,
-            message: error.to_string(),
-        }
+    fn db(doing: &'static str, source: sea_orm::DbErr) -> Self {
+        GroupFailure::Failed(std::sync::Arc::new(AgentWriteFailure::Db { doing, source }))
     }
 
+    fn io(source: std::io::Error) -> Self {
+        GroupFailure::Failed(std::sync::Arc::new(AgentWriteFailure::Io(source)))
+    }
+
+    fn corrupt(source: CorruptRow) -> Self {
+        GroupFailure::Failed(std::sync::Arc::new(AgentWriteFailure::Corrupt(source)))
+    }
+
+    /// The error one write of the group is answered with.
     fn again(&self) -> OrchestratorError {
         match self {
-            GroupFailure::Db { doing, message } => OrchestratorError::Store(StoreError::Db {
-                doing,
-                source: sea_orm::DbErr::Custom(message.clone()),
-            }),
-            GroupFailure::Io(message) => OrchestratorError::Io {
-                doing: "appending to run logs".to_string(),
-                source: std::io::Error::other(message.clone()),
-            },
             GroupFailure::Conflict(run_id) => OrchestratorError::Conflict {
                 run_id: run_id.clone(),
             },
+            GroupFailure::Failed(failure) => OrchestratorError::AgentWrites(failure.clone()),
         }
     }
 }
@@ -419,8 +510,9 @@ impl AgentWriter {
     }
 
     /// The row of an artifact whose file is written (see
-    /// [`Orchestrator::write_artifact_file`]): in the next group of writes,
-    /// with the log lines and readings queued beside it.
+    /// [`Orchestrator::write_artifact_file`], which checked its request):
+    /// in the next group of writes, with the log lines and readings queued
+    /// beside it.
     pub async fn artifact_row(&self, file: ArtifactFile) -> Result<StoredArtifact> {
         match self.write(AgentWrite::Artifact(file)).await? {
             AgentWritten::Artifact(stored) => Ok(stored),
@@ -435,7 +527,12 @@ impl AgentWriter {
     /// it longer than those writes. The orchestrator's verdict decides the
     /// transition. A repeated result for the same stage and attempt gets
     /// the same answer; a result for another stage or attempt gets 409.
-    pub async fn result(&self, run: &Run, result: StageResult) -> Result<ResultResponse> {
+    pub async fn result(
+        &self,
+        request: &AuthenticatedRun,
+        result: StageResult,
+    ) -> Result<ResultResponse> {
+        let run = request.row(Endpoint::Result)?;
         // one result of a run at a time, from the checks to the commit
         let guard = self.orchestrator.run_lock(&run.id).lock_owned().await;
         let prepared = match self.orchestrator.prepare_result(run, result).await? {
@@ -450,12 +547,13 @@ impl AgentWriter {
         .await
     }
 
-    /// A log batch (see [`Orchestrator::agent_log`]) of a run whose token
-    /// was checked ([`Orchestrator::check_agent_token`]).
-    pub async fn log(&self, run_id: &str, batch: LogBatch) -> Result<BatchAck> {
+    /// `log`: stores each line exactly once (by sequence number), in its
+    /// stage's flat file. Refused once the run has ended.
+    pub async fn log(&self, request: &AuthenticatedRun, batch: LogBatch) -> Result<BatchAck> {
+        request.serves(Endpoint::Log)?;
         match self
             .write(AgentWrite::Log {
-                run_id: run_id.to_string(),
+                run_id: request.run_id.clone(),
                 lines: batch.lines,
             })
             .await?
@@ -465,12 +563,13 @@ impl AgentWriter {
         }
     }
 
-    /// A sensor batch (see [`Orchestrator::agent_sensor`]) of a run whose
-    /// token was checked.
-    pub async fn sensor(&self, run_id: &str, batch: SensorBatch) -> Result<BatchAck> {
+    /// `sensor`: stores each sample exactly once (by sequence number) as
+    /// a measurement. Refused once the run has ended.
+    pub async fn sensor(&self, request: &AuthenticatedRun, batch: SensorBatch) -> Result<BatchAck> {
+        request.serves(Endpoint::Sensor)?;
         match self
             .write(AgentWrite::Sensor {
-                run_id: run_id.to_string(),
+                run_id: request.run_id.clone(),
                 samples: batch.samples,
             })
             .await?
@@ -480,17 +579,19 @@ impl AgentWriter {
         }
     }
 
-    /// A heartbeat (see [`Orchestrator::agent_heartbeat`]) of a run whose
-    /// token was checked.
+    /// `heartbeat`: records liveness and answers the control command;
+    /// answered during the token grace after the run ended, so the agent
+    /// hears `shutdown`.
     pub async fn heartbeat(
         &self,
-        run_id: &str,
-        request: &HeartbeatRequest,
+        request: &AuthenticatedRun,
+        heartbeat: &HeartbeatRequest,
     ) -> Result<HeartbeatResponse> {
+        request.serves(Endpoint::Heartbeat)?;
         match self
             .write(AgentWrite::Heartbeat {
-                run_id: run_id.to_string(),
-                current: request.current,
+                run_id: request.run_id.clone(),
+                current: heartbeat.current,
             })
             .await?
         {
@@ -525,27 +626,23 @@ async fn artifact_row<C: sea_orm::ConnectionTrait>(
     let ArtifactFile {
         run_id,
         upload,
+        stage,
         temporary: _,
         path,
         size,
         sha256,
     } = file;
-    let mut delete = artifact::Entity::delete_many()
+    artifact::Entity::delete_many()
         .filter(artifact::Column::RunId.eq(run_id.as_str()))
-        .filter(artifact::Column::Name.eq(upload.name.as_str()));
-    delete = match upload.stage {
-        Some(stage) => delete.filter(artifact::Column::Stage.eq(stage.as_str())),
-        None => delete.filter(artifact::Column::Stage.is_null()),
-    };
-    delete = match upload.attempt {
-        Some(attempt) => delete.filter(artifact::Column::Attempt.eq(attempt as i32)),
-        None => delete.filter(artifact::Column::Attempt.is_null()),
-    };
-    delete.exec(txn).await?;
+        .filter(artifact::Column::Name.eq(upload.name.as_str()))
+        .filter(artifact::Column::Stage.eq(stage.stage.as_str()))
+        .filter(artifact::Column::Attempt.eq(stage.attempt as i32))
+        .exec(txn)
+        .await?;
     artifact::ActiveModel {
         run_id: Set(run_id),
-        stage: Set(upload.stage.map(|s| s.as_str().to_string())),
-        attempt: Set(upload.attempt.map(|a| a as i32)),
+        stage: Set(Some(stage.stage.as_str().to_string())),
+        attempt: Set(Some(stage.attempt as i32)),
         name: Set(upload.name),
         tool: Set(upload.tool),
         path: Set(path.display().to_string()),
@@ -578,13 +675,29 @@ impl Orchestrator {
             .join("artifacts")
     }
 
-    /// `hello`: the agent booted.
-    pub async fn agent_hello(&self, run: &Run) -> Result<Run> {
-        self.hello(run).await
+    /// `hello`: the agent booted. The first hello's address is compared
+    /// with where the boot script went ([`Orchestrator::check_hello_address`],
+    /// which only reports: the hello stands).
+    pub async fn agent_hello(&self, request: &AuthenticatedRun) -> Result<Run> {
+        let run = request.row(Endpoint::Hello)?;
+        let first = run.hello_at_ms.is_none();
+        let run = self.hello(run).await?;
+        if first
+            && let Some(peer) = request.peer
+            && let Err(error) = self.check_hello_address(&run, peer).await
+        {
+            tracing::error!(run = %run.id, "checking the hello's address: {error}");
+        }
+        Ok(run)
     }
 
     /// `claim`: the stage plan and its parameters. bcrypt is checked once.
-    pub async fn agent_claim(&self, run: &Run, token: &str) -> Result<ClaimResponse> {
+    pub async fn agent_claim(&self, request: &AuthenticatedRun) -> Result<ClaimResponse> {
+        let run = request.row(Endpoint::Claim)?;
+        let token = request
+            .claim_token
+            .as_deref()
+            .ok_or_else(|| internal("a claim was authenticated without its token"))?;
         let run = self.claim(run, token).await?;
         if !run.state.agent_is_active() && run.state != RunState::FailedHolding {
             return Err(OrchestratorError::InvalidTransition {
@@ -612,7 +725,7 @@ impl Orchestrator {
 
     /// The parameters handed to the agent: config, plus what the host's
     /// spec expects (the device allowlist), plus the iperf3 server.
-    pub async fn stage_params(&self, run: &Run) -> Result<StageParams> {
+    async fn stage_params(&self, run: &Run) -> Result<StageParams> {
         let mut params = self.config().stages.clone();
         let host = self.host(run.host_id).await?;
         if let Some(spec) = self.operator().host_spec(&host).await.map_err(internal)? {
@@ -653,69 +766,45 @@ impl Orchestrator {
             .to_string()
     }
 
-    /// `heartbeat`: records liveness, answers the control command.
-    pub async fn agent_heartbeat(
+    /// The one authentication of the agent API, told which endpoint it
+    /// serves, called before any body is read. The token is checked by
+    /// HMAC and a constant-time comparison against the run's nonce (no
+    /// bcrypt; claim checks bcrypt once, later). Then the endpoint's rules:
+    /// hello, claim, result, artifact and hold read the run's row and are
+    /// refused once the run has ended; log, sensor and heartbeat use the
+    /// nonce kept in memory (read once) and leave the row, and whether the
+    /// run has ended, to the writer; a heartbeat is answered during the
+    /// token grace after the end. `peer` is where the request came from
+    /// (the hello's address check). A refusal says only `Unauthorized` or
+    /// `RunEnded`, never why the token was wrong.
+    pub async fn authenticate(
         &self,
-        run: &Run,
-        request: &HeartbeatRequest,
-    ) -> Result<HeartbeatResponse> {
-        match self
-            .write_agent_data(vec![AgentWrite::Heartbeat {
-                run_id: run.id.clone(),
-                current: request.current,
-            }])
-            .await
-            .pop()
-        {
-            Some(Ok(AgentWritten::Heartbeat(response))) => Ok(response),
-            Some(Err(error)) => Err(error),
-            _ => Err(internal("a heartbeat got no answer")),
-        }
-    }
-
-    /// `log`: stores each line exactly once, in its stage's flat file.
-    pub async fn agent_log(&self, run: &Run, batch: LogBatch) -> Result<BatchAck> {
-        let lock = self.run_lock(&run.id);
-        let _guard = lock.lock().await;
-        self.write_one_batch(AgentWrite::Log {
-            run_id: run.id.clone(),
-            lines: batch.lines,
-        })
-        .await
-    }
-
-    /// `sensor`: stores each sample exactly once as a measurement.
-    pub async fn agent_sensor(&self, run: &Run, batch: SensorBatch) -> Result<BatchAck> {
-        let lock = self.run_lock(&run.id);
-        let _guard = lock.lock().await;
-        self.write_one_batch(AgentWrite::Sensor {
-            run_id: run.id.clone(),
-            samples: batch.samples,
-        })
-        .await
-    }
-
-    async fn write_one_batch(&self, write: AgentWrite) -> Result<BatchAck> {
-        match self.write_agent_data(vec![write]).await.pop() {
-            Some(Ok(AgentWritten::Batch(ack))) => Ok(ack),
-            Some(Err(error)) => Err(error),
-            _ => Err(internal("a batch got no answer")),
-        }
-    }
-
-    /// The check every agent request makes, in one read of the run row:
-    /// HMAC and a constant-time comparison against its nonce (no bcrypt).
-    /// `for_heartbeat` allows an ended run during the token grace period,
-    /// so the agent hears `shutdown`.
-    pub async fn authenticate_agent(
-        &self,
+        endpoint: Endpoint,
         run_id: &str,
         token: &str,
-        for_heartbeat: bool,
-    ) -> Result<Run> {
-        let run = Run::from_entity(self.read_verified(run_id, token).await?)?;
-        self.refuse_if_ended(&run, for_heartbeat)?;
-        Ok(run)
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<AuthenticatedRun> {
+        let run = if reads_run_at_authentication(endpoint) {
+            let run = Run::from_entity(self.read_verified(run_id, token).await?)?;
+            self.refuse_if_ended(&run, endpoint)?;
+            Some(run)
+        } else {
+            match self.known_nonce(run_id) {
+                Some(nonce) => tokens::verify(self.key(), run_id, &nonce, token)
+                    .map_err(OrchestratorError::Unauthorized)?,
+                None => {
+                    self.read_verified(run_id, token).await?;
+                }
+            }
+            None
+        };
+        Ok(AuthenticatedRun {
+            endpoint,
+            run_id: run_id.to_string(),
+            run,
+            peer,
+            claim_token: (endpoint == Endpoint::Claim).then(|| token.to_string()),
+        })
     }
 
     /// The run's row, once its token is checked against the row's nonce
@@ -734,33 +823,21 @@ impl Orchestrator {
         Ok(model)
     }
 
-    /// The token check of log, sensor and heartbeat requests: HMAC and a
-    /// constant-time comparison against the run's nonce, which never
-    /// changes and is kept in memory once read. Whether the run has ended
-    /// is checked by the writer, on the row it reads for the whole group.
-    pub async fn check_agent_token(&self, run_id: &str, token: &str) -> Result<()> {
-        match self.known_nonce(run_id) {
-            Some(nonce) => tokens::verify(self.key(), run_id, &nonce, token)
-                .map_err(OrchestratorError::Unauthorized),
-            None => self.read_verified(run_id, token).await.map(|_| ()),
-        }
-    }
-
     /// Whether a write may go to `run` (as the group read it): it exists
     /// and has not ended.
-    fn check_writable(&self, run: Option<&Run>, run_id: &str, for_heartbeat: bool) -> Result<()> {
+    fn check_writable(&self, run: Option<&Run>, run_id: &str, endpoint: Endpoint) -> Result<()> {
         let run = run.ok_or_else(|| OrchestratorError::RunNotFound(run_id.to_string()))?;
-        self.refuse_if_ended(run, for_heartbeat)
+        self.refuse_if_ended(run, endpoint)
     }
 
-    /// Refuses an agent request for a run that has ended; a heartbeat
-    /// still gets through during the token grace, so the agent hears
-    /// `shutdown`.
-    fn refuse_if_ended(&self, run: &Run, for_heartbeat: bool) -> Result<()> {
+    /// Refuses an agent request for a run that has ended; the endpoints
+    /// [`answered_after_the_end`] (the heartbeat) still get through during
+    /// the token grace, so the agent hears `shutdown`.
+    fn refuse_if_ended(&self, run: &Run, endpoint: Endpoint) -> Result<()> {
         if run.state.is_terminal() {
             let grace_ms = self.config().deadlines.token_grace_secs as i64 * 1000;
             let ended = run.ended_at_ms.unwrap_or(run.updated_at_ms);
-            if !for_heartbeat || self.now_ms() > ended + grace_ms {
+            if !answered_after_the_end(endpoint) || self.now_ms() > ended + grace_ms {
                 return Err(OrchestratorError::RunEnded {
                     run_id: run.id.clone(),
                 });
@@ -775,7 +852,10 @@ impl Orchestrator {
     /// once: the run's next sequence numbers are compare-and-set. Answers
     /// in the order of `writes`; when the transaction fails, every write
     /// gets the error (the agents retry).
-    pub async fn write_agent_data(&self, writes: Vec<AgentWrite>) -> Vec<Result<AgentWritten>> {
+    pub(crate) async fn write_agent_data(
+        &self,
+        writes: Vec<AgentWrite>,
+    ) -> Vec<Result<AgentWritten>> {
         let count = writes.len();
         let mut answers: Vec<Option<Result<AgentWritten>>> = (0..count).map(|_| None).collect();
         for (index, write) in writes.iter().enumerate() {
@@ -820,7 +900,7 @@ impl Orchestrator {
                 .map(|(_, write)| write)
         };
         // the rows of the group's runs: their state and sequence numbers
-        let batch_runs = id_list(open().filter_map(AgentWrite::run_id).collect());
+        let batch_runs = id_list(open().map(AgentWrite::run_id).collect());
         let mut sequences: BTreeMap<String, Sequences> = BTreeMap::new();
         let mut runs: BTreeMap<String, Run> = BTreeMap::new();
         let mut lengths: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -831,10 +911,7 @@ impl Orchestrator {
                 .await
                 .map_err(|error| GroupFailure::db("reading runs' sequence numbers", error))?;
             for row in rows {
-                let run = Run::from_entity(row).map_err(|error| GroupFailure::Db {
-                    doing: "reading runs",
-                    message: error.to_string(),
-                })?;
+                let run = Run::from_entity(row).map_err(GroupFailure::corrupt)?;
                 sequences.insert(
                     run.id.clone(),
                     Sequences {
@@ -879,14 +956,9 @@ impl Orchestrator {
             if answers[index].is_some() {
                 continue;
             }
-            let checked = write.run_id().map(|run_id| {
-                self.check_writable(
-                    runs.get(run_id),
-                    run_id,
-                    matches!(write, AgentWrite::Heartbeat { .. }),
-                )
-            });
-            if let Some(Err(error)) = checked {
+            if let Err(error) =
+                self.check_writable(runs.get(write.run_id()), write.run_id(), write.endpoint())
+            {
                 answers[index] = Some(Err(error));
                 continue;
             }
@@ -981,22 +1053,16 @@ impl Orchestrator {
                 AgentWrite::Artifact(file) => {
                     // still the current stage attempt as the group read
                     // the run, or the evidence is not taken
-                    let placed = match (
-                        runs.get(&file.run_id),
-                        file.upload.stage,
-                        file.upload.attempt,
-                    ) {
-                        (Some(run), Some(stage), Some(attempt)) => {
-                            check_current(run, StageRef { stage, attempt }).and_then(|()| {
-                                std::fs::rename(&file.temporary, &file.path).map_err(|source| {
-                                    OrchestratorError::Io {
-                                        doing: format!("storing artifact {}", file.upload.name),
-                                        source,
-                                    }
-                                })
+                    let placed = match runs.get(&file.run_id) {
+                        Some(run) => check_current(run, file.stage).and_then(|()| {
+                            std::fs::rename(&file.temporary, &file.path).map_err(|source| {
+                                OrchestratorError::Io {
+                                    doing: format!("storing artifact {}", file.upload.name),
+                                    source,
+                                }
                             })
-                        }
-                        _ => Err(OrchestratorError::RunNotFound(file.run_id.clone())),
+                        }),
+                        None => Err(OrchestratorError::RunNotFound(file.run_id.clone())),
                     };
                     if let Err(error) = placed {
                         let _ = std::fs::remove_file(&file.temporary);
@@ -1023,9 +1089,7 @@ impl Orchestrator {
                     text: text.clone(),
                 })
                 .collect();
-            let lengths_now = runlogs::append_all(jobs)
-                .await
-                .map_err(|error| GroupFailure::Io(error.to_string()))?;
+            let lengths_now = runlogs::append_all(jobs).await.map_err(GroupFailure::io)?;
             for (((run_id, file), _), new_len) in appends.into_iter().zip(lengths_now) {
                 new_lengths.push((run_id, file, new_len));
             }
@@ -1142,10 +1206,11 @@ impl Orchestrator {
     /// most [`evidence::artifact_cap`] per stage attempt.
     pub async fn write_artifact_file(
         &self,
-        run: &Run,
-        upload: ArtifactUpload,
+        request: &AuthenticatedRun,
+        upload: ArtifactQuery,
         body: &[u8],
     ) -> Result<ArtifactFile> {
+        let run = request.row(Endpoint::Artifact)?;
         if !valid_artifact_name(&upload.name) {
             return Err(OrchestratorError::BadRequest(format!(
                 "artifact name `{}` must be 1-128 letters, digits, '.', '_' or '-'",
@@ -1217,6 +1282,7 @@ impl Orchestrator {
         Ok(ArtifactFile {
             run_id,
             upload,
+            stage: reference,
             temporary,
             path,
             size,
@@ -1623,28 +1689,6 @@ impl Orchestrator {
             .collect();
         seqs.sort_unstable();
         Ok(seqs)
-    }
-
-    /// The orchestrator's own line in a run's log folder (power actions,
-    /// disagreements): `orchestrator.log`, not part of the agent's sequence.
-    pub async fn orchestrator_log(&self, run_id: &str, line: &str) {
-        let path = runlogs::run_log_dir(&self.config().data_dir, run_id)
-            .parent()
-            .map(|dir| dir.join("orchestrator.log"));
-        if let Some(path) = path {
-            let text = format!("{}\t{}\n", self.now_ms(), line.replace('\n', "\\n"));
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?;
-                std::io::Write::write_all(&mut file, text.as_bytes())
-            })
-            .await;
-        }
     }
 }
 

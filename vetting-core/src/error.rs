@@ -65,6 +65,10 @@ pub enum OrchestratorError {
         #[source]
         source: std::io::Error,
     },
+    /// A group of agent writes failed as a whole; each of its writes gets
+    /// the same cause.
+    #[error("storing agent data")]
+    AgentWrites(#[source] std::sync::Arc<crate::agent_api::AgentWriteFailure>),
 }
 
 pub type Result<T, E = OrchestratorError> = std::result::Result<T, E>;

@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{EntityTrait, TransactionTrait};
 use vetting_probes::protocol::{Command, RunPosition, StageRef};
 
 use crate::clock::{Clock, Millis};
@@ -19,7 +18,7 @@ use crate::runs::EventContext;
 use crate::store::Store;
 use crate::store::audit;
 use crate::store::entities::run;
-use crate::tokens::{self, SecretKey, TokenError};
+use crate::tokens::{self, SecretKey};
 
 /// The orchestrator: open it once per process; cheap to clone.
 #[derive(Debug, Clone)]
@@ -245,77 +244,14 @@ impl Orchestrator {
         Ok(tokens::derive_token(&self.inner.key, run_id, &nonce))
     }
 
-    /// The fast check every agent request makes (HMAC + constant-time
-    /// comparison; no bcrypt). `for_heartbeat` allows an ended run during
-    /// the grace period so the agent hears `shutdown`.
-    pub async fn authenticate(
-        &self,
-        run_id: &str,
-        token: &str,
-        for_heartbeat: bool,
-    ) -> Result<Run> {
-        let run = self
-            .run(run_id)
-            .await
-            .map_err(|_| OrchestratorError::Unauthorized(TokenError::WrongRun))?;
-        let model_nonce =
-            crate::store::by_key(run::Entity::find_by_id(run_id.to_string()), self.conn())
-                .await
-                .map_err(db("reading a run"))?
-                .map(|model| model.token_nonce)
-                .unwrap_or_default();
-        tokens::verify(&self.inner.key, run_id, &model_nonce, token)
-            .map_err(OrchestratorError::Unauthorized)?;
-        if run.state.is_terminal() {
-            let grace_ms = self.inner.config.deadlines.token_grace_secs as i64 * 1000;
-            let ended = run.ended_at_ms.unwrap_or(run.updated_at_ms);
-            if !for_heartbeat || self.now_ms() > ended + grace_ms {
-                return Err(OrchestratorError::RunEnded {
-                    run_id: run_id.to_string(),
-                });
-            }
-        }
-        Ok(run)
-    }
-
     // ------------------------------------------------------ the one driver
 
     // ----------------------------------------------------- reconcilers
 
     // ---------------------------------------------------- agent-facing
 
-    /// Records a heartbeat and answers the control command.
-    pub async fn heartbeat(&self, run: &Run, agent_current: Option<StageRef>) -> Result<Command> {
-        let now = self.now_ms();
-        if run.state.agent_is_active() || run.state == RunState::Booting {
-            run::Entity::update_many()
-                .col_expr(run::Column::LastHeartbeatMs, Expr::value(now))
-                .col_expr(
-                    run::Column::HeartbeatDeadlineMs,
-                    Expr::value(
-                        now + crate::clock::secs_to_ms(
-                            self.inner.config.deadlines.heartbeat_silence_secs,
-                        ),
-                    ),
-                )
-                .filter(run::Column::Id.eq(run.id.as_str()))
-                .filter(run::Column::State.eq(run.state.as_str()))
-                .exec(self.conn())
-                .await
-                .map_err(db("recording a heartbeat"))?;
-        } else {
-            run::Entity::update_many()
-                .col_expr(run::Column::LastHeartbeatMs, Expr::value(now))
-                .filter(run::Column::Id.eq(run.id.as_str()))
-                .exec(self.conn())
-                .await
-                .map_err(db("recording a heartbeat"))?;
-        }
-        Ok(command_for(run, agent_current))
-    }
-
     /// The agent booted: the boot script now exits to disk.
-    pub async fn hello(&self, run: &Run) -> Result<Run> {
+    pub(crate) async fn hello(&self, run: &Run) -> Result<Run> {
         if run.state == RunState::Booting && run.hello_at_ms.is_none() {
             self.runs()
                 .apply_unless_moved(
@@ -365,7 +301,11 @@ impl Orchestrator {
     /// names them all: whoever fetched the token first can say hello and
     /// close the real host's boot window. The hello stands (the token is
     /// the gate); nothing is said when no fetch was recorded.
-    pub async fn check_hello_address(&self, run: &Run, hello_peer: std::net::IpAddr) -> Result<()> {
+    pub(crate) async fn check_hello_address(
+        &self,
+        run: &Run,
+        hello_peer: std::net::IpAddr,
+    ) -> Result<()> {
         let hello = plain_address(hello_peer).to_string();
         let fetched: std::collections::BTreeSet<String> = self
             .operator()
@@ -418,7 +358,7 @@ impl Orchestrator {
     }
 
     /// The agent claims the run: bcrypt is checked here, once per run.
-    pub async fn claim(&self, run: &Run, token: &str) -> Result<Run> {
+    pub(crate) async fn claim(&self, run: &Run, token: &str) -> Result<Run> {
         if run.claimed_at_ms.is_none() {
             let model = crate::store::by_key(run::Entity::find_by_id(run.id.clone()), self.conn())
                 .await

@@ -1,8 +1,12 @@
-//! The agent API, `/api/v1/runs/{run_id}/...`: bearer-token auth through
-//! the core's run tokens, checked from the headers before any body is read;
+//! The agent API: exactly the served routes of
+//! [`vetting_probes::protocol::Endpoint`], under its `API_PREFIX`;
+//! bearer-token auth through the core's one [`Orchestrator::authenticate`],
+//! told the endpoint and called from the headers before any body is read;
 //! a body limit fitted to each endpoint; JSON errors that say what was
 //! wrong, unknown paths and wrong methods included. Handlers authenticate,
 //! parse, call core, render.
+//!
+//! [`Orchestrator::authenticate`]: vetting_core::orchestrator::Orchestrator::authenticate
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -16,15 +20,14 @@ use axum::extract::{
     State,
 };
 use axum::http::HeaderMap;
-use axum::routing::post;
-use serde::Deserialize;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::de::DeserializeOwned;
-use vetting_core::agent_api::{AgentWriter, ArtifactUpload, StoredArtifact};
-use vetting_core::model::Run;
+use vetting_core::agent_api::{AgentWriter, AuthenticatedRun};
 use vetting_core::orchestrator::position_of;
 use vetting_probes::protocol::{
-    BatchAck, ClaimRequest, ClaimResponse, HeartbeatRequest, HeartbeatResponse, HelloRequest,
-    LogBatch, PROTOCOL_VERSION, ResultResponse, RunPosition, SensorBatch, Stage, StageResult,
+    API_PREFIX, ArtifactQuery, BatchAck, ClaimRequest, ClaimResponse, Endpoint, HeartbeatRequest,
+    HeartbeatResponse, HelloRequest, LogBatch, Method, PROTOCOL_VERSION, ResultResponse,
+    RunPosition, SensorBatch, StageResult, StoredArtifact,
 };
 
 use crate::AppState;
@@ -49,70 +52,78 @@ pub const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// their sockets, so a wave of uploads does not grow memory.
 pub const ARTIFACT_CONCURRENCY: usize = 8;
 
-/// The one writer of agent data (log, sensor, heartbeat) behind these
-/// routes, started by the first request that needs it, and the permits
-/// of artifact uploads.
+/// What the agent routes share: the one writer of agent data behind them
+/// (started by the first request that needs it), the permits of artifact
+/// uploads (bodies held at once) and of claims (bcrypt checks at once).
 #[derive(Debug, Clone)]
-struct Writer(
-    Arc<OnceLock<AgentWriter>>,
-    Arc<tokio::sync::Semaphore>,
-    Arc<tokio::sync::Semaphore>,
-);
+struct Shared {
+    writer: Arc<OnceLock<AgentWriter>>,
+    artifact_permits: Arc<tokio::sync::Semaphore>,
+    claim_permits: Arc<tokio::sync::Semaphore>,
+}
 
-impl Default for Writer {
+impl Default for Shared {
     fn default() -> Self {
-        Writer(
-            Arc::default(),
-            Arc::new(tokio::sync::Semaphore::new(ARTIFACT_CONCURRENCY)),
-            Arc::new(tokio::sync::Semaphore::new(CLAIM_CONCURRENCY)),
-        )
+        Shared {
+            writer: Arc::default(),
+            artifact_permits: Arc::new(tokio::sync::Semaphore::new(ARTIFACT_CONCURRENCY)),
+            claim_permits: Arc::new(tokio::sync::Semaphore::new(CLAIM_CONCURRENCY)),
+        }
     }
 }
 
-impl Writer {
-    fn of(&self, state: &AppState) -> &AgentWriter {
-        self.0
+impl Shared {
+    fn writer(&self, state: &AppState) -> &AgentWriter {
+        self.writer
             .get_or_init(|| AgentWriter::start(state.orchestrator.clone()))
     }
 }
 
-/// The agent API routes, under `/api/v1`. Every answer that is not a
-/// success is JSON ([`ApiError`]), an unknown path (404) and a wrong method
-/// (405) included.
+/// The body limit of each endpoint.
+pub fn body_limit(endpoint: Endpoint) -> usize {
+    match endpoint {
+        Endpoint::Hello | Endpoint::Claim | Endpoint::Heartbeat | Endpoint::Hold => SMALL_LIMIT,
+        Endpoint::Log => LOG_LIMIT,
+        Endpoint::Sensor => SENSOR_LIMIT,
+        Endpoint::Result => RESULT_LIMIT,
+        Endpoint::Artifact => ARTIFACT_LIMIT,
+    }
+}
+
+/// The handler of an endpoint, with its method and body limit; `None` for
+/// an endpoint this build does not serve ([`Endpoint::is_served`]).
+fn endpoint_route(endpoint: Endpoint) -> Option<MethodRouter<AppState>> {
+    let method = match endpoint.method() {
+        Method::Post => MethodFilter::POST,
+    };
+    let route = match endpoint {
+        Endpoint::Hello => on(method, hello),
+        Endpoint::Claim => on(method, claim),
+        Endpoint::Heartbeat => on(method, heartbeat),
+        Endpoint::Log => on(method, log),
+        Endpoint::Sensor => on(method, sensor),
+        Endpoint::Result => on(method, result),
+        Endpoint::Artifact => on(method, artifact),
+        Endpoint::Hold => return None,
+    };
+    Some(route.layer(DefaultBodyLimit::max(body_limit(endpoint))))
+}
+
+/// The agent API routes: every served [`Endpoint`], under [`API_PREFIX`].
+/// Every answer that is not a success is JSON ([`ApiError`]), an unknown
+/// path (404) and a wrong method (405) included.
 pub fn routes() -> Router<AppState> {
-    let runs = Router::new()
-        .route(
-            "/runs/{run_id}/hello",
-            post(hello).layer(DefaultBodyLimit::max(SMALL_LIMIT)),
-        )
-        .route(
-            "/runs/{run_id}/claim",
-            post(claim).layer(DefaultBodyLimit::max(SMALL_LIMIT)),
-        )
-        .route(
-            "/runs/{run_id}/heartbeat",
-            post(heartbeat).layer(DefaultBodyLimit::max(SMALL_LIMIT)),
-        )
-        .route(
-            "/runs/{run_id}/log",
-            post(log).layer(DefaultBodyLimit::max(LOG_LIMIT)),
-        )
-        .route(
-            "/runs/{run_id}/sensor",
-            post(sensor).layer(DefaultBodyLimit::max(SENSOR_LIMIT)),
-        )
-        .route(
-            "/runs/{run_id}/result",
-            post(result).layer(DefaultBodyLimit::max(RESULT_LIMIT)),
-        )
-        .route(
-            "/runs/{run_id}/artifact",
-            post(artifact).layer(DefaultBodyLimit::max(ARTIFACT_LIMIT)),
-        )
+    let runs = Endpoint::ALL
+        .into_iter()
+        .filter(|endpoint| endpoint.is_served())
+        .filter_map(|endpoint| Some((endpoint.route(), endpoint_route(endpoint)?)))
+        .fold(Router::new(), |router, (path, route)| {
+            router.route(path, route)
+        })
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
-        .layer(Extension(Writer::default()));
-    Router::new().nest("/api/v1", runs)
+        .layer(Extension(Shared::default()));
+    Router::new().nest(API_PREFIX, runs)
 }
 
 pub(crate) async fn unknown_path(uri: axum::http::Uri) -> ApiError {
@@ -210,24 +221,35 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         .ok_or_else(ApiError::unauthorized)
 }
 
-async fn authenticate(
-    state: &AppState,
-    run_id: &str,
-    headers: &HeaderMap,
-    for_heartbeat: bool,
-) -> Result<Run, ApiError> {
-    let token = bearer(headers)?;
-    Ok(state
-        .orchestrator
-        .authenticate_agent(run_id, token, for_heartbeat)
-        .await?)
+/// What authentication reads from a request: its bearer token and where
+/// it came from (read out before any await: a request is not `Sync`).
+struct Credentials {
+    token: String,
+    peer: Option<std::net::IpAddr>,
 }
 
-/// The token check of log, sensor and heartbeat: whether the run has
-/// ended is checked where they are written.
-async fn check_token(state: &AppState, run_id: &str, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = bearer(headers)?;
-    Ok(state.orchestrator.check_agent_token(run_id, token).await?)
+fn credentials(request: &Request) -> Result<Credentials, ApiError> {
+    Ok(Credentials {
+        token: bearer(request.headers())?.to_string(),
+        peer: request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip()),
+    })
+}
+
+/// The request's token, checked by core for `endpoint` from the headers
+/// alone (the body is not read yet).
+async fn authenticate(
+    state: &AppState,
+    endpoint: Endpoint,
+    run_id: &str,
+    credentials: Credentials,
+) -> Result<AuthenticatedRun, ApiError> {
+    Ok(state
+        .orchestrator
+        .authenticate(endpoint, run_id, &credentials.token, credentials.peer)
+        .await?)
 }
 
 fn check_version(version: u32) -> Result<(), ApiError> {
@@ -244,34 +266,23 @@ async fn hello(
     RunPath(run_id): RunPath,
     request: Request,
 ) -> Result<Json<RunPosition>, ApiError> {
-    let run = authenticate(&state, &run_id, request.headers(), false).await?;
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip());
+    let authenticated =
+        authenticate(&state, Endpoint::Hello, &run_id, credentials(&request)?).await?;
     let request: HelloRequest = json_body(request, &state).await?;
     check_version(request.protocol_version)?;
-    let first = run.hello_at_ms.is_none();
-    let run = state.orchestrator.agent_hello(&run).await?;
-    if first
-        && let Some(peer) = peer
-        && let Err(error) = state.orchestrator.check_hello_address(&run, peer).await
-    {
-        // the hello stands: the check only reports
-        tracing::error!(run = %run.id, "checking the hello's address: {error}");
-    }
+    let run = state.orchestrator.agent_hello(&authenticated).await?;
     tracing::info!(run = %run.id, addresses = ?request.addresses, agent = %request.agent_version, "agent hello");
     Ok(Json(position_of(&run)))
 }
 
 async fn claim(
     State(state): State<AppState>,
-    Extension(writer): Extension<Writer>,
+    Extension(shared): Extension<Shared>,
     RunPath(run_id): RunPath,
     request: Request,
 ) -> Result<Json<ClaimResponse>, ApiError> {
-    let token = bearer(request.headers())?.to_string();
-    let run = authenticate(&state, &run_id, request.headers(), false).await?;
+    let authenticated =
+        authenticate(&state, Endpoint::Claim, &run_id, credentials(&request)?).await?;
     let request: ClaimRequest = json_body(request, &state).await?;
     check_version(request.protocol_version)?;
     let busy = || {
@@ -280,100 +291,87 @@ async fn claim(
             "too many claims at once; retry",
         )
     };
-    let _turn = tokio::time::timeout(CLAIM_WAIT, writer.2.acquire())
+    let _turn = tokio::time::timeout(CLAIM_WAIT, shared.claim_permits.acquire())
         .await
         .map_err(|_| busy())?
         .map_err(|_| busy())?;
-    Ok(Json(state.orchestrator.agent_claim(&run, &token).await?))
+    Ok(Json(state.orchestrator.agent_claim(&authenticated).await?))
 }
 
 async fn heartbeat(
     State(state): State<AppState>,
-    Extension(writer): Extension<Writer>,
+    Extension(shared): Extension<Shared>,
     RunPath(run_id): RunPath,
     request: Request,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    check_token(&state, &run_id, request.headers()).await?;
+    let authenticated =
+        authenticate(&state, Endpoint::Heartbeat, &run_id, credentials(&request)?).await?;
     let request: HeartbeatRequest = json_body(request, &state).await?;
-    Ok(Json(writer.of(&state).heartbeat(&run_id, &request).await?))
+    Ok(Json(
+        shared
+            .writer(&state)
+            .heartbeat(&authenticated, &request)
+            .await?,
+    ))
 }
 
 async fn log(
     State(state): State<AppState>,
-    Extension(writer): Extension<Writer>,
+    Extension(shared): Extension<Shared>,
     RunPath(run_id): RunPath,
     request: Request,
 ) -> Result<Json<BatchAck>, ApiError> {
-    check_token(&state, &run_id, request.headers()).await?;
+    let authenticated =
+        authenticate(&state, Endpoint::Log, &run_id, credentials(&request)?).await?;
     let batch: LogBatch = json_body(request, &state).await?;
-    Ok(Json(writer.of(&state).log(&run_id, batch).await?))
+    Ok(Json(
+        shared.writer(&state).log(&authenticated, batch).await?,
+    ))
 }
 
 async fn sensor(
     State(state): State<AppState>,
-    Extension(writer): Extension<Writer>,
+    Extension(shared): Extension<Shared>,
     RunPath(run_id): RunPath,
     request: Request,
 ) -> Result<Json<BatchAck>, ApiError> {
-    check_token(&state, &run_id, request.headers()).await?;
+    let authenticated =
+        authenticate(&state, Endpoint::Sensor, &run_id, credentials(&request)?).await?;
     let batch: SensorBatch = json_body(request, &state).await?;
-    Ok(Json(writer.of(&state).sensor(&run_id, batch).await?))
+    Ok(Json(
+        shared.writer(&state).sensor(&authenticated, batch).await?,
+    ))
 }
 
 async fn result(
     State(state): State<AppState>,
-    Extension(writer): Extension<Writer>,
+    Extension(shared): Extension<Shared>,
     RunPath(run_id): RunPath,
     request: Request,
 ) -> Result<Json<ResultResponse>, ApiError> {
-    let run = authenticate(&state, &run_id, request.headers(), false).await?;
+    let authenticated =
+        authenticate(&state, Endpoint::Result, &run_id, credentials(&request)?).await?;
     let result: StageResult = json_body(request, &state).await?;
-    Ok(Json(writer.of(&state).result(&run, result).await?))
-}
-
-/// The query of an artifact upload.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArtifactQuery {
-    pub name: String,
-    #[serde(default)]
-    pub tool: Option<String>,
-    #[serde(default)]
-    pub stage: Option<String>,
-    #[serde(default)]
-    pub attempt: Option<u32>,
-    #[serde(default)]
-    pub subject: Option<String>,
+    Ok(Json(
+        shared.writer(&state).result(&authenticated, result).await?,
+    ))
 }
 
 async fn artifact(
     State(state): State<AppState>,
-    Extension(writer): Extension<Writer>,
+    Extension(shared): Extension<Shared>,
     RunPath(run_id): RunPath,
-    headers: HeaderMap,
     query: Result<Query<ArtifactQuery>, axum::extract::rejection::QueryRejection>,
     request: Request,
 ) -> Result<Json<StoredArtifact>, ApiError> {
-    let run = authenticate(&state, &run_id, &headers, false).await?;
-    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let stage = match query.stage.as_deref() {
-        Some(name) => Some(
-            Stage::parse(name)
-                .ok_or_else(|| ApiError::bad_request(format!("`{name}` is not a stage")))?,
-        ),
-        None => None,
-    };
-    let upload = ArtifactUpload {
-        name: query.name,
-        tool: query.tool,
-        stage,
-        attempt: query.attempt,
-    };
+    let authenticated =
+        authenticate(&state, Endpoint::Artifact, &run_id, credentials(&request)?).await?;
+    let Query(upload) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     // the permit bounds the bodies held in memory: it is held while the
     // body is read and written to its file, not while the row waits for
     // the writer
     let file = {
-        let _permit = writer.1.acquire().await.map_err(|_| {
+        let _permit = shared.artifact_permits.acquire().await.map_err(|_| {
             ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "shutting down")
         })?;
         let body = Bytes::from_request(request, &state)
@@ -387,8 +385,8 @@ async fn artifact(
             })?;
         state
             .orchestrator
-            .write_artifact_file(&run, upload, &body)
+            .write_artifact_file(&authenticated, upload, &body)
             .await?
     };
-    Ok(Json(writer.of(&state).artifact_row(file).await?))
+    Ok(Json(shared.writer(&state).artifact_row(file).await?))
 }

@@ -56,6 +56,8 @@ impl From<OrchestratorError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
             }
             E::Unauthorized(_) | E::RunEnded { .. } => ApiError::unauthorized(),
+            // a failed group of agent writes (its cause kept, logged in
+            // full below) and every other internal error
             other => {
                 tracing::error!("internal error: {:#}", anyhow_chain(&other));
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
@@ -86,5 +88,29 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use vetting_core::agent_api::AgentWriteFailure;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_group_of_agent_writes_is_500_and_a_sequence_conflict_409() {
+        let failed = OrchestratorError::AgentWrites(Arc::new(AgentWriteFailure::Io(
+            std::io::Error::new(std::io::ErrorKind::NotADirectory, "/data/runs/r1/logs"),
+        )));
+        let answer = ApiError::from(failed);
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+        // answered generically: no path, no cause
+        assert_eq!(answer.message, "internal error");
+        let conflict = ApiError::from(OrchestratorError::Conflict {
+            run_id: "r1".into(),
+        });
+        assert_eq!(conflict.status, StatusCode::CONFLICT);
     }
 }

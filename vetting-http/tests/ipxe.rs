@@ -20,6 +20,7 @@ use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
 use vetting_core::pxe::{DhcpMode, PxeSettings, PxeSupervisor};
+use vetting_probes::protocol::Endpoint;
 
 use self::netns::{Lan, block_on_in_netns, netns_available, wait_until};
 
@@ -137,10 +138,12 @@ async fn boot_script_until_hello_then_exit_script_and_malformed_macs_are_400() {
         "{script}"
     );
     // the token in the script is one the agent API accepts
-    orchestrator
-        .authenticate(&run_id, &token, false)
-        .await
-        .unwrap();
+    for endpoint in Endpoint::ALL {
+        orchestrator
+            .authenticate(endpoint, &run_id, &token, None)
+            .await
+            .unwrap();
+    }
     let log = log_with(
         &orchestrator,
         &run_id,
@@ -196,8 +199,11 @@ async fn boot_script_until_hello_then_exit_script_and_malformed_macs_are_400() {
     assert_eq!(before.version, after.version);
 
     // after the agent's hello: boot once, the same MAC now exits
-    let run = orchestrator.operator().get_run(&run_id).await.unwrap();
-    orchestrator.hello(&run).await.unwrap();
+    let hello = orchestrator
+        .authenticate(Endpoint::Hello, &run_id, &token, None)
+        .await
+        .unwrap();
+    orchestrator.agent_hello(&hello).await.unwrap();
     let (status, exit) = get(&client, &format!("{url}/ipxe/{HOST_MAC}?platform=efi")).await;
     assert_eq!(status, 200);
     assert!(

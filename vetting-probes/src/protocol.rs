@@ -2,10 +2,10 @@
 //! one definition both sides use: the agent ships inside boot images, so a
 //! change here is a change of the protocol (bump [`PROTOCOL_VERSION`]).
 //!
-//! Routes (all under `/api/v1/runs/{run_id}/`, bearer token per run):
-//! `hello`, `claim`, `heartbeat`, `log`, `sensor`, `result`, `artifact`,
-//! `hold`. Kernel command line parameters for the agent: [`CMDLINE_URL`],
-//! [`CMDLINE_RUN`], [`CMDLINE_TOKEN`].
+//! Routes: [`Endpoint`] lists every one (method, path under [`API_PREFIX`],
+//! request and response types); the agent's client builds its URLs from
+//! it and `vetting-http` mounts exactly it. Kernel command line parameters
+//! for the agent: [`CMDLINE_URL`], [`CMDLINE_RUN`], [`CMDLINE_TOKEN`].
 //!
 //! Additions read with serde defaults, so either side may be older:
 //! - wipe-probe findings: a held Storage result lists what the probe found
@@ -15,6 +15,11 @@
 //!   [`HeartbeatResponse::acknowledged_findings`] (`retry_stage`). An agent
 //!   told `override_wipe` without ids acknowledges nothing: it holds again
 //!   on whatever it finds.
+//!
+//! Removals that stay version 1: [`HeartbeatRequest`] no longer carries
+//! `status` (a free-form text nothing read); a heartbeat that still sends
+//! it is accepted and the text dropped, so agents built before keep
+//! working and [`PROTOCOL_VERSION`] stays 1.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +35,142 @@ pub const CMDLINE_URL: &str = "vetting.url";
 pub const CMDLINE_RUN: &str = "vetting.run";
 /// Kernel command line parameter: the run token.
 pub const CMDLINE_TOKEN: &str = "vetting.token";
+
+/// Where the agent API lives on the orchestrator's `listen` address:
+/// every [`Endpoint::route`] is under it.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// The path segment of an [`Endpoint::route`] that stands for the run id.
+pub const RUN_ID_SEGMENT: &str = "{run_id}";
+
+/// The HTTP method of an [`Endpoint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Post => "POST",
+        }
+    }
+}
+
+/// Every route of the agent API, the one place its paths are written: the
+/// agent's client builds its URLs with [`Endpoint::path_segments`] and
+/// `vetting-http` mounts [`Endpoint::route`] for each endpoint it serves
+/// (a test checks that it mounts exactly these). Bodies are JSON unless
+/// said otherwise; every error answer is an [`ErrorBody`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST hello`: the agent booted. [`HelloRequest`] → [`RunPosition`].
+    Hello,
+    /// `POST claim`: the stage plan. [`ClaimRequest`] → [`ClaimResponse`].
+    Claim,
+    /// `POST heartbeat`: liveness and the control channel.
+    /// [`HeartbeatRequest`] → [`HeartbeatResponse`]. Also answered for a
+    /// short grace after the run ended, so the agent hears `shutdown`.
+    Heartbeat,
+    /// `POST log`: [`LogBatch`] → [`BatchAck`].
+    Log,
+    /// `POST sensor`: [`SensorBatch`] → [`BatchAck`].
+    Sensor,
+    /// `POST result`: the stage is done. [`StageResult`] →
+    /// [`ResultResponse`].
+    Result,
+    /// `POST artifact?`[`ArtifactQuery`]: a raw tool output as the body
+    /// (`application/octet-stream`) → [`StoredArtifact`].
+    Artifact,
+    /// `POST hold`: a held agent (`abort`, run in `FailedHolding`) asks for
+    /// the SSH key the operator logs in with. [`HoldRequest`] →
+    /// [`HoldResponse`]. Defined for the hold work (issue 13): the
+    /// orchestrator does not serve it yet (404), see [`Endpoint::is_served`].
+    Hold,
+}
+
+impl Endpoint {
+    /// Every endpoint, served or not.
+    pub const ALL: [Endpoint; 8] = [
+        Endpoint::Hello,
+        Endpoint::Claim,
+        Endpoint::Heartbeat,
+        Endpoint::Log,
+        Endpoint::Sensor,
+        Endpoint::Result,
+        Endpoint::Artifact,
+        Endpoint::Hold,
+    ];
+
+    /// The endpoint's name: the last segment of its path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Hello => "hello",
+            Endpoint::Claim => "claim",
+            Endpoint::Heartbeat => "heartbeat",
+            Endpoint::Log => "log",
+            Endpoint::Sensor => "sensor",
+            Endpoint::Result => "result",
+            Endpoint::Artifact => "artifact",
+            Endpoint::Hold => "hold",
+        }
+    }
+
+    pub fn method(self) -> Method {
+        Method::Post
+    }
+
+    /// The path under [`API_PREFIX`], with [`RUN_ID_SEGMENT`] for the run
+    /// (axum's path syntax).
+    pub fn route(self) -> &'static str {
+        match self {
+            Endpoint::Hello => "/runs/{run_id}/hello",
+            Endpoint::Claim => "/runs/{run_id}/claim",
+            Endpoint::Heartbeat => "/runs/{run_id}/heartbeat",
+            Endpoint::Log => "/runs/{run_id}/log",
+            Endpoint::Sensor => "/runs/{run_id}/sensor",
+            Endpoint::Result => "/runs/{run_id}/result",
+            Endpoint::Artifact => "/runs/{run_id}/artifact",
+            Endpoint::Hold => "/runs/{run_id}/hold",
+        }
+    }
+
+    /// Whether a request needs the run's bearer token
+    /// (`Authorization: Bearer`, see the token format in core's `tokens`).
+    /// Every agent endpoint does; only `/ipxe/{mac}` and the boot files,
+    /// which are not agent endpoints, go without.
+    pub fn needs_run_token(self) -> bool {
+        true
+    }
+
+    /// Whether this orchestrator build answers the endpoint. `Hold` is
+    /// defined ahead of the hold work and answered 404 until then.
+    pub fn is_served(self) -> bool {
+        !matches!(self, Endpoint::Hold)
+    }
+
+    /// The decoded path segments of the endpoint for `run_id`, from the
+    /// root (`api`, `v1`, `runs`, the run id as one segment, the name).
+    pub fn path_segments(self, run_id: &str) -> impl Iterator<Item = &str> {
+        API_PREFIX
+            .split('/')
+            .chain(self.route().split('/'))
+            .filter(|segment| !segment.is_empty())
+            .map(move |segment| {
+                if segment == RUN_ID_SEGMENT {
+                    run_id
+                } else {
+                    segment
+                }
+            })
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The testing stages the agent runs, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -276,12 +417,29 @@ pub struct ExpectedParts {
 
 /// `POST heartbeat`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "HeartbeatWire")]
 pub struct HeartbeatRequest {
     /// The stage the agent is running, if any.
     pub current: Option<StageRef>,
-    /// A short free-form status for the operator ("badblocks 42%").
-    pub status: Option<String>,
+}
+
+/// What a heartbeat body may hold: [`HeartbeatRequest`] plus the `status`
+/// text that agents before its removal still send (accepted, dropped).
+/// Any other field is refused.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct HeartbeatWire {
+    current: Option<StageRef>,
+    #[serde(rename = "status")]
+    _status: Option<serde::de::IgnoredAny>,
+}
+
+impl From<HeartbeatWire> for HeartbeatRequest {
+    fn from(wire: HeartbeatWire) -> Self {
+        HeartbeatRequest {
+            current: wire.current,
+        }
+    }
 }
 
 /// The control channel of the heartbeat response.
@@ -478,8 +636,76 @@ pub struct ResultResponse {
     pub cmd: Command,
 }
 
-/// `POST hold` (answered while `FailedHolding`): the SSH key the agent
-/// authorizes so the operator can log in.
+/// The query of `POST artifact` ([`Endpoint::Artifact`]): what the body
+/// is. The orchestrator takes an artifact only for the run's current
+/// stage attempt, so `stage` and `attempt` are required there; they are
+/// optional here only so that their absence is answered with a message
+/// saying so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactQuery {
+    /// A file name: letters, digits, `.`, `_`, `-` (1-128, not starting
+    /// with `.`).
+    pub name: String,
+    /// The tool whose output it is (a [`crate::Tool`] name): the
+    /// orchestrator re-judges it with that tool's verdict rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// What the output is about (a disk, a GPU). Informational: what the
+    /// orchestrator keeps is the [`ArtifactRef::subject`] of the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl ArtifactQuery {
+    /// The upload of `name` for the stage attempt `stage`.
+    pub fn for_stage(
+        name: impl Into<String>,
+        tool: Option<String>,
+        stage: StageRef,
+        subject: Option<String>,
+    ) -> Self {
+        ArtifactQuery {
+            name: name.into(),
+            tool,
+            stage: Some(stage.stage),
+            attempt: Some(stage.attempt),
+            subject,
+        }
+    }
+
+    /// The stage attempt it names, when it names both.
+    pub fn stage_ref(&self) -> Option<StageRef> {
+        Some(StageRef {
+            stage: self.stage?,
+            attempt: self.attempt?,
+        })
+    }
+}
+
+/// The answer to `POST artifact`: what was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredArtifact {
+    pub name: String,
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the body as stored.
+    pub sha256: String,
+}
+
+/// `POST hold` ([`Endpoint::Hold`], not served yet): a held agent asks
+/// for the key to authorize. No fields yet; later ones come with serde
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRequest {}
+
+/// The answer to `POST hold` (while `FailedHolding`): the SSH key the
+/// agent authorizes so the operator can log in, as an `authorized_keys`
+/// line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldResponse {
     pub authorized_key: String,
@@ -496,3 +722,53 @@ pub struct ErrorBody {
 
 /// A reason built from the protocol's side (re-exported for agents).
 pub type VerdictReason = Reason;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_paths_are_the_prefix_and_route_with_the_run_id_as_one_segment() {
+        for endpoint in Endpoint::ALL {
+            let segments: Vec<&str> = endpoint.path_segments("r/1").collect();
+            assert_eq!(
+                segments,
+                ["api", "v1", "runs", "r/1", endpoint.as_str()],
+                "{endpoint}"
+            );
+            assert_eq!(
+                format!("{API_PREFIX}{}", endpoint.route()),
+                format!("/api/v1/runs/{{run_id}}/{endpoint}")
+            );
+        }
+        let served: Vec<Endpoint> = Endpoint::ALL
+            .into_iter()
+            .filter(|endpoint| endpoint.is_served())
+            .collect();
+        assert!(!served.contains(&Endpoint::Hold));
+        assert_eq!(served.len(), Endpoint::ALL.len() - 1);
+    }
+
+    #[test]
+    fn a_heartbeat_with_the_removed_status_is_read_and_other_fields_are_refused() {
+        let current = Some(StageRef {
+            stage: Stage::Storage,
+            attempt: 2,
+        });
+        let old: HeartbeatRequest = serde_json::from_str(
+            r#"{"current":{"stage":"Storage","attempt":2},"status":"running Storage"}"#,
+        )
+        .unwrap();
+        assert_eq!(old, HeartbeatRequest { current });
+        let empty: HeartbeatRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, HeartbeatRequest::default());
+        let error = serde_json::from_str::<HeartbeatRequest>(r#"{"curent":null}"#).unwrap_err();
+        assert!(error.to_string().contains("curent"), "{error}");
+        // what this build sends has no status
+        let sent = serde_json::to_value(HeartbeatRequest { current }).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({"current": {"stage": "Storage", "attempt": 2}})
+        );
+    }
+}

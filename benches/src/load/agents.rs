@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
-use vetting_agent::client::{ArtifactUpload, Backoff, Client, ClientError};
+use vetting_agent::client::{Backoff, Client, ClientError};
 use vetting_agent::outbox::{DEFAULT_CAPACITY, Outbox, run_flusher};
 use vetting_probes::Verdict;
 use vetting_probes::protocol::{
-    ArtifactRef, ClaimRequest, HeartbeatRequest, HelloRequest, LogBatch, LogLine, LogStream,
-    Measurement, Outcome, PROTOCOL_VERSION, RunPosition, SensorBatch, SensorSample, Stage,
-    StageRef, StageResult,
+    ArtifactQuery, ArtifactRef, ClaimRequest, HeartbeatRequest, HelloRequest, LogBatch, LogLine,
+    LogStream, Measurement, Outcome, PROTOCOL_VERSION, RunPosition, SensorBatch, SensorSample,
+    Stage, StageRef, StageResult,
 };
 
 use super::server::SeededRun;
@@ -261,7 +261,6 @@ pub async fn run_agent(
                 ticks.tick().await;
                 let request = HeartbeatRequest {
                     current: *current.borrow(),
-                    status: Some("running".into()),
                 };
                 let _ = timed(&recorder, "heartbeat", client.heartbeat(&request)).await;
             }
@@ -308,12 +307,7 @@ pub async fn run_agent(
             traffic.artifact_bytes
         };
         let name = format!("{}-output.txt", stage.stage.as_str().to_ascii_lowercase());
-        let upload = ArtifactUpload {
-            name: name.clone(),
-            tool: None,
-            stage: Some(stage),
-            subject: None,
-        };
+        let upload = ArtifactQuery::for_stage(name.clone(), None, stage, None);
         let body = artifact_body(bytes);
         let stored = timed_retry(&recorder, "artifact", give_up, || {
             client.artifact(&upload, body.clone())
@@ -428,10 +422,7 @@ fn inventory_of(serial: &str) -> serde_json::Value {
 
 /// A closed loop of heartbeats until `until` (the throughput test).
 pub async fn heartbeat_loop(client: Client, recorder: Arc<Recorder>, until: Instant) {
-    let request = HeartbeatRequest {
-        current: None,
-        status: Some("booting".into()),
-    };
+    let request = HeartbeatRequest { current: None };
     while Instant::now() < until {
         let _ = timed(&recorder, "heartbeat", client.heartbeat(&request)).await;
     }
@@ -448,10 +439,7 @@ pub async fn open_loop_heartbeats(
     max_in_flight: usize,
 ) {
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
-    let request = HeartbeatRequest {
-        current: None,
-        status: Some("booting".into()),
-    };
+    let request = HeartbeatRequest { current: None };
     let mut next_client = 0usize;
     for (rate, length) in phases {
         let start = Instant::now();

@@ -182,7 +182,7 @@ async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<S
 pub async fn bare() -> anyhow::Result<()> {
     use axum::body::Bytes;
     use axum::routing::post;
-    use vetting_probes::protocol::{Command, HeartbeatResponse, RunPosition};
+    use vetting_probes::protocol::{Command, Endpoint, HeartbeatResponse, RunPosition};
 
     let body = Bytes::from(
         serde_json::to_vec(&HeartbeatResponse {
@@ -196,8 +196,13 @@ pub async fn bare() -> anyhow::Result<()> {
         })
         .context("encoding the fixed answer")?,
     );
+    let heartbeat = format!(
+        "{}{}",
+        vetting_probes::protocol::API_PREFIX,
+        Endpoint::Heartbeat.route()
+    );
     let app = axum::Router::new().route(
-        "/api/v1/runs/{run_id}/heartbeat",
+        &heartbeat,
         post(move |_request: Bytes| {
             let body = body.clone();
             async move {

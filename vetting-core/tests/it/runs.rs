@@ -3,12 +3,14 @@
 //! overrides, release, cancel from every non-terminal state, audit records
 //! and deadlines (with an injected clock: nothing sleeps).
 
+use vetting_core::agent_api::AgentWriter;
 use vetting_core::clock::ManualClock;
 use vetting_core::error::OrchestratorError;
 use vetting_core::machine::{Event, HoldReason, RunState, Stage, state_of};
 use vetting_core::model::Actor;
 use vetting_core::orchestrator::Orchestrator;
 use vetting_core::runs::EventContext;
+use vetting_probes::protocol::{Endpoint, HeartbeatRequest};
 
 use crate::support::{T0, config_for, host, open, operator, test_dbs};
 
@@ -600,7 +602,20 @@ async fn deadlines_fire_by_the_injected_clock_and_survive_a_restart() {
         // the heartbeat keeps the testing run alive; the booting one has no hello
         let run = reopened.operator().get_run(&testing).await.unwrap();
         clock.advance_secs(100);
-        reopened.heartbeat(&run, run.current).await.unwrap();
+        let token = reopened.token_for(&testing).await.unwrap();
+        let beat = reopened
+            .authenticate(Endpoint::Heartbeat, &testing, &token, None)
+            .await
+            .unwrap();
+        AgentWriter::start(reopened.clone())
+            .heartbeat(
+                &beat,
+                &HeartbeatRequest {
+                    current: run.current,
+                },
+            )
+            .await
+            .unwrap();
         clock.advance_secs(100);
         let fired = reopened.runs().fire_deadlines().await.unwrap();
         assert_eq!(fired.len(), 0, "{fired:?}");

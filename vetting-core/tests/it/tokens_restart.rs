@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+use vetting_core::agent_api::{AgentWriter, AuthenticatedRun};
 use vetting_core::clock::ManualClock;
 use vetting_core::config::Config;
 use vetting_core::error::OrchestratorError;
@@ -16,6 +17,7 @@ use vetting_core::orchestrator::Orchestrator;
 use vetting_core::runs::EventContext;
 use vetting_core::store::{Store, StoreError};
 use vetting_core::tokens::{self, SecretKey};
+use vetting_probes::protocol::{Endpoint, HeartbeatRequest};
 
 use crate::support::{T0, config_for, host, open, operator, test_dbs};
 
@@ -52,49 +54,96 @@ async fn tokens_are_refused_when_wrong_foreign_or_expired() {
         let clock = ManualClock::new(T0);
         let orchestrator = open(config_for(&db), &clock).await;
         let [(run_a, token_a), (_, token_b)] = two_booting_runs(&orchestrator).await;
-        orchestrator
-            .authenticate(&run_a, &token_a, false)
-            .await
-            .unwrap();
-        // wrong token, another run's token
-        for (run, token) in [
-            (&run_a, "vt1.nonsense"),
-            (&run_a, token_b.as_str()),
-            (&run_a, ""),
-        ] {
-            let error = orchestrator
-                .authenticate(run, token, false)
+        let writer = AgentWriter::start(orchestrator.clone());
+        for endpoint in served() {
+            orchestrator
+                .authenticate(endpoint, &run_a, &token_a, None)
                 .await
-                .unwrap_err();
-            assert!(
-                matches!(error, OrchestratorError::Unauthorized(_)),
-                "{error}"
-            );
+                .unwrap();
+        }
+        // wrong token, another run's token, at every endpoint
+        for endpoint in served() {
+            for (run, token) in [
+                (&run_a, "vt1.nonsense"),
+                (&run_a, token_b.as_str()),
+                (&run_a, ""),
+            ] {
+                let error = orchestrator
+                    .authenticate(endpoint, run, token, None)
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(error, OrchestratorError::Unauthorized(_)),
+                    "{endpoint}: {error}"
+                );
+            }
         }
         // claim checks bcrypt once and moves the run
-        let run = orchestrator.operator().get_run(&run_a).await.unwrap();
-        let claimed = orchestrator.claim(&run, &token_a).await.unwrap();
-        assert_eq!(claimed.state, RunState::InventoryCheck);
+        let claim = orchestrator
+            .authenticate(Endpoint::Claim, &run_a, &token_a, None)
+            .await
+            .unwrap();
+        let claimed = orchestrator.agent_claim(&claim).await.unwrap();
+        assert_eq!(claimed.position.state, RunState::InventoryCheck.as_str());
         // the run ends: heartbeats work during the grace, nothing else does
         orchestrator
             .operator()
             .cancel(&run_a, &operator(), None)
             .await
             .unwrap();
-        orchestrator
-            .authenticate(&run_a, &token_a, true)
+        let beat = orchestrator
+            .authenticate(Endpoint::Heartbeat, &run_a, &token_a, None)
+            .await
+            .unwrap();
+        writer
+            .heartbeat(&beat, &HeartbeatRequest::default())
+            .await
+            .unwrap();
+        for endpoint in served().filter(|endpoint| {
+            !matches!(
+                endpoint,
+                Endpoint::Heartbeat | Endpoint::Log | Endpoint::Sensor
+            )
+        }) {
+            assert!(
+                matches!(
+                    orchestrator
+                        .authenticate(endpoint, &run_a, &token_a, None)
+                        .await,
+                    Err(OrchestratorError::RunEnded { .. })
+                ),
+                "{endpoint}"
+            );
+        }
+        clock.advance_secs(orchestrator.config().deadlines.token_grace_secs as i64 + 1);
+        let beat = orchestrator
+            .authenticate(Endpoint::Heartbeat, &run_a, &token_a, None)
             .await
             .unwrap();
         assert!(matches!(
-            orchestrator.authenticate(&run_a, &token_a, false).await,
-            Err(OrchestratorError::RunEnded { .. })
-        ));
-        clock.advance_secs(orchestrator.config().deadlines.token_grace_secs as i64 + 1);
-        assert!(matches!(
-            orchestrator.authenticate(&run_a, &token_a, true).await,
+            writer.heartbeat(&beat, &HeartbeatRequest::default()).await,
             Err(OrchestratorError::RunEnded { .. })
         ));
     }
+}
+
+/// The endpoints this build serves.
+fn served() -> impl Iterator<Item = Endpoint> {
+    Endpoint::ALL
+        .into_iter()
+        .filter(|endpoint| endpoint.is_served())
+}
+
+/// A request authenticated for `endpoint`, whatever it reads.
+async fn authenticated(
+    orchestrator: &Orchestrator,
+    endpoint: Endpoint,
+    run_id: &str,
+    token: &str,
+) -> Result<AuthenticatedRun, OrchestratorError> {
+    orchestrator
+        .authenticate(endpoint, run_id, token, None)
+        .await
 }
 
 /// Every row of every table, as `(table, bytes)`: SQLite values hex-encoded
@@ -209,7 +258,11 @@ async fn a_token_survives_a_restart_and_a_dump_cannot_mint_one() {
         let key_file = db.dir.path().join("secret.key");
         assert!(key_file.exists());
         let reopened = open(config.clone(), &clock).await;
-        reopened.authenticate(&run_id, &token, false).await.unwrap();
+        for endpoint in served() {
+            authenticated(&reopened, endpoint, &run_id, &token)
+                .await
+                .unwrap();
+        }
         assert_eq!(reopened.token_for(&run_id).await.unwrap(), token);
 
         // A dump: every table, and every file under the data folder. The
@@ -311,12 +364,13 @@ async fn a_token_survives_a_restart_and_a_dump_cannot_mint_one() {
         // without the key, the best forgery (any other key) is refused
         for guess in [SecretKey::from_bytes([0; 32]), SecretKey::generate()] {
             let forged = tokens::derive_token(&guess, &run_id, &hex::decode(&nonce).unwrap());
-            assert!(
-                reopened
-                    .authenticate(&run_id, &forged, false)
-                    .await
-                    .is_err()
-            );
+            for endpoint in served() {
+                assert!(
+                    authenticated(&reopened, endpoint, &run_id, &forged)
+                        .await
+                        .is_err()
+                );
+            }
             assert!(
                 tokens::verify_bcrypt(&forged, &hash, tokens::HashScheme::Sha256Bcrypt).is_err()
             );
@@ -325,7 +379,13 @@ async fn a_token_survives_a_restart_and_a_dump_cannot_mint_one() {
         drop(reopened);
         std::fs::remove_file(&key_file).unwrap();
         let rekeyed = open(config, &clock).await;
-        assert!(rekeyed.authenticate(&run_id, &token, false).await.is_err());
+        for endpoint in served() {
+            assert!(
+                authenticated(&rekeyed, endpoint, &run_id, &token)
+                    .await
+                    .is_err()
+            );
+        }
     }
 }
 
@@ -359,31 +419,36 @@ async fn a_database_newer_than_the_binary_is_refused() {
 /// for the group: the same refusals as the full check.
 #[tokio::test]
 async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
-    use vetting_probes::protocol::{HeartbeatRequest, LogBatch, LogLine, LogStream};
+    use vetting_probes::protocol::{LogBatch, LogLine, LogStream};
 
     for db in test_dbs().await {
         let clock = ManualClock::new(T0);
         let orchestrator = open(config_for(&db), &clock).await;
+        let writer = AgentWriter::start(orchestrator.clone());
         let [(run_a, token_a), (_, token_b)] = two_booting_runs(&orchestrator).await;
+        let fast = [Endpoint::Log, Endpoint::Sensor, Endpoint::Heartbeat];
         // twice: the first reads the nonce, the second uses the kept one
         for _ in 0..2 {
-            orchestrator
-                .check_agent_token(&run_a, &token_a)
-                .await
-                .unwrap();
-            for token in ["vt1.nonsense", token_b.as_str(), ""] {
-                assert!(matches!(
-                    orchestrator.check_agent_token(&run_a, token).await,
-                    Err(OrchestratorError::Unauthorized(_))
-                ));
+            for endpoint in fast {
+                let checked = authenticated(&orchestrator, endpoint, &run_a, &token_a)
+                    .await
+                    .unwrap();
+                // the fast check reads no row
+                assert!(checked.run().is_none(), "{endpoint}");
+                for token in ["vt1.nonsense", token_b.as_str(), ""] {
+                    assert!(matches!(
+                        authenticated(&orchestrator, endpoint, &run_a, token).await,
+                        Err(OrchestratorError::Unauthorized(_))
+                    ));
+                }
             }
         }
-        assert!(matches!(
-            orchestrator
-                .check_agent_token("no-such-run", &token_a)
-                .await,
-            Err(OrchestratorError::Unauthorized(_))
-        ));
+        for endpoint in fast {
+            assert!(matches!(
+                authenticated(&orchestrator, endpoint, "no-such-run", &token_a).await,
+                Err(OrchestratorError::Unauthorized(_))
+            ));
+        }
 
         let line = |seq| LogLine {
             seq,
@@ -392,14 +457,13 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
             stream: LogStream::Agent,
             text: format!("line {seq}"),
         };
-        let beat = HeartbeatRequest {
-            current: None,
-            status: None,
-        };
-        let run = orchestrator.operator().get_run(&run_a).await.unwrap();
-        let ack = orchestrator
-            .agent_log(
-                &run,
+        let beat = HeartbeatRequest { current: None };
+        let log = authenticated(&orchestrator, Endpoint::Log, &run_a, &token_a)
+            .await
+            .unwrap();
+        let ack = writer
+            .log(
+                &log,
                 LogBatch {
                     lines: vec![line(0)],
                 },
@@ -407,21 +471,28 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
             .await
             .unwrap();
         assert_eq!(ack.next_seq, 1);
+        // a request checked for one endpoint is refused at another
+        assert!(matches!(
+            writer.heartbeat(&log, &beat).await,
+            Err(OrchestratorError::Internal(_))
+        ));
         // the run ends: heartbeats during the grace, nothing else
         orchestrator
             .operator()
             .cancel(&run_a, &operator(), None)
             .await
             .unwrap();
-        orchestrator
-            .check_agent_token(&run_a, &token_a)
+        let heartbeat = authenticated(&orchestrator, Endpoint::Heartbeat, &run_a, &token_a)
             .await
             .unwrap();
-        orchestrator.agent_heartbeat(&run, &beat).await.unwrap();
+        let log = authenticated(&orchestrator, Endpoint::Log, &run_a, &token_a)
+            .await
+            .unwrap();
+        writer.heartbeat(&heartbeat, &beat).await.unwrap();
         assert!(matches!(
-            orchestrator
-                .agent_log(
-                    &run,
+            writer
+                .log(
+                    &log,
                     LogBatch {
                         lines: vec![line(1)],
                     },
@@ -431,7 +502,7 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
         ));
         clock.advance_secs(orchestrator.config().deadlines.token_grace_secs as i64 + 1);
         assert!(matches!(
-            orchestrator.agent_heartbeat(&run, &beat).await,
+            writer.heartbeat(&heartbeat, &beat).await,
             Err(OrchestratorError::RunEnded { .. })
         ));
         assert_eq!(
@@ -442,6 +513,68 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
                 .unwrap()
                 .next_log_seq,
             1
+        );
+    }
+}
+
+/// A group of writes that fails as a whole answers each of its writes with
+/// the cause itself (here the log file's I/O error, its kind kept), not a
+/// message turned back into an error; nothing of the batch is stored.
+#[tokio::test]
+async fn a_failed_group_of_writes_keeps_its_cause() {
+    use vetting_core::agent_api::AgentWriteFailure;
+    use vetting_probes::protocol::{LogBatch, LogLine, LogStream};
+
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        let writer = AgentWriter::start(orchestrator.clone());
+        let [(run_a, token_a), _] = two_booting_runs(&orchestrator).await;
+        // the run's log folder is a file: the append cannot open its log
+        let logs = vetting_core::runlogs::run_log_dir(&orchestrator.config().data_dir, &run_a);
+        std::fs::create_dir_all(logs.parent().unwrap()).unwrap();
+        std::fs::write(&logs, b"not a folder").unwrap();
+        let log = authenticated(&orchestrator, Endpoint::Log, &run_a, &token_a)
+            .await
+            .unwrap();
+        let error = writer
+            .log(
+                &log,
+                LogBatch {
+                    lines: vec![LogLine {
+                        seq: 0,
+                        at_ms: T0,
+                        stage: None,
+                        stream: LogStream::Agent,
+                        text: "line 0".into(),
+                    }],
+                },
+            )
+            .await
+            .unwrap_err();
+        let OrchestratorError::AgentWrites(failure) = &error else {
+            panic!("{}: {error:?}", db.name);
+        };
+        let AgentWriteFailure::Io(source) = failure.as_ref() else {
+            panic!("{}: {failure:?}", db.name);
+        };
+        assert_eq!(
+            source.kind(),
+            std::io::ErrorKind::NotADirectory,
+            "{}: {source}",
+            db.name
+        );
+        // the chain is there for the log line of vetting-http
+        let cause = std::error::Error::source(&error).unwrap();
+        assert!(std::error::Error::source(cause).is_some(), "{error:?}");
+        assert_eq!(
+            orchestrator
+                .operator()
+                .get_run(&run_a)
+                .await
+                .unwrap()
+                .next_log_seq,
+            0
         );
     }
 }

@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
+use vetting_probes::protocol::Endpoint;
 
 const CHILD: &str = "VETTING_TEST_BODY_BEFORE_AUTH_CHILD";
 const TEST_NAME: &str = "body_before_auth::unauthenticated_bodies_are_refused_before_they_are_read";
 const BODY: usize = 8 * 1024 * 1024;
 const AT_ONCE: usize = 8;
-const ENDPOINTS: [&str; 6] = ["hello", "claim", "heartbeat", "log", "sensor", "result"];
 
 /// `VmHWM` of this process (its peak resident memory), in bytes.
 fn peak_rss() -> u64 {
@@ -36,7 +36,7 @@ fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
 }
 
-fn head(run: &str, endpoint: &str, token: Option<&str>) -> String {
+fn head(run: &str, endpoint: Endpoint, token: Option<&str>) -> String {
     let authorization = token
         .map(|token| format!("Authorization: Bearer {token}\r\n"))
         .unwrap_or_default();
@@ -75,7 +75,7 @@ fn in_own_process() {
         let (run, token) = crate::booting_run(&harness, 1).await;
         let forged = format!("{}x", &token[..token.len() - 1]);
         let body = std::sync::Arc::new(vec![b' '; BODY]);
-        for endpoint in ENDPOINTS {
+        for endpoint in crate::served_endpoints() {
             // the answer comes from the head alone: no byte of the body sent
             for token in [None, Some(forged.as_str())] {
                 let mut stream = tokio::net::TcpStream::connect(harness.address())

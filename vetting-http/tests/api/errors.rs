@@ -3,6 +3,7 @@
 //! plain text.
 
 use serde_json::Value;
+use vetting_probes::protocol::Endpoint;
 
 /// Status, content type and the parsed JSON body (a panic if not JSON).
 async fn json_error(response: reqwest::Response) -> (u16, Value) {
@@ -46,7 +47,7 @@ async fn api_errors_are_json() {
         assert_eq!(status, 404, "{path}: {body}");
     }
 
-    for endpoint in crate::ENDPOINTS {
+    for endpoint in crate::served_endpoints() {
         let response = client
             .get(format!("{url}/api/v1/runs/{run}/{endpoint}"))
             .send()
@@ -55,6 +56,32 @@ async fn api_errors_are_json() {
         let (status, body) = json_error(response).await;
         assert_eq!(status, 405, "{endpoint}: {body}");
     }
+
+    // the router mounts exactly the protocol's list: every served endpoint
+    // answers its method (401 here: no token), one not served yet and a
+    // name not in the list are unknown paths
+    for endpoint in Endpoint::ALL {
+        let path = endpoint.path_segments(&run).collect::<Vec<_>>().join("/");
+        let method = reqwest::Method::from_bytes(endpoint.method().as_str().as_bytes()).unwrap();
+        let response = client
+            .request(method, format!("{url}/{path}"))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json_error(response).await;
+        if endpoint.is_served() {
+            assert_eq!(status, 401, "{endpoint}: {body}");
+        } else {
+            assert_eq!(status, 404, "{endpoint}: {body}");
+        }
+    }
+    let response = client
+        .post(format!("{url}/api/v1/runs/{run}/status"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_error(response).await;
+    assert_eq!(status, 404, "{body}");
 
     // a run id that is not UTF-8 once decoded
     let response = client

@@ -16,8 +16,6 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::ENDPOINTS;
-
 /// Which token a request carries.
 #[derive(Debug, Clone)]
 enum TokenChoice {
@@ -122,7 +120,7 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
 fn case() -> impl Strategy<Value = Case> {
     let segment = prop::collection::vec(any::<u8>(), 0..12);
     let path = prop_oneof![
-        12 => (0..2usize, 0..ENDPOINTS.len()).prop_map(|(run, endpoint)| PathChoice::Known { run, endpoint }),
+        12 => (0..2usize, 0..crate::served_endpoints().len()).prop_map(|(run, endpoint)| PathChoice::Known { run, endpoint }),
         2 => (segment.clone(), segment.clone()).prop_map(|(run, endpoint)| PathChoice::Random { run, endpoint }),
         1 => prop::collection::vec(segment, 0..5).prop_map(PathChoice::Segments),
     ];
@@ -204,7 +202,8 @@ impl World {
                 Some(*run),
                 format!(
                     "/api/v1/runs/{}/{}",
-                    self.runs[*run].0, ENDPOINTS[*endpoint]
+                    self.runs[*run].0,
+                    crate::served_endpoints()[*endpoint]
                 ),
             ),
             PathChoice::Random { run, endpoint } => (

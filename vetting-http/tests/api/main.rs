@@ -17,6 +17,7 @@ use vetting_core::machine::{Event, RunState};
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
 use vetting_core::runs::EventContext;
+use vetting_probes::protocol::Endpoint;
 
 mod body_before_auth;
 mod errors;
@@ -26,16 +27,13 @@ mod rejudge;
 mod results;
 mod server;
 
-/// Every agent endpoint under `/api/v1/runs/{run}/`.
-const ENDPOINTS: [&str; 7] = [
-    "hello",
-    "claim",
-    "heartbeat",
-    "log",
-    "sensor",
-    "result",
-    "artifact",
-];
+/// Every agent endpoint this build serves, from the protocol's one list.
+fn served_endpoints() -> Vec<Endpoint> {
+    Endpoint::ALL
+        .into_iter()
+        .filter(|endpoint| endpoint.is_served())
+        .collect()
+}
 
 struct Harness {
     url: String,
@@ -406,6 +404,32 @@ async fn batches_are_stored_exactly_once_and_results_repeat() {
         .unwrap()
         .state;
     assert_eq!(state, RunState::Smart);
+}
+
+/// A heartbeat of an agent built before `status` left the protocol is
+/// answered (the text is dropped); any other unknown field is refused.
+#[tokio::test]
+async fn a_heartbeat_that_still_sends_status_is_answered() {
+    let harness = harness().await;
+    let (run, token) = booting_run(&harness, 4).await;
+    let (status, answer) = harness
+        .post(
+            &run,
+            "heartbeat",
+            Some(&token),
+            json!({"current": null, "status": "running SMART"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["cmd"], "continue", "{answer}");
+    let (status, answer) = harness
+        .post(&run, "heartbeat", Some(&token), json!({"curent": null}))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("curent"),
+        "{answer}"
+    );
 }
 
 /// The address `host:port` of the harness's server.
