@@ -137,10 +137,7 @@ async fn script(server: &vetting_http::ServerHandle) -> anyhow::Result<()> {
     // 4. the run ends; the agent hears it on its next heartbeat
     let state = wait_for_run(orchestrator, &run.id, ended, STEP_TIMEOUT).await?;
     let heartbeat = client
-        .heartbeat(&HeartbeatRequest {
-            current: None,
-            status: None,
-        })
+        .heartbeat(&HeartbeatRequest { current: None })
         .await?;
     println!("run ended {state}; the agent is told {:?}", heartbeat.cmd);
 
