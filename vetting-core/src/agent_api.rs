@@ -1096,7 +1096,7 @@ impl Orchestrator {
         }
 
         let txn = database
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(|error| GroupFailure::db("storing agent data", error))?;
         for (run_id, sequence) in &sequences {

@@ -279,7 +279,7 @@ impl Orchestrator {
     ) -> Result<()> {
         let txn = self
             .conn()
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(db("recording a boot script"))?;
         audit::record(
@@ -339,7 +339,7 @@ impl Orchestrator {
         );
         let txn = self
             .conn()
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(db("recording a hello address mismatch"))?;
         audit::record(

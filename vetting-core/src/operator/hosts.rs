@@ -39,7 +39,7 @@ impl Operator {
         let txn = self
             .core
             .conn()
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(db("registering a host"))?;
         if host::Entity::find()
@@ -114,7 +114,7 @@ impl Operator {
         let txn = self
             .core
             .conn()
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(db("removing a host"))?;
         let found = crate::store::by_key(host::Entity::find_by_id(host_id), &txn)

@@ -29,7 +29,7 @@ impl Operator {
             .core
             .store()
             .db()
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(db("storing a spec profile"))?;
         let existed =
@@ -102,7 +102,7 @@ impl Operator {
             .core
             .store()
             .db()
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(db("deleting a spec profile"))?;
         let users: Vec<String> = host::Entity::find()

@@ -42,7 +42,7 @@ impl Operator {
         let txn = self
             .core
             .conn()
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(db("creating a run"))?;
         run::ActiveModel {

@@ -184,7 +184,7 @@ impl Runs {
         let txn = self
             .core
             .conn()
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(db("applying a transition"))?;
         let encoding = |what: &'static str| {

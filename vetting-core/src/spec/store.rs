@@ -186,7 +186,7 @@ impl Orchestrator {
         let txn = self
             .store()
             .db()
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(db("recording a host's identity"))?;
         let updated = host::Entity::update_many()
@@ -240,7 +240,7 @@ impl Orchestrator {
         let txn = self
             .store()
             .db()
-            .begin()
+            .begin_with_options(crate::store::WRITE)
             .await
             .map_err(db("storing spec differences"))?;
         spec_diff::Entity::delete_many()

@@ -74,6 +74,18 @@ where
     Ok(select.all(db).await?.into_iter().next())
 }
 
+/// How every transaction that writes begins: on SQLite `BEGIN IMMEDIATE`,
+/// so it holds the write lock from its first statement. A deferred
+/// transaction that reads first and writes later fails at once with
+/// "database is locked" when another connection committed in between (its
+/// snapshot is stale, and the busy timeout does not apply); PostgreSQL
+/// ignores the mode.
+pub const WRITE: sea_orm::TransactionOptions = sea_orm::TransactionOptions {
+    isolation_level: None,
+    access_mode: None,
+    sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+};
+
 /// A connected database.
 #[derive(Debug, Clone)]
 pub struct Store {

@@ -894,3 +894,48 @@ async fn committed_transitions_tell_the_notifiers_once_each() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_operator_action_waits_for_another_writer_instead_of_failing_locked() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    // on SQLite a transaction that read first and writes after another
+    // connection committed fails at once ("database is locked"): every
+    // writing transaction begins IMMEDIATE and waits its turn instead
+    let db = crate::support::sqlite_db();
+    let clock = ManualClock::new(T0);
+    let orchestrator = open(config_for(&db), &clock).await;
+    host(&orchestrator, 1).await;
+    let other = vetting_core::store::Store::connect(&db.url).await.unwrap();
+    for round in 0..5 {
+        let writer = other
+            .db()
+            .begin_with_options(vetting_core::store::WRITE)
+            .await
+            .unwrap();
+        writer
+            .execute_unprepared("UPDATE hosts SET serial = serial")
+            .await
+            .unwrap();
+        let registering = {
+            let orchestrator = orchestrator.clone();
+            tokio::spawn(async move {
+                orchestrator
+                    .operator()
+                    .register_host(
+                        vetting_core::model::NewHost {
+                            name: format!("busy-{round}"),
+                            macs: vec![format!("52:54:00:0b:00:{round:02x}")],
+                            ..Default::default()
+                        },
+                        &operator(),
+                    )
+                    .await
+            })
+        };
+        // the registration is waiting on the other writer's lock
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        writer.commit().await.unwrap();
+        let registered = registering.await.unwrap();
+        assert!(registered.is_ok(), "round {round}: {registered:?}");
+    }
+}
