@@ -151,10 +151,22 @@ impl Runs {
                 }
                 Effect::WriteReport => self.queue_resolution(&run.id),
                 Effect::WakeDispatcher => self.core.poke(),
-                Effect::Notify(kind) => self.notify(run, *kind, transition, context, transition_id),
+                // all of the transition's notices at once, below
+                Effect::Notify(_) => {}
                 // the result that led to SpecValidate resolves it
                 Effect::ValidateSpec => {}
             }
+        }
+        let notices: Vec<NotificationKind> = transition
+            .effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Notify(kind) => Some(*kind),
+                _ => None,
+            })
+            .collect();
+        if !notices.is_empty() {
+            self.notify(run, notices, transition, context, transition_id);
         }
     }
 
@@ -395,11 +407,12 @@ impl Runs {
     /// which run and host, in which stage, why. Fire-and-forget, in a task
     /// of its own (the host's name is read there), so neither a slow
     /// notifier nor the lookup delays the request that made the
-    /// transition.
+    /// transition. The notices of one transition are handed over in the
+    /// table's order; each target delivers them in a task of its own.
     fn notify(
         &self,
         run: &Run,
-        kind: NotificationKind,
+        kinds: Vec<NotificationKind>,
         transition: &Transition,
         context: &EventContext,
         transition_id: Option<i64>,
@@ -412,28 +425,39 @@ impl Runs {
             || run.state.as_str().to_string(),
             |current| current.stage.as_str().to_string(),
         );
-        let mut notification =
-            Notification::new(kind, run.id.clone(), run.host_id, self.core.now_ms()).stage(stage);
-        if let Some(reason) = transition
+        let reason = transition
             .run
             .failure_reason
             .clone()
-            .or_else(|| context.reason.clone())
-        {
-            notification = notification.reason(reason);
-        }
-        if let Some(id) = transition_id {
-            notification = notification.transition_id(id);
-        }
-        let core = self.core.clone();
+            .or_else(|| context.reason.clone());
+        let (core, run_id, host_id, now) = (
+            self.core.clone(),
+            run.id.clone(),
+            run.host_id,
+            self.core.now_ms(),
+        );
         tokio::spawn(async move {
-            match core.host(notification.host_id).await {
-                Ok(host) => notification = notification.host_name(host.name),
+            let host_name = match core.host(host_id).await {
+                Ok(host) => Some(host.name),
                 Err(error) => {
-                    tracing::warn!(run = %notification.run_id, "notify: cannot read the host: {error}")
+                    tracing::warn!(run = %run_id, "notify: cannot read the host: {error}");
+                    None
                 }
+            };
+            for kind in kinds {
+                let mut notification =
+                    Notification::new(kind, run_id.clone(), host_id, now).stage(stage.clone());
+                if let Some(reason) = &reason {
+                    notification = notification.reason(reason.clone());
+                }
+                if let Some(id) = transition_id {
+                    notification = notification.transition_id(id);
+                }
+                if let Some(name) = &host_name {
+                    notification = notification.host_name(name.clone());
+                }
+                notifiers.notify(notification);
             }
-            notifiers.notify(notification);
         });
     }
 }
