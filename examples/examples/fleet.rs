@@ -120,7 +120,7 @@ async fn boot_and_wait(
                 )
                 .await?;
                 if state == RunState::Booting {
-                    let token = orchestrator.token_for(&machine.run_id).await?;
+                    let token = orchestrator.agent().token_for(&machine.run_id).await?;
                     let report = simulated_agent(
                         machine.index,
                         &url,

@@ -75,7 +75,7 @@ async fn script(server: &vetting_http::ServerHandle) -> anyhow::Result<()> {
     )
     .await?;
     // what /ipxe/{mac} would put on the booted host's kernel command line
-    let token = orchestrator.token_for(&run.id).await?;
+    let token = orchestrator.agent().token_for(&run.id).await?;
 
     // 3. the host's side, through the agent library's client
     let client = Client::new(&server.url(), &run.id, &token, Duration::from_secs(10))?;

@@ -161,7 +161,7 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
         30,
     )
     .await?;
-    let token = orchestrator.token_for(&run.id).await?;
+    let token = orchestrator.agent().token_for(&run.id).await?;
     let mut agent = tokio::process::Command::new(agent_binary()?)
         .arg("run")
         .args(["--url", &url])

@@ -283,7 +283,7 @@ pub async fn ipxe_answer(
     let config = orchestrator.config();
     if let Some(leases) = leases.filter(|leases| leases.hands_out_addresses()) {
         let leased = leases.leased_address(request.mac).await;
-        let peer = crate::orchestrator::plain_address(request.peer);
+        let peer = crate::agent::plain_address(request.peer);
         if leased.map(IpAddr::V4) != Some(peer) {
             let reason = match leased {
                 Some(address) => format!(
@@ -304,7 +304,7 @@ pub async fn ipxe_answer(
             });
         }
     }
-    let token = orchestrator.token_for(&run.id).await?;
+    let token = orchestrator.agent().token_for(&run.id).await?;
     let public_url = config.public_url();
     let kernel_url = format!("{public_url}/boot/{}", config.boot.kernel);
     let initrd_url = format!("{public_url}/boot/{}", config.boot.initrd);
@@ -321,7 +321,7 @@ pub async fn ipxe_answer(
     let firmware = request
         .firmware
         .map_or_else(|| "unknown".to_string(), |firmware| firmware.to_string());
-    let peer = crate::orchestrator::plain_address(request.peer);
+    let peer = crate::agent::plain_address(request.peer);
     let text = format!(
         "iPXE boot script for the live image handed to {peer} (MAC {}, firmware {firmware})",
         request.mac
@@ -330,6 +330,7 @@ pub async fn ipxe_answer(
         // once a window per address, before the token leaves: the hello
         // is compared with it
         orchestrator
+            .agent()
             .record_boot_script_fetch(&run, peer, &request.mac.to_string())
             .await?;
     }

@@ -232,7 +232,7 @@ impl Dispatcher {
             if matches!(run.state, RunState::SpecValidate | RunState::Reporting)
                 && !orchestrator.runs().resolution_pending(&run.id)
             {
-                orchestrator.resolve_owned_states(&run.id).await?;
+                orchestrator.runs().resolve_owned_states(&run.id).await?;
                 moved += 1;
             }
         }

@@ -68,7 +68,7 @@ pub enum OrchestratorError {
     /// A group of agent writes failed as a whole; each of its writes gets
     /// the same cause.
     #[error("storing agent data")]
-    AgentWrites(#[source] std::sync::Arc<crate::agent_api::AgentWriteFailure>),
+    AgentWrites(#[source] std::sync::Arc<crate::agent::AgentWriteFailure>),
 }
 
 pub type Result<T, E = OrchestratorError> = std::result::Result<T, E>;
@@ -88,4 +88,10 @@ pub fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// An internal failure (an encoding that cannot fail, a task that
+/// stopped), with its message.
+pub(crate) fn internal(error: impl std::fmt::Display) -> OrchestratorError {
+    OrchestratorError::Internal(error.to_string())
 }

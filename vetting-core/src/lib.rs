@@ -5,14 +5,13 @@
 //! Nothing here knows about HTTP: `vetting-http` parses requests, calls into
 //! this crate and renders the answer.
 
-pub mod agent_api;
+pub mod agent;
 pub mod boot;
 pub mod clock;
 pub mod config;
 pub mod dispatcher;
 pub mod error;
 pub mod events;
-pub mod evidence;
 pub mod iperf;
 pub mod machine;
 pub mod model;

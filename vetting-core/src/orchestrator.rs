@@ -5,19 +5,12 @@
 
 use std::sync::Arc;
 
-use sea_orm::{EntityTrait, TransactionTrait};
-use vetting_probes::protocol::{Command, RunPosition, StageRef};
-
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
-use crate::error::{OrchestratorError, Result, db};
+use crate::error::{OrchestratorError, Result};
 use crate::events::EventsHub;
-use crate::machine::{Event, RunState};
-use crate::model::{Actor, CorruptRow, Host, Run};
-use crate::runs::EventContext;
+use crate::model::{Host, Run};
 use crate::store::Store;
-use crate::store::audit;
-use crate::store::entities::run;
 use crate::tokens::{self, SecretKey};
 
 /// The orchestrator: open it once per process; cheap to clone.
@@ -230,205 +223,13 @@ impl Orchestrator {
 
     // ----------------------------------------------------------------- runs
 
-    /// The run token, derived from the stored nonce and the secret key.
-    pub async fn token_for(&self, run_id: &str) -> Result<String> {
-        let model = crate::store::by_key(run::Entity::find_by_id(run_id.to_string()), self.conn())
-            .await
-            .map_err(db("reading a run"))?
-            .ok_or_else(|| OrchestratorError::RunNotFound(run_id.to_string()))?;
-        let nonce = hex::decode(&model.token_nonce).map_err(|_| CorruptRow {
-            run_id: run_id.to_string(),
-            field: "token_nonce",
-            value: model.token_nonce.clone(),
-        })?;
-        Ok(tokens::derive_token(&self.inner.key, run_id, &nonce))
-    }
-
     // ------------------------------------------------------ the one driver
 
     // ----------------------------------------------------- reconcilers
 
     // ---------------------------------------------------- agent-facing
 
-    /// The agent booted: the boot script now exits to disk.
-    pub(crate) async fn hello(&self, run: &Run) -> Result<Run> {
-        if run.state == RunState::Booting && run.hello_at_ms.is_none() {
-            self.runs()
-                .apply_unless_moved(
-                    &run.id,
-                    Event::Hello,
-                    EventContext {
-                        actor: Some(Actor::agent()),
-                        expected_state: Some(RunState::Booting),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-        }
-        self.run(&run.id).await
-    }
-
-    /// Records that `run`'s boot script, token included, went to `peer`
-    /// (an audit record `boot_script`): the agent's hello is compared with
-    /// it ([`Orchestrator::check_hello_address`]).
-    pub async fn record_boot_script_fetch(
-        &self,
-        run: &Run,
-        peer: std::net::IpAddr,
-        mac: &str,
-    ) -> Result<()> {
-        let txn = self
-            .conn()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("recording a boot script"))?;
-        audit::record(
-            &txn,
-            self.now_ms(),
-            audit::Entry::new(&Actor::orchestrator(), BOOT_SCRIPT_AUDIT)
-                .run(&run.id)
-                .host(run.host_id)
-                .detail(serde_json::json!({"peer": plain_address(peer).to_string(), "mac": mac})),
-        )
-        .await?;
-        txn.commit().await.map_err(db("recording a boot script"))?;
-        Ok(())
-    }
-
-    /// The agent's first hello came from `hello_peer`. Where the boot
-    /// script went to another address, or to more than this one, a warning
-    /// goes to the run's log and an audit record `hello_address_mismatch`
-    /// names them all: whoever fetched the token first can say hello and
-    /// close the real host's boot window. The hello stands (the token is
-    /// the gate); nothing is said when no fetch was recorded.
-    pub(crate) async fn check_hello_address(
-        &self,
-        run: &Run,
-        hello_peer: std::net::IpAddr,
-    ) -> Result<()> {
-        let hello = plain_address(hello_peer).to_string();
-        let fetched: std::collections::BTreeSet<String> = self
-            .operator()
-            .audit_log(Some(&run.id))
-            .await?
-            .into_iter()
-            .filter(|record| record.action == BOOT_SCRIPT_AUDIT)
-            .filter_map(|record| {
-                let detail: serde_json::Value =
-                    serde_json::from_str(record.detail.as_deref()?).ok()?;
-                Some(detail.get("peer")?.as_str()?.to_string())
-            })
-            .collect();
-        if fetched.is_empty() || fetched.iter().all(|peer| *peer == hello) {
-            return Ok(());
-        }
-        let fetched: Vec<String> = fetched.into_iter().collect();
-        let text = format!(
-            "agent hello from {hello}, but the boot script with the run's token was fetched by {}",
-            fetched.join(", ")
-        );
-        tracing::warn!(run = %run.id, "{text}");
-        let now = self.now_ms();
-        crate::oplog::append(
-            &self.config().data_dir,
-            self.hub(),
-            &run.id,
-            now,
-            "warn",
-            &text,
-        );
-        let txn = self
-            .conn()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("recording a hello address mismatch"))?;
-        audit::record(
-            &txn,
-            now,
-            audit::Entry::new(&Actor::orchestrator(), "hello_address_mismatch")
-                .run(&run.id)
-                .host(run.host_id)
-                .detail(serde_json::json!({"hello": hello, "boot_script_fetched_by": fetched})),
-        )
-        .await?;
-        txn.commit()
-            .await
-            .map_err(db("recording a hello address mismatch"))?;
-        Ok(())
-    }
-
-    /// The agent claims the run: bcrypt is checked here, once per run.
-    pub(crate) async fn claim(&self, run: &Run, token: &str) -> Result<Run> {
-        if run.claimed_at_ms.is_none() {
-            let model = crate::store::by_key(run::Entity::find_by_id(run.id.clone()), self.conn())
-                .await
-                .map_err(db("reading a run"))?
-                .ok_or_else(|| OrchestratorError::RunNotFound(run.id.clone()))?;
-            let token = token.to_string();
-            let hash = model.token_hash.clone();
-            let scheme = tokens::HashScheme::from_stored(model.token_hash_scheme.as_deref())
-                .ok_or(OrchestratorError::Unauthorized(
-                    tokens::TokenError::HashMismatch,
-                ))?;
-            tokio::task::spawn_blocking(move || tokens::verify_bcrypt(&token, &hash, scheme))
-                .await
-                .map_err(|error| OrchestratorError::BadRequest(error.to_string()))?
-                .map_err(OrchestratorError::Unauthorized)?;
-        }
-        if run.state == RunState::Booting {
-            self.runs()
-                .apply_unless_moved(
-                    &run.id,
-                    Event::Claim,
-                    EventContext {
-                        actor: Some(Actor::agent()),
-                        expected_state: Some(RunState::Booting),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-        }
-        self.run(&run.id).await
-    }
-
     // ---------------------------------------------------- operator actions
 
     // ---------------------------------------------------------- queries
-}
-
-/// What the heartbeat answers in each state.
-pub fn command_for(run: &Run, agent_current: Option<StageRef>) -> Command {
-    match run.state {
-        RunState::Completed | RunState::Released | RunState::Cancelled | RunState::Failed => {
-            Command::Shutdown
-        }
-        RunState::FailedHolding => Command::Abort,
-        state if state.stage().is_some() => {
-            if run.current.is_some() && agent_current != run.current {
-                Command::RetryStage
-            } else {
-                Command::Continue
-            }
-        }
-        _ => Command::Continue,
-    }
-}
-
-/// The position the agent is told.
-pub fn position_of(run: &Run) -> RunPosition {
-    RunPosition {
-        state: run.state.as_str().to_string(),
-        current: run.current,
-    }
-}
-
-/// The audit action of a boot script handed out.
-const BOOT_SCRIPT_AUDIT: &str = "boot_script";
-
-/// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) as plain IPv4.
-pub fn plain_address(address: std::net::IpAddr) -> std::net::IpAddr {
-    match address {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, std::net::IpAddr::V4),
-        v4 => v4,
-    }
 }

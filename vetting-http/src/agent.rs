@@ -22,8 +22,8 @@ use axum::extract::{
 use axum::http::HeaderMap;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::de::DeserializeOwned;
-use vetting_core::agent_api::{AgentWriter, AuthenticatedRun};
-use vetting_core::orchestrator::position_of;
+use vetting_core::agent::position_of;
+use vetting_core::agent::{AgentWriter, AuthenticatedRun};
 use vetting_probes::protocol::{
     API_PREFIX, ArtifactQuery, BatchAck, ClaimRequest, ClaimResponse, Endpoint, HeartbeatRequest,
     HeartbeatResponse, HelloRequest, LogBatch, Method, PROTOCOL_VERSION, ResultResponse,
@@ -248,6 +248,7 @@ async fn authenticate(
 ) -> Result<AuthenticatedRun, ApiError> {
     Ok(state
         .orchestrator
+        .agent()
         .authenticate(endpoint, run_id, &credentials.token, credentials.peer)
         .await?)
 }
@@ -270,7 +271,11 @@ async fn hello(
         authenticate(&state, Endpoint::Hello, &run_id, credentials(&request)?).await?;
     let request: HelloRequest = json_body(request, &state).await?;
     check_version(request.protocol_version)?;
-    let run = state.orchestrator.agent_hello(&authenticated).await?;
+    let run = state
+        .orchestrator
+        .agent()
+        .agent_hello(&authenticated)
+        .await?;
     tracing::info!(run = %run.id, addresses = ?request.addresses, agent = %request.agent_version, "agent hello");
     Ok(Json(position_of(&run)))
 }
@@ -295,7 +300,13 @@ async fn claim(
         .await
         .map_err(|_| busy())?
         .map_err(|_| busy())?;
-    Ok(Json(state.orchestrator.agent_claim(&authenticated).await?))
+    Ok(Json(
+        state
+            .orchestrator
+            .agent()
+            .agent_claim(&authenticated)
+            .await?,
+    ))
 }
 
 async fn heartbeat(
@@ -385,6 +396,7 @@ async fn artifact(
             })?;
         state
             .orchestrator
+            .agent()
             .write_artifact_file(&authenticated, upload, &body)
             .await?
     };

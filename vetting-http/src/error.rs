@@ -95,7 +95,7 @@ impl IntoResponse for ApiError {
 mod tests {
     use std::sync::Arc;
 
-    use vetting_core::agent_api::AgentWriteFailure;
+    use vetting_core::agent::AgentWriteFailure;
 
     use super::*;
 

@@ -125,7 +125,7 @@ async fn boot_script_until_hello_then_exit_script_and_malformed_macs_are_400() {
     )
     .await;
     assert_eq!(status, 200, "{script}");
-    let token = orchestrator.token_for(&run_id).await.unwrap();
+    let token = orchestrator.agent().token_for(&run_id).await.unwrap();
     assert!(script.starts_with("#!ipxe"), "{script}");
     assert!(
         script.contains(&format!(
@@ -140,6 +140,7 @@ async fn boot_script_until_hello_then_exit_script_and_malformed_macs_are_400() {
     // the token in the script is one the agent API accepts
     for endpoint in Endpoint::ALL {
         orchestrator
+            .agent()
             .authenticate(endpoint, &run_id, &token, None)
             .await
             .unwrap();
@@ -200,10 +201,11 @@ async fn boot_script_until_hello_then_exit_script_and_malformed_macs_are_400() {
 
     // after the agent's hello: boot once, the same MAC now exits
     let hello = orchestrator
+        .agent()
         .authenticate(Endpoint::Hello, &run_id, &token, None)
         .await
         .unwrap();
-    orchestrator.agent_hello(&hello).await.unwrap();
+    orchestrator.agent().agent_hello(&hello).await.unwrap();
     let (status, exit) = get(&client, &format!("{url}/ipxe/{HOST_MAC}?platform=efi")).await;
     assert_eq!(status, 200);
     assert!(
@@ -422,7 +424,7 @@ fn full_dhcp_mode_hands_the_token_only_to_the_leased_address() {
         // the leased address gets the boot script with the token
         let (status, body) = curl(host_ns).await;
         assert_eq!(status, "200", "{body}");
-        let token = orchestrator.token_for(&run_id).await.unwrap();
+        let token = orchestrator.agent().token_for(&run_id).await.unwrap();
         assert!(body.contains(&format!("vetting.token={token}")), "{body}");
         log_with(
             &orchestrator,
@@ -466,7 +468,7 @@ async fn an_ipxe_flood_writes_one_line_a_window_with_the_count_left_out() {
     let run_id = booting_run(&orchestrator).await;
     let client = reqwest::Client::new();
     let script_url = format!("{url}/ipxe/{HOST_MAC}");
-    let token = orchestrator.token_for(&run_id).await.unwrap();
+    let token = orchestrator.agent().token_for(&run_id).await.unwrap();
     use futures::StreamExt;
     futures::stream::iter(0..FLOOD)
         .map(|_| get(&client, &script_url))
@@ -572,7 +574,7 @@ async fn a_hello_from_another_address_than_the_boot_script_is_logged_and_audited
         .unwrap();
     let hello = serde_json::json!({"protocol_version": 1, "agent_version": "t"});
     for (run, from) in [(&run_a, &elsewhere), (&run_b, &client)] {
-        let token = orchestrator.token_for(run).await.unwrap();
+        let token = orchestrator.agent().token_for(run).await.unwrap();
         let response = from
             .post(format!("{url}/api/v1/runs/{run}/hello"))
             .bearer_auth(token)

@@ -167,7 +167,7 @@ async fn seed(orchestrator: &Orchestrator, hosts: usize) -> anyhow::Result<Vec<S
             )
             .await
             .with_context(|| format!("powering on run {run_id}"))?;
-        let token = orchestrator.token_for(&run_id).await?;
+        let token = orchestrator.agent().token_for(&run_id).await?;
         seeded.push(SeededRun {
             run_id,
             token,

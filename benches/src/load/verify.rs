@@ -81,6 +81,7 @@ pub async fn check(
             lines.into_iter().map(|line| line.seq).collect(),
         );
         let readings = orchestrator
+            .operator()
             .sensor_sequence_numbers(&report.run_id)
             .await
             .with_context(|| format!("reading the readings of run {}", report.run_id))?;

@@ -287,7 +287,7 @@ impl Env {
             .iter()
             .map(|d| d.trim_start_matches("/dev/"))
             .collect();
-        let token = self.orchestrator.token_for(run_id).await.unwrap();
+        let token = self.orchestrator.agent().token_for(run_id).await.unwrap();
         let work = self.dir.path().join(format!("agent-{run_id}"));
         std::fs::create_dir_all(&work).unwrap();
         Command::new(agent_binary())
@@ -1069,6 +1069,7 @@ async fn sigkilled_orchestrator(extra_config: &str) {
     // every reading exactly once, no gap
     let readings = env
         .orchestrator
+        .operator()
         .sensor_sequence_numbers(&run_id)
         .await
         .unwrap();

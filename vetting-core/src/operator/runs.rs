@@ -11,7 +11,7 @@ use crate::machine::{Event, RunState, Stage};
 use crate::model::{Actor, Applied, AuditRecord, CorruptRow, Run, StageRecord, TransitionRecord};
 use crate::runs::EventContext;
 use crate::store::audit;
-use crate::store::entities::{run, stage};
+use crate::store::entities::{measurement, run, stage};
 use crate::tokens::{self};
 
 use super::Operator;
@@ -255,5 +255,21 @@ impl Operator {
 
     pub async fn stages(&self, run_id: &str) -> Result<Vec<StageRecord>> {
         crate::store::stages::list(self.core.conn(), run_id).await
+    }
+
+    /// The sequence numbers of the sensor samples stored for a run, in
+    /// order (what the exactly-once checks count).
+    pub async fn sensor_sequence_numbers(&self, run_id: &str) -> Result<Vec<i64>> {
+        let mut seqs: Vec<i64> = measurement::Entity::find()
+            .filter(measurement::Column::RunId.eq(run_id))
+            .filter(measurement::Column::Seq.is_not_null())
+            .all(self.core.store().db())
+            .await
+            .map_err(db("reading sensor samples"))?
+            .into_iter()
+            .filter_map(|row| row.seq)
+            .collect();
+        seqs.sort_unstable();
+        Ok(seqs)
     }
 }

@@ -277,7 +277,7 @@ impl Runs {
         }
         // what a stage result stores beside its transition
         if let Some(data) = &context.stage_data {
-            crate::agent_api::write_stage_data(&txn, &run.id, data, now)
+            crate::agent::write_stage_data(&txn, &run.id, data, now)
                 .await
                 .map_err(db("storing a result's inventory and measurements"))?;
         }

@@ -12,6 +12,7 @@ use crate::orchestrator::Orchestrator;
 mod deadlines;
 mod dispatch;
 mod driver;
+mod owned;
 pub(crate) mod report_queue;
 
 /// Extra facts an event carries into its transition.
@@ -37,7 +38,7 @@ pub struct EventContext {
     pub agent_verdict_json: Option<String>,
     /// For stage results: the inventory and measurements written in the
     /// transition's transaction.
-    pub stage_data: Option<std::sync::Arc<crate::agent_api::StageData>>,
+    pub stage_data: Option<std::sync::Arc<crate::agent::StageData>>,
     /// For `StageHeld`: what the wipe probe found, recorded on the stage
     /// row (an override must name ids among them).
     pub wipe_findings: Option<Vec<WipeFinding>>,
@@ -88,7 +89,7 @@ impl report_queue::Resolve for crate::orchestrator::WeakOrchestrator {
         let Some(core) = self.upgrade() else {
             return false;
         };
-        if let Err(error) = core.resolve_owned_states(&run_id).await {
+        if let Err(error) = core.runs().resolve_owned_states(&run_id).await {
             tracing::warn!(run = %run_id, "cannot resolve the run's reports: {error}");
         }
         true

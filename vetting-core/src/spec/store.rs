@@ -11,7 +11,6 @@ use vetting_probes::parsers::dmidecode::{is_placeholder_uuid, meaningful};
 use super::{Severity, Spec, SpecDiff, SpecError, diff, identity_diff, parse_spec};
 use crate::error::{OrchestratorError, Result, db};
 use crate::model::{Actor, Host};
-use crate::orchestrator::Orchestrator;
 use crate::store::audit;
 use crate::store::entities::{host, spec_diff};
 
@@ -61,18 +60,18 @@ pub(crate) fn check_profile_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-impl Orchestrator {
+impl crate::runs::Runs {
     /// SpecValidate: checks the run's latest inventory against the host
     /// record's identity and the host's spec, stores the differences
     /// (replacing earlier ones of the run) and says whether one is
     /// critical. A host without a serial and UUID gets the inventory's as
     /// its identity (audited as `orchestrator`).
     pub async fn validate_spec(&self, run_id: &str) -> Result<SpecOutcome> {
-        let run = self.run(run_id).await?;
-        let mut host = self.host(run.host_id).await?;
+        let run = self.core.run(run_id).await?;
+        let mut host = self.core.host(run.host_id).await?;
         let mut diffs = Vec::new();
         let inventory: Option<Inventory> =
-            match self.operator().latest_inventory_json(run_id).await? {
+            match self.core.operator().latest_inventory_json(run_id).await? {
                 None => {
                     diffs.push(SpecDiff::new(
                         Severity::Critical,
@@ -100,7 +99,7 @@ impl Orchestrator {
                     }
                 },
             };
-        let spec = match self.operator().host_spec(&host).await {
+        let spec = match self.core.operator().host_spec(&host).await {
             Ok(spec) => spec,
             Err(error) => {
                 diffs.push(SpecDiff::new(
@@ -127,7 +126,7 @@ impl Orchestrator {
                     Some(recorded) => diffs.push(recorded),
                     None => {
                         // another process recorded it first: check against that
-                        host = self.host(run.host_id).await?;
+                        host = self.core.host(run.host_id).await?;
                     }
                 }
             }
@@ -182,8 +181,9 @@ impl Orchestrator {
                 "the machine reports no serial or UUID: no identity recorded for the host",
             )));
         }
-        let now = self.now_ms();
+        let now = self.core.now_ms();
         let txn = self
+            .core
             .store()
             .db()
             .begin_with_options(crate::store::WRITE)
@@ -238,6 +238,7 @@ impl Orchestrator {
 
     async fn store_spec_diffs(&self, run_id: &str, diffs: &[SpecDiff]) -> Result<()> {
         let txn = self
+            .core
             .store()
             .db()
             .begin_with_options(crate::store::WRITE)

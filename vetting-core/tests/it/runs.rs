@@ -3,7 +3,7 @@
 //! overrides, release, cancel from every non-terminal state, audit records
 //! and deadlines (with an injected clock: nothing sleeps).
 
-use vetting_core::agent_api::AgentWriter;
+use vetting_core::agent::AgentWriter;
 use vetting_core::clock::ManualClock;
 use vetting_core::error::OrchestratorError;
 use vetting_core::machine::{Event, HoldReason, RunState, Stage, state_of};
@@ -218,7 +218,7 @@ async fn without_hold_on_failure_a_failed_run_ends_failed() {
         assert!(error.to_string().contains("Failed"), "{error}");
         // the agent is told to power off
         assert_eq!(
-            vetting_core::orchestrator::command_for(&run, None),
+            vetting_core::agent::command_for(&run, None),
             vetting_probes::protocol::Command::Shutdown
         );
     }
@@ -308,7 +308,7 @@ async fn a_wipe_hold_is_overridden_and_storage_reruns_as_attempt_two() {
         );
         // the agent, still on attempt 1, is told to retry the stage
         assert_eq!(
-            vetting_core::orchestrator::command_for(&rerun, held.current),
+            vetting_core::agent::command_for(&rerun, held.current),
             vetting_probes::protocol::Command::RetryStage
         );
         let stages = orchestrator.operator().stages(&run_id).await.unwrap();
@@ -602,8 +602,9 @@ async fn deadlines_fire_by_the_injected_clock_and_survive_a_restart() {
         // the heartbeat keeps the testing run alive; the booting one has no hello
         let run = reopened.operator().get_run(&testing).await.unwrap();
         clock.advance_secs(100);
-        let token = reopened.token_for(&testing).await.unwrap();
+        let token = reopened.agent().token_for(&testing).await.unwrap();
         let beat = reopened
+            .agent()
             .authenticate(Endpoint::Heartbeat, &testing, &token, None)
             .await
             .unwrap();

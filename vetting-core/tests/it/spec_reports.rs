@@ -775,7 +775,7 @@ async fn validate_spec_checks_the_latest_inventory_and_replaces_its_diffs() {
             .unwrap();
 
         // no inventory yet: nothing can be confirmed
-        let none = orchestrator.validate_spec(&run.id).await.unwrap();
+        let none = orchestrator.runs().validate_spec(&run.id).await.unwrap();
         assert!(none.critical, "{}: {none:?}", db.name);
 
         let good = dl380_inventory();
@@ -786,7 +786,7 @@ async fn validate_spec_checks_the_latest_inventory_and_replaces_its_diffs() {
             serde_json::to_string(&good).unwrap(),
         )
         .await;
-        let outcome = orchestrator.validate_spec(&run.id).await.unwrap();
+        let outcome = orchestrator.runs().validate_spec(&run.id).await.unwrap();
         assert!(!outcome.critical, "{}: {outcome:#?}", db.name);
         assert!(outcome.summary.contains("matches"), "{}", outcome.summary);
         assert!(
@@ -814,7 +814,7 @@ async fn validate_spec_checks_the_latest_inventory_and_replaces_its_diffs() {
             serde_json::to_string(&one_disk).unwrap(),
         )
         .await;
-        let outcome = orchestrator.validate_spec(&run.id).await.unwrap();
+        let outcome = orchestrator.runs().validate_spec(&run.id).await.unwrap();
         assert!(outcome.critical, "{}", db.name);
         assert!(
             outcome.summary.contains("missing disk"),
@@ -829,7 +829,7 @@ async fn validate_spec_checks_the_latest_inventory_and_replaces_its_diffs() {
 
         // an inventory that does not parse is critical
         store_inventory(&orchestrator, &run.id, 3, "{\"schema_version\": 1}".into()).await;
-        let outcome = orchestrator.validate_spec(&run.id).await.unwrap();
+        let outcome = orchestrator.runs().validate_spec(&run.id).await.unwrap();
         assert!(outcome.critical);
         assert!(
             outcome
@@ -858,7 +858,7 @@ async fn the_first_inventory_is_recorded_as_identity_and_a_later_mismatch_is_cri
             serde_json::to_string(&dl380_inventory()).unwrap(),
         )
         .await;
-        let outcome = orchestrator.validate_spec(&run.id).await.unwrap();
+        let outcome = orchestrator.runs().validate_spec(&run.id).await.unwrap();
         assert!(!outcome.critical, "{}: {outcome:#?}", db.name);
         // no spec at all: one info line saying so
         let no_spec: Vec<_> = outcome
@@ -912,7 +912,7 @@ async fn the_first_inventory_is_recorded_as_identity_and_a_later_mismatch_is_cri
             serde_json::to_string(&other).unwrap(),
         )
         .await;
-        let outcome = orchestrator.validate_spec(&next.id).await.unwrap();
+        let outcome = orchestrator.runs().validate_spec(&next.id).await.unwrap();
         assert!(outcome.critical, "{}", db.name);
         assert!(
             outcome.summary.contains("identity mismatch"),
@@ -963,7 +963,7 @@ async fn a_host_naming_a_missing_profile_fails_spec_validation() {
             serde_json::to_string(&dl380_inventory()).unwrap(),
         )
         .await;
-        let outcome = orchestrator.validate_spec(&run.id).await.unwrap();
+        let outcome = orchestrator.runs().validate_spec(&run.id).await.unwrap();
         assert!(outcome.critical, "{}", db.name);
         assert!(outcome.summary.contains("dl38O"), "{}", outcome.summary);
     }
@@ -1019,7 +1019,7 @@ async fn reports_of_a_completed_run_are_self_contained_and_escaped() {
             .unwrap()
             .to;
         assert_eq!(state, RunState::SpecValidate);
-        let outcome = orchestrator.validate_spec(&run_id).await.unwrap();
+        let outcome = orchestrator.runs().validate_spec(&run_id).await.unwrap();
         assert!(!outcome.critical);
         state = orchestrator
             .runs()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
-use vetting_core::agent_api::{AgentWriter, AuthenticatedRun};
+use vetting_core::agent::{AgentWriter, AuthenticatedRun};
 use vetting_core::clock::ManualClock;
 use vetting_core::config::Config;
 use vetting_core::error::OrchestratorError;
@@ -42,7 +42,7 @@ async fn two_booting_runs(orchestrator: &Orchestrator) -> [(String, String); 2] 
     let mut runs = Vec::new();
     for index in [1, 2] {
         let run = booting(orchestrator, index).await;
-        let token = orchestrator.token_for(&run).await.unwrap();
+        let token = orchestrator.agent().token_for(&run).await.unwrap();
         runs.push((run, token));
     }
     [runs.remove(0), runs.remove(0)]
@@ -57,6 +57,7 @@ async fn tokens_are_refused_when_wrong_foreign_or_expired() {
         let writer = AgentWriter::start(orchestrator.clone());
         for endpoint in served() {
             orchestrator
+                .agent()
                 .authenticate(endpoint, &run_a, &token_a, None)
                 .await
                 .unwrap();
@@ -69,6 +70,7 @@ async fn tokens_are_refused_when_wrong_foreign_or_expired() {
                 (&run_a, ""),
             ] {
                 let error = orchestrator
+                    .agent()
                     .authenticate(endpoint, run, token, None)
                     .await
                     .unwrap_err();
@@ -80,10 +82,11 @@ async fn tokens_are_refused_when_wrong_foreign_or_expired() {
         }
         // claim checks bcrypt once and moves the run
         let claim = orchestrator
+            .agent()
             .authenticate(Endpoint::Claim, &run_a, &token_a, None)
             .await
             .unwrap();
-        let claimed = orchestrator.agent_claim(&claim).await.unwrap();
+        let claimed = orchestrator.agent().agent_claim(&claim).await.unwrap();
         assert_eq!(claimed.position.state, RunState::InventoryCheck.as_str());
         // the run ends: heartbeats work during the grace, nothing else does
         orchestrator
@@ -92,6 +95,7 @@ async fn tokens_are_refused_when_wrong_foreign_or_expired() {
             .await
             .unwrap();
         let beat = orchestrator
+            .agent()
             .authenticate(Endpoint::Heartbeat, &run_a, &token_a, None)
             .await
             .unwrap();
@@ -108,6 +112,7 @@ async fn tokens_are_refused_when_wrong_foreign_or_expired() {
             assert!(
                 matches!(
                     orchestrator
+                        .agent()
                         .authenticate(endpoint, &run_a, &token_a, None)
                         .await,
                     Err(OrchestratorError::RunEnded { .. })
@@ -117,6 +122,7 @@ async fn tokens_are_refused_when_wrong_foreign_or_expired() {
         }
         clock.advance_secs(orchestrator.config().deadlines.token_grace_secs as i64 + 1);
         let beat = orchestrator
+            .agent()
             .authenticate(Endpoint::Heartbeat, &run_a, &token_a, None)
             .await
             .unwrap();
@@ -142,6 +148,7 @@ async fn authenticated(
     token: &str,
 ) -> Result<AuthenticatedRun, OrchestratorError> {
     orchestrator
+        .agent()
         .authenticate(endpoint, run_id, token, None)
         .await
 }
@@ -253,7 +260,7 @@ async fn a_token_survives_a_restart_and_a_dump_cannot_mint_one() {
         };
         let orchestrator = open(config.clone(), &clock).await;
         let run_id = booting(&orchestrator, 1).await;
-        let token = orchestrator.token_for(&run_id).await.unwrap();
+        let token = orchestrator.agent().token_for(&run_id).await.unwrap();
         drop(orchestrator);
         let key_file = db.dir.path().join("secret.key");
         assert!(key_file.exists());
@@ -263,7 +270,7 @@ async fn a_token_survives_a_restart_and_a_dump_cannot_mint_one() {
                 .await
                 .unwrap();
         }
-        assert_eq!(reopened.token_for(&run_id).await.unwrap(), token);
+        assert_eq!(reopened.agent().token_for(&run_id).await.unwrap(), token);
 
         // A dump: every table, and every file under the data folder. The
         // token (whole, or its MAC: the nonce is stored on purpose) is in
@@ -522,7 +529,7 @@ async fn the_fast_token_check_and_the_writer_refuse_like_the_full_check() {
 /// message turned back into an error; nothing of the batch is stored.
 #[tokio::test]
 async fn a_failed_group_of_writes_keeps_its_cause() {
-    use vetting_core::agent_api::AgentWriteFailure;
+    use vetting_core::agent::AgentWriteFailure;
     use vetting_probes::protocol::{LogBatch, LogLine, LogStream};
 
     for db in test_dbs().await {

@@ -103,7 +103,12 @@ async fn booting_run(harness: &Harness, index: u32) -> (String, String) {
         .apply(&run.id, Event::PowerOnSent, EventContext::default())
         .await
         .unwrap();
-    let token = harness.orchestrator.token_for(&run.id).await.unwrap();
+    let token = harness
+        .orchestrator
+        .agent()
+        .token_for(&run.id)
+        .await
+        .unwrap();
     (run.id, token)
 }
 

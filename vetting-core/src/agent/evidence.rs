@@ -156,7 +156,7 @@ pub fn evidence_files(dir: &Path, rows: &[artifact::Model]) -> (Vec<EvidenceFile
         if !rejudged(tool) {
             continue;
         }
-        if !crate::agent_api::valid_artifact_name(&row.name) {
+        if !crate::agent::valid_artifact_name(&row.name) {
             unusable.push(format!("artifact row {} has no plain file name", row.id));
             continue;
         }
@@ -335,7 +335,7 @@ pub fn fails(verdict: &Verdict) -> bool {
 mod tests {
     use super::*;
 
-    fn row(name: &str, tool: Option<&str>) -> artifact::Model {
+    pub(crate) fn row(name: &str, tool: Option<&str>) -> artifact::Model {
         artifact::Model {
             id: 1,
             run_id: "r".into(),
@@ -350,7 +350,7 @@ mod tests {
         }
     }
 
-    fn reference(name: &str, tool: Option<&str>) -> ArtifactRef {
+    pub(crate) fn reference(name: &str, tool: Option<&str>) -> ArtifactRef {
         ArtifactRef {
             name: name.into(),
             tool: tool.map(str::to_string),
@@ -359,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn references_resolve_only_through_rows() {
+    pub(crate) fn references_resolve_only_through_rows() {
         let rows = vec![row("smartctl-sda.json", Some("smartctl"))];
         for name in ["/etc/passwd", "../secret.key", "x", "smartctl-sdb.json"] {
             assert_eq!(
@@ -392,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn repeats_merge_and_the_count_is_capped() {
+    pub(crate) fn repeats_merge_and_the_count_is_capped() {
         let repeated: Vec<ArtifactRef> = (0..300).map(|_| reference("a.json", None)).collect();
         let merged = merge_references(&repeated);
         assert_eq!(merged.len(), 1);
@@ -405,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn the_path_read_is_rebuilt_not_taken_from_the_row() {
+    pub(crate) fn the_path_read_is_rebuilt_not_taken_from_the_row() {
         let (files, unusable) = evidence_files(
             Path::new("/data/runs/r/artifacts/SMART-1"),
             &[row("smartctl-sda.json", Some("smartctl"))],
@@ -421,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_output_fails_outside_inventory() {
+    pub(crate) fn unreadable_output_fails_outside_inventory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lspci.txt");
         std::fs::write(&path, b"\xff\xfe not text").unwrap();
@@ -443,7 +443,7 @@ mod tests {
     }
 
     #[test]
-    fn links_fifos_and_devices_are_never_read() {
+    pub(crate) fn links_fifos_and_devices_are_never_read() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret.key");
         std::fs::write(&secret, b"top secret").unwrap();
