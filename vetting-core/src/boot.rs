@@ -173,7 +173,7 @@ impl BootLog {
                 .name("vetting-boot-log".into())
                 .spawn(move || {
                     for line in lines {
-                        crate::oplog::append(
+                        crate::runlogs::oplog::append(
                             &line.data_dir,
                             &line.hub,
                             &line.run_id,

@@ -7,7 +7,7 @@
 //!
 //! Power actions run in tasks of their own (a BMC may take minutes to
 //! answer; deadlines must not wait for it). Each action and its outcome goes
-//! to the run's log ([`crate::oplog`]). A failed action is tried again
+//! to the run's log ([`crate::runlogs::oplog`]). A failed action is tried again
 //! after `power.retry_secs`, up to `power.attempts` times, then the run fails
 //! with the last error's message (`PowerFailed`); an error that a retry
 //! cannot fix (settings that cannot work, a BMC that refuses the request)
@@ -153,7 +153,7 @@ impl PowerLog for RunPowerLog {
                 tracing::error!(run = %self.run_id, host = %self.host, "{message}");
             }
         }
-        crate::oplog::append(
+        crate::runlogs::oplog::append(
             &self.orchestrator.config().data_dir,
             self.orchestrator.hub(),
             &self.run_id,

@@ -17,7 +17,6 @@ pub mod machine;
 pub mod model;
 pub mod notify;
 pub mod operator;
-pub mod oplog;
 pub mod orchestrator;
 pub mod power;
 pub mod pxe;

@@ -97,7 +97,7 @@ async fn log_with(orchestrator: &Orchestrator, run_id: &str, wanted: &str) -> St
 }
 
 fn orchestrator_log(orchestrator: &Orchestrator, run_id: &str) -> String {
-    vetting_core::oplog::read(&orchestrator.config().data_dir, run_id)
+    vetting_core::runlogs::oplog::read(&orchestrator.config().data_dir, run_id)
         .unwrap()
         .into_iter()
         .map(|line| format!("{} {}\n", line.level, line.text))
@@ -528,7 +528,7 @@ async fn ipxe_log_writes_are_off_the_runtime() {
     let (url, orchestrator) = serve_with(dir.path(), Arc::new(SystemClock)).await;
     let run_id = booting_run(&orchestrator).await;
     // the run's log becomes a FIFO nobody reads: writing it blocks
-    let file = vetting_core::oplog::path(dir.path(), &run_id);
+    let file = vetting_core::runlogs::oplog::path(dir.path(), &run_id);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let _ = std::fs::remove_file(&file);
     nix::unistd::mkfifo(

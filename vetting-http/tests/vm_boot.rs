@@ -349,7 +349,8 @@ fn bios_vm_boots_through_proxy_dhcp_beside_the_site_dhcp_server() {
             "{}",
             vm.serial()
         );
-        let log = vetting_core::oplog::read(&orchestrator.config().data_dir, &run_id).unwrap();
+        let log =
+            vetting_core::runlogs::oplog::read(&orchestrator.config().data_dir, &run_id).unwrap();
         assert!(
             log.iter().any(|line| line.text.contains(&format!(
                 "handed to {} (MAC {VM_MAC}, firmware bios)",

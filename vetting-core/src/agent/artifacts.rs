@@ -14,6 +14,7 @@ use super::{auth::*, results::*};
 use crate::agent::Agent;
 use crate::agent::evidence;
 use crate::error::{OrchestratorError, Result, db, internal};
+use crate::model::Run;
 use crate::store::entities::artifact;
 
 /// An artifact's file, written and synced under a temporary name, whose
@@ -40,6 +41,27 @@ impl ArtifactFile {
             size_bytes: self.size,
             sha256: self.sha256.clone(),
         }
+    }
+
+    /// Moves the written body to its final name, if its stage attempt is
+    /// still `run`'s current one (as the writer's group read it); the
+    /// temporary file is removed otherwise.
+    pub(crate) fn place(&self, run: Option<&Run>) -> Result<()> {
+        let placed = match run {
+            Some(run) => check_current(run, self.stage).and_then(|()| {
+                std::fs::rename(&self.temporary, &self.path).map_err(|source| {
+                    OrchestratorError::Io {
+                        doing: format!("storing artifact {}", self.upload.name),
+                        source,
+                    }
+                })
+            }),
+            None => Err(OrchestratorError::RunNotFound(self.run_id.clone())),
+        };
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+        placed
     }
 }
 

@@ -114,7 +114,7 @@ impl Agent {
         );
         tracing::warn!(run = %run.id, "{text}");
         let now = self.core.now_ms();
-        crate::oplog::append(
+        crate::runlogs::oplog::append(
             &self.core.config().data_dir,
             self.core.hub(),
             &run.id,

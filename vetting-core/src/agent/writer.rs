@@ -2,10 +2,8 @@
 //! requests share one transaction and one round of file syncs (the
 //! exactly-once bookkeeping is `crate::runlogs`'s), in a bounded queue.
 
+use sea_orm::TransactionTrait;
 use std::collections::BTreeMap;
-
-use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use vetting_probes::protocol::{
     BatchAck, Endpoint, HeartbeatRequest, HeartbeatResponse, LogBatch, LogLine, ResultResponse,
     SensorBatch, SensorSample, StageRef, StageResult, StoredArtifact,
@@ -16,11 +14,9 @@ use crate::agent::Agent;
 use crate::agent::{command_for, position_of};
 use crate::error::{OrchestratorError, Result, internal};
 use crate::events::HubEvent;
-use crate::machine::RunState;
 use crate::model::{CorruptRow, Run};
 use crate::orchestrator::Orchestrator;
 use crate::runlogs;
-use crate::store::entities::{log_file, measurement, run};
 
 /// One write of agent data, for [`Orchestrator::write_agent_data`].
 #[derive(Debug, Clone)]
@@ -86,15 +82,6 @@ pub(crate) enum AgentWritten {
     Batch(BatchAck),
     Heartbeat(HeartbeatResponse),
     Artifact(StoredArtifact),
-}
-
-/// A run's next sequence numbers as read, and as they become.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Sequences {
-    log_before: i64,
-    sensor_before: i64,
-    log_next: u64,
-    sensor_next: u64,
 }
 
 /// Why a group of agent writes failed as a whole, with its cause: every
@@ -378,30 +365,6 @@ pub(crate) async fn flush(
     }
 }
 
-/// The items of a batch not stored yet: sorted by sequence number, those
-/// below `next` dropped (retries), and only the run without a gap from
-/// `next` kept (the agent resends the rest). Returns them and the new next.
-pub(crate) fn take_fresh<T>(
-    mut items: Vec<T>,
-    mut next: u64,
-    seq_of: impl Fn(&T) -> u64,
-) -> (Vec<T>, u64) {
-    items.sort_by_key(|item| seq_of(item));
-    let mut fresh = Vec::new();
-    for item in items {
-        let seq = seq_of(&item);
-        if seq < next {
-            continue;
-        }
-        if seq != next {
-            break;
-        }
-        next += 1;
-        fresh.push(item);
-    }
-    (fresh, next)
-}
-
 impl Agent {
     /// Writes agent data of any number of runs in one transaction: log
     /// lines (appended to their files, synced, then the committed lengths),
@@ -441,14 +404,16 @@ impl Agent {
             .map(|answer| answer.unwrap_or_else(|| Err(internal("a write got no answer"))))
             .collect()
     }
-
+    /// One group of agent writes: check each against its run as read,
+    /// let the exactly-once bookkeeping take the new lines and samples
+    /// ([`runlogs::group`]), append the log files, then store everything
+    /// in one transaction and announce it after the commit.
     pub(crate) async fn write_agent_data_checked(
         &self,
         writes: Vec<AgentWrite>,
         answers: &mut [Option<Result<AgentWritten>>],
     ) -> Result<(), GroupFailure> {
         let database = self.core.store().db();
-        // the runs' next sequence numbers and committed log lengths
         let open = || {
             writes
                 .iter()
@@ -456,32 +421,16 @@ impl Agent {
                 .filter(|(index, _)| answers[*index].is_none())
                 .map(|(_, write)| write)
         };
-        // the rows of the group's runs: their state and sequence numbers
+        // the rows of the group's runs, and the lengths of their log files
         let batch_runs = id_list(open().map(AgentWrite::run_id).collect());
-        let mut sequences: BTreeMap<String, Sequences> = BTreeMap::new();
-        let mut runs: BTreeMap<String, Run> = BTreeMap::new();
-        let mut lengths: BTreeMap<(String, String), u64> = BTreeMap::new();
-        if !batch_runs.is_empty() {
-            let rows = run::Entity::find()
-                .filter(run::Column::Id.is_in(batch_runs))
-                .all(database)
-                .await
-                .map_err(|error| GroupFailure::db("reading runs' sequence numbers", error))?;
-            for row in rows {
-                let run = Run::from_entity(row).map_err(GroupFailure::corrupt)?;
-                sequences.insert(
-                    run.id.clone(),
-                    Sequences {
-                        log_before: run.next_log_seq,
-                        sensor_before: run.next_sensor_seq,
-                        log_next: run.next_log_seq.max(0) as u64,
-                        sensor_next: run.next_sensor_seq.max(0) as u64,
-                    },
-                );
-                runs.insert(run.id.clone(), run);
-            }
+        let mut runs = BTreeMap::new();
+        for row in crate::store::runs::rows_by_ids(database, batch_runs)
+            .await
+            .map_err(|error| GroupFailure::db("reading runs' sequence numbers", error))?
+        {
+            let run = Run::from_entity(row).map_err(GroupFailure::corrupt)?;
+            runs.insert(run.id.clone(), run);
         }
-        // the committed lengths of the log files the group appends to
         let log_runs = id_list(
             open()
                 .filter_map(|write| match write {
@@ -490,20 +439,12 @@ impl Agent {
                 })
                 .collect(),
         );
-        if !log_runs.is_empty() {
-            let files = log_file::Entity::find()
-                .filter(log_file::Column::RunId.is_in(log_runs))
-                .all(database)
-                .await
-                .map_err(|error| GroupFailure::db("reading log file lengths", error))?;
-            for row in files {
-                lengths.insert((row.run_id, row.file), row.committed_len.max(0) as u64);
-            }
-        }
+        let mut group = runlogs::group::Group::load(database, &runs, log_runs)
+            .await
+            .map_err(|error| GroupFailure::db("reading log file lengths", error))?;
 
         // what each write adds
         let now = self.core.now_ms();
-        let mut appends: BTreeMap<(String, String), (u64, String)> = BTreeMap::new();
         let mut measurements = Vec::new();
         let mut heartbeats = Vec::new();
         let mut artifacts = Vec::new();
@@ -513,32 +454,19 @@ impl Agent {
             if answers[index].is_some() {
                 continue;
             }
-            if let Err(error) =
-                self.check_writable(runs.get(write.run_id()), write.run_id(), write.endpoint())
-            {
+            let run_id = write.run_id().to_string();
+            if let Err(error) = self.check_writable(runs.get(&run_id), &run_id, write.endpoint()) {
                 answers[index] = Some(Err(error));
                 continue;
             }
+            let unknown = || Some(Err(OrchestratorError::RunNotFound(run_id.clone())));
             match write {
-                AgentWrite::Log { run_id, lines } => {
-                    let Some(sequence) = sequences.get_mut(&run_id) else {
-                        answers[index] = Some(Err(OrchestratorError::RunNotFound(run_id)));
+                AgentWrite::Log { lines, .. } => {
+                    let Some((fresh, ack)) = group.take_lines(&run_id, lines) else {
+                        answers[index] = unknown();
                         continue;
                     };
-                    let (fresh, next) = take_fresh(lines, sequence.log_next, |line| line.seq);
-                    sequence.log_next = next;
-                    for line in &fresh {
-                        let file = runlogs::file_for(line);
-                        let key = (run_id.clone(), file);
-                        let committed = lengths.get(&key).copied().unwrap_or(0);
-                        appends
-                            .entry(key)
-                            .or_insert_with(|| (committed, String::new()))
-                            .1
-                            .push_str(&runlogs::format_line(line));
-                    }
-                    let stored = fresh.len() as u64;
-                    if stored > 0 {
+                    if !fresh.is_empty() {
                         announced.push(HubEvent::Log {
                             run_id: run_id.clone(),
                             lines: fresh
@@ -547,53 +475,25 @@ impl Agent {
                                 .collect(),
                         });
                     }
-                    pending.push((
-                        index,
-                        AgentWritten::Batch(BatchAck {
-                            next_seq: next,
-                            stored,
-                        }),
-                    ));
+                    pending.push((index, AgentWritten::Batch(ack)));
                 }
-                AgentWrite::Sensor { run_id, samples } => {
-                    let Some(sequence) = sequences.get_mut(&run_id) else {
-                        answers[index] = Some(Err(OrchestratorError::RunNotFound(run_id)));
+                AgentWrite::Sensor { samples, .. } => {
+                    let Some((fresh, ack)) = group.take_samples(&run_id, samples) else {
+                        answers[index] = unknown();
                         continue;
                     };
-                    let (fresh, next) =
-                        take_fresh(samples, sequence.sensor_next, |sample| sample.seq);
-                    sequence.sensor_next = next;
-                    let stored = fresh.len() as u64;
-                    for sample in fresh {
-                        measurements.push(measurement::ActiveModel {
-                            run_id: Set(run_id.clone()),
-                            stage: Set(sample.stage.map(|s| s.stage.as_str().to_string())),
-                            attempt: Set(sample.stage.map(|s| s.attempt as i32)),
-                            seq: Set(Some(sample.seq as i64)),
-                            name: Set(sample.name),
-                            value: Set(sample.value),
-                            unit: Set(sample.unit),
-                            at_ms: Set(sample.at_ms),
-                            ..Default::default()
-                        });
-                    }
-                    if stored > 0 {
+                    if !fresh.is_empty() {
                         announced.push(HubEvent::Sensor {
                             run_id: run_id.clone(),
-                            count: stored as usize,
+                            count: fresh.len(),
                         });
                     }
-                    pending.push((
-                        index,
-                        AgentWritten::Batch(BatchAck {
-                            next_seq: next,
-                            stored,
-                        }),
-                    ));
+                    measurements.extend(fresh.into_iter().map(|sample| (run_id.clone(), sample)));
+                    pending.push((index, AgentWritten::Batch(ack)));
                 }
-                AgentWrite::Heartbeat { run_id, current } => {
+                AgentWrite::Heartbeat { current, .. } => {
                     let Some(run) = runs.get(&run_id) else {
-                        answers[index] = Some(Err(OrchestratorError::RunNotFound(run_id)));
+                        answers[index] = unknown();
                         continue;
                     };
                     pending.push((
@@ -610,19 +510,7 @@ impl Agent {
                 AgentWrite::Artifact(file) => {
                     // still the current stage attempt as the group read
                     // the run, or the evidence is not taken
-                    let placed = match runs.get(&file.run_id) {
-                        Some(run) => check_current(run, file.stage).and_then(|()| {
-                            std::fs::rename(&file.temporary, &file.path).map_err(|source| {
-                                OrchestratorError::Io {
-                                    doing: format!("storing artifact {}", file.upload.name),
-                                    source,
-                                }
-                            })
-                        }),
-                        None => Err(OrchestratorError::RunNotFound(file.run_id.clone())),
-                    };
-                    if let Err(error) = placed {
-                        let _ = std::fs::remove_file(&file.temporary);
+                    if let Err(error) = file.place(runs.get(&run_id)) {
                         answers[index] = Some(Err(error));
                         continue;
                     }
@@ -632,116 +520,32 @@ impl Agent {
             }
         }
 
-        // the log files first: appended past the committed length and
-        // synced; a failure before the commit below is undone by the next
-        // append, which truncates back to the committed length
-        let mut new_lengths = Vec::with_capacity(appends.len());
-        if !appends.is_empty() {
-            let data_dir = self.core.config().data_dir.clone();
-            let jobs: Vec<runlogs::Append> = appends
-                .iter()
-                .map(|((run_id, file), (committed, text))| runlogs::Append {
-                    path: runlogs::run_log_dir(&data_dir, run_id).join(file),
-                    committed_len: *committed,
-                    text: text.clone(),
-                })
-                .collect();
-            let lengths_now = runlogs::append_all(jobs).await.map_err(GroupFailure::io)?;
-            for (((run_id, file), _), new_len) in appends.into_iter().zip(lengths_now) {
-                new_lengths.push((run_id, file, new_len));
-            }
-        }
-
+        // the log files first, then one transaction for the rest
+        group
+            .append(&self.core.config().data_dir)
+            .await
+            .map_err(GroupFailure::io)?;
         let txn = database
             .begin_with_options(crate::store::WRITE)
             .await
             .map_err(|error| GroupFailure::db("storing agent data", error))?;
-        for (run_id, sequence) in &sequences {
-            if sequence.log_next as i64 == sequence.log_before
-                && sequence.sensor_next as i64 == sequence.sensor_before
-            {
-                continue;
-            }
-            let updated = run::Entity::update_many()
-                .col_expr(
-                    run::Column::NextLogSeq,
-                    Expr::value(sequence.log_next as i64),
-                )
-                .col_expr(
-                    run::Column::NextSensorSeq,
-                    Expr::value(sequence.sensor_next as i64),
-                )
-                .filter(run::Column::Id.eq(run_id.as_str()))
-                .filter(run::Column::NextLogSeq.eq(sequence.log_before))
-                .filter(run::Column::NextSensorSeq.eq(sequence.sensor_before))
-                .exec(&txn)
-                .await
-                .map_err(|error| GroupFailure::db("storing sequence numbers", error))?;
-            if updated.rows_affected != 1 {
-                return Err(GroupFailure::Conflict(run_id.clone()));
-            }
-        }
-        for (run_id, file, new_len) in new_lengths {
-            log_file::Entity::insert(log_file::ActiveModel {
-                run_id: Set(run_id),
-                file: Set(file),
-                committed_len: Set(new_len as i64),
-            })
-            .on_conflict(
-                OnConflict::columns([log_file::Column::RunId, log_file::Column::File])
-                    .update_column(log_file::Column::CommittedLen)
-                    .to_owned(),
-            )
-            .exec(&txn)
+        group.commit(&txn).await.map_err(|error| match error {
+            runlogs::group::CommitError::Conflict(run_id) => GroupFailure::Conflict(run_id),
+            runlogs::group::CommitError::Db { doing, source } => GroupFailure::db(doing, source),
+        })?;
+        crate::store::agent_data::insert_samples(&txn, measurements)
             .await
-            .map_err(|error| GroupFailure::db("storing log file lengths", error))?;
-        }
-        // in chunks of 100, then 10, then 1 rows: three distinct statements
-        // for the statement cache, whatever the count
-        let mut rest = measurements.as_slice();
-        while !rest.is_empty() {
-            let size = [100, 10, 1]
-                .into_iter()
-                .find(|size| rest.len() >= *size)
-                .unwrap_or(1);
-            let (chunk, after) = rest.split_at(size);
-            rest = after;
-            measurement::Entity::insert_many(chunk.to_vec())
-                .exec(&txn)
-                .await
-                .map_err(|error| GroupFailure::db("storing sensor samples", error))?;
-        }
+            .map_err(|error| GroupFailure::db("storing sensor samples", error))?;
         for file in artifacts {
             artifact_row(&txn, file, now)
                 .await
                 .map_err(|error| GroupFailure::db("storing an artifact", error))?;
         }
-        let silence_ms = self.core.config().deadlines.heartbeat_silence_secs as i64 * 1000;
-        // every heartbeat of the group in two statements: liveness, and
-        // the silence deadline of runs whose agent is expected to talk
-        let beating = id_list(heartbeats);
-        if !beating.is_empty() {
-            run::Entity::update_many()
-                .col_expr(run::Column::LastHeartbeatMs, Expr::value(now))
-                .filter(run::Column::Id.is_in(beating.iter().map(String::as_str)))
-                .exec(&txn)
-                .await
-                .map_err(|error| GroupFailure::db("recording heartbeats", error))?;
-            let listening = RunState::ALL
-                .into_iter()
-                .filter(|state| state.agent_is_active() || *state == RunState::Booting)
-                .map(RunState::as_str);
-            run::Entity::update_many()
-                .col_expr(
-                    run::Column::HeartbeatDeadlineMs,
-                    Expr::value(now + silence_ms),
-                )
-                .filter(run::Column::Id.is_in(beating.iter().map(String::as_str)))
-                .filter(run::Column::State.is_in(listening))
-                .exec(&txn)
-                .await
-                .map_err(|error| GroupFailure::db("recording heartbeats", error))?;
-        }
+        let silence_ms =
+            crate::clock::secs_to_ms(self.core.config().deadlines.heartbeat_silence_secs);
+        crate::store::runs::record_heartbeats(&txn, id_list(heartbeats), now, silence_ms)
+            .await
+            .map_err(|error| GroupFailure::db("recording heartbeats", error))?;
         txn.commit()
             .await
             .map_err(|error| GroupFailure::db("storing agent data", error))?;

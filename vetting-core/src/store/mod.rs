@@ -3,6 +3,7 @@
 //! migrations. Startup refuses a database whose schema is newer than the
 //! binary.
 
+pub mod agent_data;
 pub mod audit;
 pub mod entities;
 pub mod hosts;

@@ -1,6 +1,7 @@
 //! The runs table: typed reads of runs (the compare-and-set write is the
 //! runs driver's, in its transaction).
 
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::error::{OrchestratorError, Result, db};
@@ -63,4 +64,51 @@ pub async fn any_holding_a_slot(conn: &impl ConnectionTrait) -> Result<bool> {
         .await
         .map_err(db("looking for runs in flight"))?;
     Ok(found.is_some())
+}
+
+/// The rows of `run_ids` (those that exist), as stored: the writer reads
+/// them once per group and tells a corrupt row apart itself.
+pub async fn rows_by_ids(
+    conn: &impl ConnectionTrait,
+    run_ids: Vec<&str>,
+) -> std::result::Result<Vec<run::Model>, sea_orm::DbErr> {
+    if run_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    run::Entity::find()
+        .filter(run::Column::Id.is_in(run_ids))
+        .all(conn)
+        .await
+}
+
+/// Every heartbeat of a writer group in two statements: liveness, and the
+/// silence deadline of the runs whose agent is expected to talk.
+pub async fn record_heartbeats(
+    conn: &impl ConnectionTrait,
+    run_ids: Vec<String>,
+    now: crate::clock::Millis,
+    silence_ms: i64,
+) -> std::result::Result<(), sea_orm::DbErr> {
+    if run_ids.is_empty() {
+        return Ok(());
+    }
+    run::Entity::update_many()
+        .col_expr(run::Column::LastHeartbeatMs, Expr::value(now))
+        .filter(run::Column::Id.is_in(run_ids.iter().map(String::as_str)))
+        .exec(conn)
+        .await?;
+    let listening = RunState::ALL
+        .into_iter()
+        .filter(|state| state.agent_is_active() || *state == RunState::Booting)
+        .map(RunState::as_str);
+    run::Entity::update_many()
+        .col_expr(
+            run::Column::HeartbeatDeadlineMs,
+            Expr::value(now.saturating_add(silence_ms)),
+        )
+        .filter(run::Column::Id.is_in(run_ids.iter().map(String::as_str)))
+        .filter(run::Column::State.is_in(listening))
+        .exec(conn)
+        .await?;
+    Ok(())
 }

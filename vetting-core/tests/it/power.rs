@@ -674,7 +674,7 @@ async fn dispatcher_powers_hosts_through_their_stored_settings(settings: Redfish
     let runs = states().await;
     let data_dir = &orchestrator.config().data_dir;
     let log = |run_id: &str| {
-        vetting_core::oplog::read(data_dir, run_id)
+        vetting_core::runlogs::oplog::read(data_dir, run_id)
             .unwrap()
             .into_iter()
             .map(|line| format!("{} {}", line.level, line.text))

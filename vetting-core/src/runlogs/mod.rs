@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use vetting_probes::protocol::{LogLine, LogStream};
 
+pub(crate) mod group;
+pub mod oplog;
+
 /// The log file name for a line.
 pub fn file_for(line: &LogLine) -> String {
     match line.stage {
