@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
-use vetting_core::dispatcher::PowerDrivers;
 use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, Host, NewHost};
 use vetting_core::notify::{Notification, NotificationKind, Notifier, NotifyError, Route};
+use vetting_core::power::PowerDrivers;
 use vetting_core::power::{PowerDriver, PowerError, PowerLog, PowerLogLevel, PowerOutcome};
 use vetting_examples::{
     EXAMPLE_BCRYPT_COST, ended, loopback_config, simulated_agent, wait_for_run,

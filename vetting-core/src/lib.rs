@@ -9,7 +9,6 @@ pub mod agent;
 pub mod boot;
 pub mod clock;
 pub mod config;
-pub mod dispatcher;
 pub mod error;
 pub mod events;
 pub mod iperf;

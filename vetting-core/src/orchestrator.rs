@@ -34,7 +34,7 @@ pub(crate) struct Inner {
     pub(crate) reports: Arc<crate::runs::report_queue::ReportQueue>,
     /// Runs whose power action a committed dispatch asked for, until the
     /// dispatcher takes them.
-    pub(crate) power_requests: crate::dispatcher::PowerRequests,
+    pub(crate) power_requests: crate::runs::PowerRequests,
     /// Runs' token nonces once read (a nonce never changes).
     pub(crate) nonces: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Where notifications go (targets added by the embedding program).

@@ -8,11 +8,12 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use vetting_core::clock::{Clock, SystemClock};
 use vetting_core::config::Config;
-use vetting_core::dispatcher::{Dispatcher, PowerDrivers, StoredPowerSettings, run_reconcilers};
 use vetting_core::error::OrchestratorError;
 use vetting_core::notify::{Notifier, Notifiers, Route};
 use vetting_core::orchestrator::Orchestrator;
+use vetting_core::power::{PowerDrivers, StoredPowerSettings};
 use vetting_core::pxe::{PxeError, PxeSettings, PxeSupervisor};
+use vetting_core::runs::{Dispatcher, run_reconcilers};
 
 use crate::AppState;
 

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
-use vetting_core::dispatcher::Dispatcher;
 use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
 use vetting_core::pxe::{DhcpMode, PxeSettings, PxeSupervisor};
+use vetting_core::runs::Dispatcher;
 use vetting_probes::protocol::Endpoint;
 
 use self::netns::{Lan, block_on_in_netns, netns_available, wait_until};

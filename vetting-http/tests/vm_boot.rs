@@ -21,11 +21,11 @@ use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use vetting_core::clock::SystemClock;
 use vetting_core::config::{Config, Secret};
-use vetting_core::dispatcher::Dispatcher;
 use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
 use vetting_core::pxe::{DhcpMode, MacAddress, PxeSettings, PxeSupervisor};
+use vetting_core::runs::Dispatcher;
 
 use self::netns::{Lan, block_on_in_netns, netns_available, run, wait_until};
 

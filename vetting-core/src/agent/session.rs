@@ -35,19 +35,26 @@ impl Agent {
     /// The agent booted: the boot script now exits to disk.
     pub(crate) async fn hello(&self, run: &Run) -> Result<Run> {
         if run.state == RunState::Booting && run.hello_at_ms.is_none() {
-            self.core
-                .runs()
-                .apply_unless_moved(
-                    &run.id,
-                    Event::Hello,
-                    EventContext {
-                        actor: Some(Actor::agent()),
-                        expected_state: Some(RunState::Booting),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            return self.while_booting(run, Event::Hello).await;
         }
+        self.core.run(&run.id).await
+    }
+
+    /// Applies the agent's `event` to a run still in `Booting` (another
+    /// request may have moved it on) and reads the run back.
+    async fn while_booting(&self, run: &Run, event: Event) -> Result<Run> {
+        self.core
+            .runs()
+            .apply_unless_moved(
+                &run.id,
+                event,
+                EventContext {
+                    actor: Some(Actor::agent()),
+                    expected_state: Some(RunState::Booting),
+                    ..Default::default()
+                },
+            )
+            .await?;
         self.core.run(&run.id).await
     }
 
@@ -163,18 +170,7 @@ impl Agent {
                 .map_err(OrchestratorError::Unauthorized)?;
         }
         if run.state == RunState::Booting {
-            self.core
-                .runs()
-                .apply_unless_moved(
-                    &run.id,
-                    Event::Claim,
-                    EventContext {
-                        actor: Some(Actor::agent()),
-                        expected_state: Some(RunState::Booting),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            return self.while_booting(run, Event::Claim).await;
         }
         self.core.run(&run.id).await
     }

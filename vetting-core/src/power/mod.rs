@@ -15,10 +15,10 @@
 //! # Adding a driver
 //!
 //! A driver is a public extension point: implement [`PowerDriver`] and give
-//! the dispatcher a [`crate::dispatcher::PowerDrivers`] that picks it per
+//! the dispatcher a [`crate::power::PowerDrivers`] that picks it per
 //! host (`vetting_http::Server::power`, or
-//! [`crate::dispatcher::Dispatcher::new`]); the stored-settings default
-//! ([`crate::dispatcher::StoredPowerSettings`]) keeps serving the four
+//! [`crate::runs::Dispatcher::new`]); the stored-settings default
+//! ([`crate::power::StoredPowerSettings`]) keeps serving the four
 //! drivers here.
 //!
 //! - [`PowerDriver::name`]: a short word for the run's log (`ipmi`).
@@ -82,11 +82,14 @@
 //! # }
 //! ```
 
+pub mod drivers;
 pub mod ipmi;
 pub mod manual;
 pub mod redfish;
 pub mod secret;
 pub mod wol;
+
+pub use drivers::{PowerDrivers, StoredPowerSettings};
 
 use std::fmt;
 use std::net::SocketAddrV4;

@@ -13,7 +13,11 @@ mod deadlines;
 mod dispatch;
 mod driver;
 mod owned;
+mod reconcile;
 pub(crate) mod report_queue;
+
+pub(crate) use reconcile::PowerRequests;
+pub use reconcile::{Dispatcher, run_reconcilers};
 
 /// Extra facts an event carries into its transition.
 #[derive(Debug, Clone, Default)]

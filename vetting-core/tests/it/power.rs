@@ -612,9 +612,9 @@ fn redfish_sets_the_boot_override_and_resets_in_the_emulator() {
 }
 
 async fn dispatcher_powers_hosts_through_their_stored_settings(settings: RedfishSettings) {
-    use vetting_core::dispatcher::Dispatcher;
     use vetting_core::machine::RunState;
     use vetting_core::model::NewHost;
+    use vetting_core::runs::Dispatcher;
 
     let db = crate::support::sqlite_db();
     let mut config = crate::support::config_for(&db);

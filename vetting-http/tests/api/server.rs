@@ -7,9 +7,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use vetting_core::dispatcher::PowerDrivers;
 use vetting_core::model::Host;
 use vetting_core::notify::{Notification, Notifier, NotifyError, Route};
+use vetting_core::power::PowerDrivers;
 use vetting_core::power::{PowerDriver, PowerError, PowerLog, PowerOutcome};
 
 use super::*;
