@@ -1,12 +1,12 @@
 //! The agent API: exactly the served routes of
 //! [`vetting_probes::protocol::Endpoint`], under its `API_PREFIX`;
-//! bearer-token auth through the core's one [`Orchestrator::authenticate`],
+//! bearer-token auth through the core's one [`Agent::authenticate`],
 //! told the endpoint and called from the headers before any body is read;
 //! a body limit fitted to each endpoint; JSON errors that say what was
 //! wrong, unknown paths and wrong methods included. Handlers authenticate,
 //! parse, call core, render.
 //!
-//! [`Orchestrator::authenticate`]: vetting_core::orchestrator::Orchestrator::authenticate
+//! [`Agent::authenticate`]: vetting_core::agent::Agent::authenticate
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

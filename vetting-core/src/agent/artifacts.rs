@@ -19,7 +19,7 @@ use crate::store::entities::artifact;
 
 /// An artifact's file, written and synced under a temporary name, whose
 /// row is not recorded yet (made only by
-/// [`Orchestrator::write_artifact_file`]).
+/// [`Agent::write_artifact_file`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactFile {
     pub(crate) run_id: String,
@@ -127,7 +127,7 @@ impl Agent {
 
     /// `artifact`, the file half: checks the upload and writes (and syncs)
     /// the body to a temporary file beside its final name; the writer
-    /// moves it into place with its row ([`AgentWriter::artifact_row`]),
+    /// moves it into place with its row ([`super::writer::AgentWriter::artifact_row`]),
     /// after checking again that the stage attempt is still the current
     /// one. Uploads are taken only for the run's current stage and attempt
     /// (409 otherwise: a finished stage's evidence is never rewritten), at

@@ -11,7 +11,7 @@ use crate::store::entities::run;
 use crate::tokens::{self, TokenError};
 
 /// An agent request whose run token checked out for one endpoint. Only
-/// [`Orchestrator::authenticate`] makes one, and every agent service
+/// [`Agent::authenticate`] makes one, and every agent service
 /// (hello, claim, the writer's log, sensor, heartbeat, artifact and
 /// result) takes one: there is no way in without the token check.
 #[derive(Clone)]

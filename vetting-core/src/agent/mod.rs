@@ -1,8 +1,8 @@
 //! The agent service: what each agent endpoint does, without HTTP.
-//! Authentication ([`auth`]: one function told which endpoint it serves),
-//! the session (hello, claim, heartbeat answers: [`session`]), the writer
-//! that groups agent writes ([`writer`]), artifacts ([`artifacts`]) and
-//! stage results ([`results`]) with their evidence ([`evidence`]), which
+//! Authentication (`auth`: one function told which endpoint it serves),
+//! the session (hello, claim, heartbeat answers: `session`), the writer
+//! that groups agent writes (`writer`), artifacts (`artifacts`) and
+//! stage results (`results`) with their evidence (`evidence`), which
 //! the orchestrator re-judges with the verdict rules of `vetting-probes`.
 
 mod artifacts;

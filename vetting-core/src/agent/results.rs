@@ -53,7 +53,7 @@ pub(crate) struct PreparedResult {
 }
 
 /// What a stage result stores beside its transition, in the transition's
-/// transaction (see [`write_stage_data`]).
+/// transaction (see `write_stage_data`).
 #[derive(Debug, Clone)]
 pub struct StageData {
     pub stage: StageRef,

@@ -60,7 +60,7 @@ impl Agent {
 
     /// Records that `run`'s boot script, token included, went to `peer`
     /// (an audit record `boot_script`): the agent's hello is compared with
-    /// it ([`Orchestrator::check_hello_address`]).
+    /// it (`Agent::check_hello_address`).
     pub async fn record_boot_script_fetch(
         &self,
         run: &Run,
@@ -176,7 +176,7 @@ impl Agent {
     }
 
     /// `hello`: the agent booted. The first hello's address is compared
-    /// with where the boot script went ([`Orchestrator::check_hello_address`],
+    /// with where the boot script went (`Agent::check_hello_address`,
     /// which only reports: the hello stands).
     pub async fn agent_hello(&self, request: &AuthenticatedRun) -> Result<Run> {
         let run = request.row(Endpoint::Hello)?;

@@ -251,7 +251,7 @@ impl AgentWriter {
     }
 
     /// The row of an artifact whose file is written (see
-    /// [`Orchestrator::write_artifact_file`], which checked its request):
+    /// [`Agent::write_artifact_file`], which checked its request):
     /// in the next group of writes, with the log lines and readings queued
     /// beside it.
     pub async fn artifact_row(&self, file: ArtifactFile) -> Result<StoredArtifact> {

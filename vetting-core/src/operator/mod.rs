@@ -1,7 +1,7 @@
 //! The operator service: what the web UI, the CLI and the operator API
-//! call, and nothing below it. Hosts and their MACs ([`hosts`]), spec
-//! profiles ([`profiles`]), run actions (start one or many, cancel,
-//! override, release) and the reads behind them ([`runs`]). Every action
+//! call, and nothing below it. Hosts and their MACs (`hosts`), spec
+//! profiles (`profiles`), run actions (start one or many, cancel,
+//! override, release) and the reads behind them (`runs`). Every action
 //! names its actor and leaves an audit record.
 
 use crate::orchestrator::Orchestrator;

@@ -184,7 +184,7 @@ impl Operator {
 
     /// Overrides a wipe-probe hold: Storage runs again as a new attempt,
     /// which writes only disks whose every finding is among `acknowledged`
-    /// (finding ids of the hold, see [`Orchestrator::held_findings`]) and
+    /// (finding ids of the hold, see [`Operator::held_findings`]) and
     /// holds again on anything else. Refused for any other hold (a
     /// bad-block failure cannot be overridden), for no ids, and for an id
     /// that is not among the hold's findings. The ids are recorded in the

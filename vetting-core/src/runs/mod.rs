@@ -1,7 +1,7 @@
 //! The runs service: the driver that applies transitions and carries out
-//! their effects ([`driver`]), dispatch and the dispatcher slots
-//! ([`dispatch`]), deadlines ([`deadlines`]), and the reconcilers that
-//! recover what a restart interrupted ([`reconcile`]).
+//! their effects (`driver`), dispatch and the dispatcher slots
+//! (`dispatch`), deadlines (`deadlines`), and the reconcilers that
+//! recover what a restart interrupted (`reconcile`).
 
 use vetting_probes::protocol::WipeFinding;
 
