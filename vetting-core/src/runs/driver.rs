@@ -4,13 +4,8 @@
 //! transaction), announced on the events hub after the commit, and its
 //! effects carried out.
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::TransactionTrait;
 
-use crate::clock::Millis;
 use crate::error::{OrchestratorError, Result, db};
 use crate::events::HubEvent;
 use crate::machine::{
@@ -20,8 +15,7 @@ use crate::machine::{
 use crate::model::{Actor, Applied, Run};
 use crate::notify::Notification;
 use crate::runs::EventContext;
-use crate::store::audit;
-use crate::store::entities::{run, slot, stage, transition};
+use crate::store::{self, audit};
 
 use super::Runs;
 
@@ -172,10 +166,7 @@ impl Runs {
 
     /// How many Storage attempts a run has had.
     async fn storage_attempts(&self, run_id: &str) -> Result<u32> {
-        let attempts = stage::Entity::find()
-            .filter(stage::Column::RunId.eq(run_id))
-            .filter(stage::Column::Stage.eq(Stage::Storage.as_str()))
-            .count(self.core.conn())
+        let attempts = store::stages::attempts(self.core.conn(), run_id, Stage::Storage.as_str())
             .await
             .map_err(db("counting storage attempts"))?;
         Ok(u32::try_from(attempts).unwrap_or(u32::MAX - 1))
@@ -220,57 +211,10 @@ impl Runs {
         };
 
         // 1. compare-and-set the run row
-        let updated = run::Entity::update_many()
-            .col_expr(run::Column::State, Expr::value(next.state.as_str()))
-            .col_expr(run::Column::Version, Expr::value(run.version + 1))
-            .col_expr(
-                run::Column::HoldReason,
-                Expr::value(next.hold_reason.map(|r| r.as_str().to_string())),
-            )
-            .col_expr(
-                run::Column::FailureReason,
-                Expr::value(next.failure_reason.clone()),
-            )
-            .col_expr(
-                run::Column::CurrentStage,
-                Expr::value(next.current.map(|c| c.stage.as_str().to_string())),
-            )
-            .col_expr(
-                run::Column::CurrentAttempt,
-                Expr::value(next.current.map(|c| c.attempt as i32)),
-            )
-            .col_expr(
-                run::Column::StateDeadlineMs,
-                Expr::value(next.state_deadline_ms),
-            )
-            .col_expr(
-                run::Column::HeartbeatDeadlineMs,
-                Expr::value(next.heartbeat_deadline_ms),
-            )
-            .col_expr(
-                run::Column::OverrideFlags,
-                Expr::value(if next.override_flags.is_empty() {
-                    None
-                } else {
-                    Some(next.override_flags.join(","))
-                }),
-            )
-            .col_expr(
-                run::Column::AcknowledgedFindings,
-                Expr::value(acknowledged_json),
-            )
-            .col_expr(run::Column::QueuedAtMs, Expr::value(next.queued_at_ms))
-            .col_expr(run::Column::HelloAtMs, Expr::value(next.hello_at_ms))
-            .col_expr(run::Column::ClaimedAtMs, Expr::value(next.claimed_at_ms))
-            .col_expr(run::Column::EndedAtMs, Expr::value(next.ended_at_ms))
-            .col_expr(run::Column::UpdatedAtMs, Expr::value(now))
-            .filter(run::Column::Id.eq(run.id.as_str()))
-            .filter(run::Column::Version.eq(run.version))
-            .filter(run::Column::State.eq(run.state.as_str()))
-            .exec(&txn)
+        let updated = store::runs::compare_and_set(&txn, run, next, acknowledged_json, now)
             .await
             .map_err(db("updating a run"))?;
-        if updated.rows_affected != 1 {
+        if !updated {
             return Err(OrchestratorError::Conflict {
                 run_id: run.id.clone(),
             });
@@ -285,66 +229,47 @@ impl Runs {
         // 2. the dispatcher slot
         match transition.slot {
             SlotOp::Take => self.take_slot(&txn, &run.id).await?,
-            SlotOp::Free => {
-                slot::Entity::update_many()
-                    .col_expr(slot::Column::RunId, Expr::value(Option::<String>::None))
-                    .filter(slot::Column::RunId.eq(run.id.as_str()))
-                    .exec(&txn)
-                    .await
-                    .map_err(db("freeing a dispatcher slot"))?;
-            }
+            SlotOp::Free => store::slots::free(&txn, &run.id)
+                .await
+                .map_err(db("freeing a dispatcher slot"))?,
             SlotOp::Keep => {}
         }
 
         // 3. stage rows: close the current one, open the next
+        let closing = store::stages::Closing {
+            reason: context.reason.clone(),
+            verdict: context.verdict_json.clone(),
+            agent_verdict: context.agent_verdict_json.clone(),
+            wipe_findings: wipe_findings_json,
+        };
         for op in &transition.stages {
             match op {
-                StageOp::Close {
-                    stage: finished,
-                    outcome,
-                } => {
-                    stage::Entity::update_many()
-                        .col_expr(stage::Column::Outcome, Expr::value(outcome.as_str()))
-                        .col_expr(stage::Column::Reason, Expr::value(context.reason.clone()))
-                        .col_expr(stage::Column::FinishedAtMs, Expr::value(now))
-                        .col_expr(
-                            stage::Column::Verdict,
-                            Expr::value(context.verdict_json.clone()),
-                        )
-                        .col_expr(
-                            stage::Column::AgentVerdict,
-                            Expr::value(context.agent_verdict_json.clone()),
-                        )
-                        .col_expr(
-                            stage::Column::WipeFindings,
-                            Expr::value(wipe_findings_json.clone()),
-                        )
-                        .filter(stage::Column::RunId.eq(run.id.as_str()))
-                        .filter(stage::Column::Stage.eq(finished.stage.as_str()))
-                        .filter(stage::Column::Attempt.eq(finished.attempt as i32))
-                        .filter(stage::Column::FinishedAtMs.is_null())
-                        .exec(&txn)
+                StageOp::Close { stage, outcome } => {
+                    store::stages::close(&txn, &run.id, *stage, outcome, closing.clone(), now)
                         .await
                         .map_err(db("closing a stage"))?;
                 }
-                StageOp::Open { stage: next } => {
-                    open_stage(&txn, &run.id, next.stage.as_str(), next.attempt, now).await?;
+                StageOp::Open { stage } => {
+                    store::stages::open(&txn, &run.id, stage.stage.as_str(), stage.attempt, now)
+                        .await
+                        .map_err(db("opening a stage"))?;
                 }
                 StageOp::OpenSpecValidate => {
                     // the orchestrator-owned stage is recorded as a stage row too
-                    open_stage(&txn, &run.id, RunState::SpecValidate.as_str(), 1, now).await?;
+                    store::stages::open(&txn, &run.id, RunState::SpecValidate.as_str(), 1, now)
+                        .await
+                        .map_err(db("opening SpecValidate"))?;
                 }
                 StageOp::CloseSpecValidate { outcome } => {
-                    stage::Entity::update_many()
-                        .col_expr(stage::Column::Outcome, Expr::value(outcome.as_str()))
-                        .col_expr(stage::Column::Reason, Expr::value(context.reason.clone()))
-                        .col_expr(stage::Column::FinishedAtMs, Expr::value(now))
-                        .filter(stage::Column::RunId.eq(run.id.as_str()))
-                        .filter(stage::Column::Stage.eq(RunState::SpecValidate.as_str()))
-                        .filter(stage::Column::FinishedAtMs.is_null())
-                        .exec(&txn)
-                        .await
-                        .map_err(db("closing SpecValidate"))?;
+                    store::stages::close_spec_validate(
+                        &txn,
+                        &run.id,
+                        outcome,
+                        context.reason.clone(),
+                        now,
+                    )
+                    .await
+                    .map_err(db("closing SpecValidate"))?;
                 }
             }
         }
@@ -354,20 +279,10 @@ impl Runs {
         let mut announced = Vec::new();
         let mut last_transition_id = None;
         for step in &transition.steps {
-            let recorded = transition::ActiveModel {
-                run_id: Set(run.id.clone()),
-                from_state: Set(step.from.as_str().to_string()),
-                to_state: Set(step.to.as_str().to_string()),
-                event: Set(step.event.as_str().to_string()),
-                actor: Set(actor.as_str().to_string()),
-                at_ms: Set(now),
-                detail: Set(detail.clone()),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await
-            .map_err(db("recording a transition"))?;
-            last_transition_id = Some(recorded.id);
+            let id = store::transitions::record(&txn, &run.id, *step, &actor, now, detail.clone())
+                .await
+                .map_err(db("recording a transition"))?;
+            last_transition_id = Some(id);
             announced.push(HubEvent::Transition {
                 run_id: run.id.clone(),
                 host_id: run.host_id,
@@ -475,33 +390,6 @@ fn refused(run_id: &str, refusal: Refusal) -> OrchestratorError {
         },
         Refusal::Acknowledgement(message) => OrchestratorError::BadRequest(message),
     }
-}
-
-/// Opens the row of a stage attempt.
-async fn open_stage(
-    txn: &DatabaseTransaction,
-    run_id: &str,
-    stage_name: &str,
-    attempt: u32,
-    now: Millis,
-) -> Result<()> {
-    stage::ActiveModel {
-        run_id: Set(run_id.to_string()),
-        stage: Set(stage_name.to_string()),
-        attempt: Set(attempt as i32),
-        outcome: Set("running".into()),
-        reason: Set(None),
-        started_at_ms: Set(now),
-        finished_at_ms: Set(None),
-        agent_verdict: Set(None),
-        verdict: Set(None),
-        response: Set(None),
-        wipe_findings: Set(None),
-    }
-    .insert(txn)
-    .await
-    .map_err(db("opening a stage"))?;
-    Ok(())
 }
 
 /// What a committed transition leaves for after the commit.

@@ -112,3 +112,65 @@ pub async fn record_heartbeats(
         .await?;
     Ok(())
 }
+
+/// The compare-and-set of a transition: the run row becomes `next` (and
+/// `version + 1`) only if it is still at the version and state `run` was
+/// read with. Whether it was.
+pub async fn compare_and_set(
+    conn: &impl ConnectionTrait,
+    run: &Run,
+    next: &crate::machine::RunUpdate,
+    acknowledged_json: Option<String>,
+    now: crate::clock::Millis,
+) -> std::result::Result<bool, sea_orm::DbErr> {
+    let updated = run::Entity::update_many()
+        .col_expr(run::Column::State, Expr::value(next.state.as_str()))
+        .col_expr(run::Column::Version, Expr::value(run.version + 1))
+        .col_expr(
+            run::Column::HoldReason,
+            Expr::value(next.hold_reason.map(|r| r.as_str().to_string())),
+        )
+        .col_expr(
+            run::Column::FailureReason,
+            Expr::value(next.failure_reason.clone()),
+        )
+        .col_expr(
+            run::Column::CurrentStage,
+            Expr::value(next.current.map(|c| c.stage.as_str().to_string())),
+        )
+        .col_expr(
+            run::Column::CurrentAttempt,
+            Expr::value(next.current.map(|c| c.attempt as i32)),
+        )
+        .col_expr(
+            run::Column::StateDeadlineMs,
+            Expr::value(next.state_deadline_ms),
+        )
+        .col_expr(
+            run::Column::HeartbeatDeadlineMs,
+            Expr::value(next.heartbeat_deadline_ms),
+        )
+        .col_expr(
+            run::Column::OverrideFlags,
+            Expr::value(if next.override_flags.is_empty() {
+                None
+            } else {
+                Some(next.override_flags.join(","))
+            }),
+        )
+        .col_expr(
+            run::Column::AcknowledgedFindings,
+            Expr::value(acknowledged_json),
+        )
+        .col_expr(run::Column::QueuedAtMs, Expr::value(next.queued_at_ms))
+        .col_expr(run::Column::HelloAtMs, Expr::value(next.hello_at_ms))
+        .col_expr(run::Column::ClaimedAtMs, Expr::value(next.claimed_at_ms))
+        .col_expr(run::Column::EndedAtMs, Expr::value(next.ended_at_ms))
+        .col_expr(run::Column::UpdatedAtMs, Expr::value(now))
+        .filter(run::Column::Id.eq(run.id.as_str()))
+        .filter(run::Column::Version.eq(run.version))
+        .filter(run::Column::State.eq(run.state.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}

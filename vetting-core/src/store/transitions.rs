@@ -1,6 +1,9 @@
 //! The transitions table: the log of every transition, read in commit order.
 
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder,
+};
 
 use crate::error::{Result, db};
 use crate::model::TransitionRecord;
@@ -31,4 +34,28 @@ pub async fn list(
             detail: model.detail,
         })
         .collect())
+}
+
+/// Logs one step of a transition; its id.
+pub async fn record(
+    conn: &impl ConnectionTrait,
+    run_id: &str,
+    step: crate::machine::Step,
+    actor: &crate::model::Actor,
+    now: crate::clock::Millis,
+    detail: Option<String>,
+) -> std::result::Result<i64, sea_orm::DbErr> {
+    let recorded = transition::ActiveModel {
+        run_id: Set(run_id.to_string()),
+        from_state: Set(step.from.as_str().to_string()),
+        to_state: Set(step.to.as_str().to_string()),
+        event: Set(step.event.as_str().to_string()),
+        actor: Set(actor.as_str().to_string()),
+        at_ms: Set(now),
+        detail: Set(detail),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    Ok(recorded.id)
 }
