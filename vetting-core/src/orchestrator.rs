@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
-use crate::error::{OrchestratorError, Result};
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+
+use crate::error::{OrchestratorError, Result, db};
 use crate::events::EventsHub;
 use crate::model::{Host, Run};
 use crate::store::Store;
@@ -150,6 +152,16 @@ impl Orchestrator {
     /// so targets added here are seen by every handle.
     pub fn notifiers(&self) -> &crate::notify::Notifiers {
         &self.inner.notifiers
+    }
+
+    /// Begins a writing transaction (`store::WRITE`: on SQLite it holds
+    /// the write lock from its first statement); a failure names what was
+    /// being done.
+    pub(crate) async fn begin_write(&self, doing: &'static str) -> Result<DatabaseTransaction> {
+        self.conn()
+            .begin_with_options(crate::store::WRITE)
+            .await
+            .map_err(db(doing))
     }
 
     /// A run, for the services' own use (frontends read through

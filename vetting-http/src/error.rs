@@ -59,23 +59,11 @@ impl From<OrchestratorError> for ApiError {
             // a failed group of agent writes (its cause kept, logged in
             // full below) and every other internal error
             other => {
-                tracing::error!("internal error: {:#}", anyhow_chain(&other));
+                tracing::error!("internal error: {:#}", vetting_core::error::chain(&other));
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
         }
     }
-}
-
-/// The whole error chain on one line.
-fn anyhow_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl IntoResponse for ApiError {

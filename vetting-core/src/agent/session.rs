@@ -1,6 +1,6 @@
 //! Hello, claim and the plan: the agent's session with its run, and what
 //! a heartbeat is answered.
-use sea_orm::{EntityTrait, TransactionTrait};
+use sea_orm::EntityTrait;
 use vetting_probes::protocol::{ClaimResponse, Endpoint, Stage, StageParams, StageRef};
 
 use super::auth::*;
@@ -67,12 +67,7 @@ impl Agent {
         peer: std::net::IpAddr,
         mac: &str,
     ) -> Result<()> {
-        let txn = self
-            .core
-            .conn()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("recording a boot script"))?;
+        let txn = self.core.begin_write("recording a boot script").await?;
         audit::record(
             &txn,
             self.core.now_ms(),
@@ -131,10 +126,8 @@ impl Agent {
         );
         let txn = self
             .core
-            .conn()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("recording a hello address mismatch"))?;
+            .begin_write("recording a hello address mismatch")
+            .await?;
         audit::record(
             &txn,
             now,

@@ -297,31 +297,29 @@ impl AgentWriter {
     /// stage's flat file. Refused once the run has ended.
     pub async fn log(&self, request: &AuthenticatedRun, batch: LogBatch) -> Result<BatchAck> {
         request.serves(Endpoint::Log)?;
-        match self
-            .write(AgentWrite::Log {
-                run_id: request.run_id.clone(),
-                lines: batch.lines,
-            })
-            .await?
-        {
-            AgentWritten::Batch(ack) => Ok(ack),
-            _ => Err(internal("a log batch was answered as something else")),
-        }
+        self.batch(AgentWrite::Log {
+            run_id: request.run_id.clone(),
+            lines: batch.lines,
+        })
+        .await
     }
 
     /// `sensor`: stores each sample exactly once (by sequence number) as
     /// a measurement. Refused once the run has ended.
     pub async fn sensor(&self, request: &AuthenticatedRun, batch: SensorBatch) -> Result<BatchAck> {
         request.serves(Endpoint::Sensor)?;
-        match self
-            .write(AgentWrite::Sensor {
-                run_id: request.run_id.clone(),
-                samples: batch.samples,
-            })
-            .await?
-        {
+        self.batch(AgentWrite::Sensor {
+            run_id: request.run_id.clone(),
+            samples: batch.samples,
+        })
+        .await
+    }
+
+    /// A log or sensor batch through the writer, and its answer.
+    async fn batch(&self, write: AgentWrite) -> Result<BatchAck> {
+        match self.write(write).await? {
             AgentWritten::Batch(ack) => Ok(ack),
-            _ => Err(internal("a sensor batch was answered as something else")),
+            _ => Err(internal("a batch was answered as something else")),
         }
     }
 

@@ -1,9 +1,7 @@
 //! Hosts and their MACs.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::error::{OrchestratorError, Result, db};
 use crate::model::{Actor, Host, Mac, NewHost, Run};
@@ -36,12 +34,7 @@ impl Operator {
             }
         }
         let now = self.core.now_ms();
-        let txn = self
-            .core
-            .conn()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("registering a host"))?;
+        let txn = self.core.begin_write("registering a host").await?;
         if host::Entity::find()
             .filter(host::Column::Name.eq(name.as_str()))
             .one(&txn)
@@ -111,12 +104,7 @@ impl Operator {
     /// its history stays. Refused while it has a run in progress.
     pub async fn remove_host(&self, host_id: i64, actor: &Actor) -> Result<()> {
         let now = self.core.now_ms();
-        let txn = self
-            .core
-            .conn()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("removing a host"))?;
+        let txn = self.core.begin_write("removing a host").await?;
         let found = crate::store::by_key(host::Entity::find_by_id(host_id), &txn)
             .await
             .map_err(db("removing a host"))?

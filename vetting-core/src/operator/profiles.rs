@@ -2,9 +2,7 @@
 //! audited; the spec a host is held to and the differences a run found.
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::error::{OrchestratorError, Result, db};
 use crate::model::{Actor, Host};
@@ -25,13 +23,7 @@ impl Operator {
             OrchestratorError::BadRequest(format!("spec profile `{name}`: {error}"))
         })?;
         let now = self.core.now_ms();
-        let txn = self
-            .core
-            .store()
-            .db()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("storing a spec profile"))?;
+        let txn = self.core.begin_write("storing a spec profile").await?;
         let existed =
             crate::store::by_key(spec_profile::Entity::find_by_id(name.to_string()), &txn)
                 .await
@@ -98,13 +90,7 @@ impl Operator {
     /// Deletes a spec profile; refused while a registered host refers to it.
     pub async fn delete_spec_profile(&self, name: &str, actor: &Actor) -> Result<()> {
         let now = self.core.now_ms();
-        let txn = self
-            .core
-            .store()
-            .db()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("deleting a spec profile"))?;
+        let txn = self.core.begin_write("deleting a spec profile").await?;
         let users: Vec<String> = host::Entity::find()
             .filter(host::Column::SpecProfile.eq(name))
             .filter(host::Column::RemovedAtMs.is_null())

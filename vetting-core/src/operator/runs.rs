@@ -2,7 +2,6 @@
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
 };
 use vetting_probes::protocol::WipeFinding;
 
@@ -39,12 +38,7 @@ impl Operator {
             tokens::issue_with_cost(&self.core.inner.key, &run_id, self.core.inner.bcrypt_cost)
                 .map_err(OrchestratorError::Unauthorized)?;
         let now = self.core.now_ms();
-        let txn = self
-            .core
-            .conn()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("creating a run"))?;
+        let txn = self.core.begin_write("creating a run").await?;
         run::ActiveModel {
             id: Set(run_id.clone()),
             host_id: Set(host_id),

@@ -4,8 +4,6 @@
 //! transaction), announced on the events hub after the commit, and its
 //! effects carried out.
 
-use sea_orm::TransactionTrait;
-
 use crate::error::{OrchestratorError, Result, db};
 use crate::events::HubEvent;
 use crate::machine::{
@@ -184,12 +182,7 @@ impl Runs {
         let now = self.core.now_ms();
         let actor = context.actor.clone().unwrap_or_else(Actor::orchestrator);
         let next = &transition.run;
-        let txn = self
-            .core
-            .conn()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("applying a transition"))?;
+        let txn = self.core.begin_write("applying a transition").await?;
         let encoding = |what: &'static str| {
             move |error: serde_json::Error| {
                 OrchestratorError::Internal(format!("encoding {what}: {error}"))

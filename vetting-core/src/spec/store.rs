@@ -3,7 +3,7 @@
 //! identity and the spec, with the differences stored per run.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use vetting_probes::inventory::Inventory;
 use vetting_probes::parsers::dmidecode::{is_placeholder_uuid, meaningful};
@@ -182,13 +182,7 @@ impl crate::runs::Runs {
             )));
         }
         let now = self.core.now_ms();
-        let txn = self
-            .core
-            .store()
-            .db()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("recording a host's identity"))?;
+        let txn = self.core.begin_write("recording a host's identity").await?;
         let updated = host::Entity::update_many()
             .col_expr(host::Column::Serial, Expr::value(serial.clone()))
             .col_expr(host::Column::SystemUuid, Expr::value(uuid.clone()))
@@ -237,13 +231,7 @@ impl crate::runs::Runs {
     }
 
     async fn store_spec_diffs(&self, run_id: &str, diffs: &[SpecDiff]) -> Result<()> {
-        let txn = self
-            .core
-            .store()
-            .db()
-            .begin_with_options(crate::store::WRITE)
-            .await
-            .map_err(db("storing spec differences"))?;
+        let txn = self.core.begin_write("storing spec differences").await?;
         spec_diff::Entity::delete_many()
             .filter(spec_diff::Column::RunId.eq(run_id))
             .exec(&txn)
