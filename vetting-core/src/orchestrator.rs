@@ -1,14 +1,15 @@
-//! The driver of the state machine: every transition is decided by
-//! [`crate::machine::decide`], persisted compare-and-set (run row,
-//! stage row, transition log, dispatcher slot and audit record in one
-//! transaction) and only then announced on the events hub.
+//! The assembled core: the store, the config, the clock, the secret key,
+//! the events hub, the notifiers and the caches the services share. Open
+//! it once per process (`Orchestrator::open`, or `vetting_http::Server`);
+//! cheap to clone. What it does is in its services: `runs()`, `agent()`
+//! and `operator()` (see `docs/ARCHITECTURE.md`).
 
 use std::sync::Arc;
 
-use crate::clock::{Clock, Millis};
-use crate::config::Config;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 
+use crate::clock::{Clock, Millis};
+use crate::config::Config;
 use crate::error::{OrchestratorError, Result, db};
 use crate::events::EventsHub;
 use crate::model::{Host, Run};
@@ -230,18 +231,4 @@ impl Orchestrator {
     pub async fn wait_for_poke(&self, timeout: std::time::Duration) {
         let _ = tokio::time::timeout(timeout, self.inner.poke.notified()).await;
     }
-
-    // ---------------------------------------------------------------- hosts
-
-    // ----------------------------------------------------------------- runs
-
-    // ------------------------------------------------------ the one driver
-
-    // ----------------------------------------------------- reconcilers
-
-    // ---------------------------------------------------- agent-facing
-
-    // ---------------------------------------------------- operator actions
-
-    // ---------------------------------------------------------- queries
 }
