@@ -63,7 +63,10 @@ async fn booting_run_of(orchestrator: &Orchestrator, name: &str, mac: &str) -> S
         .start_run(host.id, &actor)
         .await
         .unwrap();
-    let dispatcher = Dispatcher::with_stored_power(orchestrator.clone());
+    let dispatcher = Dispatcher::new(
+        orchestrator.clone(),
+        std::sync::Arc::new(vetting_core::power::StoredPowerSettings::of(orchestrator)),
+    );
     wait_until("the run to boot", Duration::from_secs(20), || async {
         dispatcher.reconcile_once().await.unwrap();
         orchestrator

@@ -78,7 +78,10 @@ async fn orchestrator(data_dir: &Path, run_waiting: bool) -> (Orchestrator, Opti
         .start_run(host.id, &actor)
         .await
         .unwrap();
-    let dispatcher = Dispatcher::with_stored_power(orchestrator.clone());
+    let dispatcher = Dispatcher::new(
+        orchestrator.clone(),
+        std::sync::Arc::new(vetting_core::power::StoredPowerSettings::of(&orchestrator)),
+    );
     wait_until(
         "the run to wait for boot",
         Duration::from_secs(20),

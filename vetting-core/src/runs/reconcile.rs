@@ -21,9 +21,7 @@ use crate::error::OrchestratorError;
 use crate::machine::{Event, RunState};
 use crate::model::{Actor, Run};
 use crate::orchestrator::Orchestrator;
-use crate::power::{
-    self, PowerDrivers, PowerError, PowerLog, PowerLogLevel, PowerOutcome, StoredPowerSettings,
-};
+use crate::power::{self, PowerDrivers, PowerError, PowerLog, PowerLogLevel, PowerOutcome};
 use crate::runs::EventContext;
 
 /// Whether trying again may help.
@@ -116,12 +114,6 @@ impl Dispatcher {
             drivers,
             power: Arc::default(),
         }
-    }
-
-    /// With the drivers of each host's stored settings.
-    pub fn with_stored_power(orchestrator: Orchestrator) -> Self {
-        let drivers = Arc::new(StoredPowerSettings::of(&orchestrator));
-        Self::new(orchestrator, drivers)
     }
 
     /// One pass of every reconciler. Returns how many transitions it made

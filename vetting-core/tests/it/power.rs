@@ -623,7 +623,10 @@ async fn dispatcher_powers_hosts_through_their_stored_settings(settings: Redfish
     config.power.retry_secs = 0;
     let clock = vetting_core::clock::ManualClock::new(crate::support::T0);
     let orchestrator = crate::support::open(config, &clock).await;
-    let dispatcher = Dispatcher::with_stored_power(orchestrator.clone());
+    let dispatcher = Dispatcher::new(
+        orchestrator.clone(),
+        std::sync::Arc::new(vetting_core::power::StoredPowerSettings::of(&orchestrator)),
+    );
     let mut unknown_system = settings.clone();
     unknown_system.system_id = Some("no-such-node".to_owned());
     let mut run_ids = Vec::new();
