@@ -178,15 +178,7 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
     } else {
         verdict.merge(thermal);
     }
-    for peak in &summary.peaks {
-        if let Some(value) = peak.input {
-            measurements.push(measurement(
-                &format!("stress.peak.{}/{}", peak.driver, peak.label),
-                value,
-                &peak.unit,
-            ));
-        }
-    }
+    measurements.extend(super::peak_measurements("stress", &summary));
 
     // memory errors
     let edac_after = read_edac(&edac_root);

@@ -251,6 +251,23 @@ pub fn measurement(name: &str, value: f64, unit: &str) -> Measurement {
     }
 }
 
+/// The sensor sidecar's peak readings as measurements named
+/// `{prefix}.peak.{driver}/{label}` (readings without a value left out).
+pub fn peak_measurements(
+    prefix: &str,
+    summary: &vetting_probes::verdicts::cpu::SidecarSummary,
+) -> impl Iterator<Item = Measurement> {
+    summary.peaks.iter().filter_map(move |peak| {
+        peak.input.map(|value| {
+            measurement(
+                &format!("{prefix}.peak.{}/{}", peak.driver, peak.label),
+                value,
+                &peak.unit,
+            )
+        })
+    })
+}
+
 /// The stage was cancelled (abort or shutdown) before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the stage was cancelled")]

@@ -336,15 +336,7 @@ pub fn run(context: &StageContext) -> Result<StageReport, Cancelled> {
         measurements.extend(outcome.measurements);
     }
     let watched = sidecar.stop();
-    for peak in &watched.peaks {
-        if let Some(value) = peak.input {
-            measurements.push(measurement(
-                &format!("storage.peak.{}/{}", peak.driver, peak.label),
-                value,
-                &peak.unit,
-            ));
-        }
-    }
+    measurements.extend(super::peak_measurements("storage", &watched));
     Ok(judged_report(context, verdict, artifacts, measurements))
 }
 

@@ -140,18 +140,8 @@ impl Operator {
         actor: &Actor,
         acknowledged: Option<String>,
     ) -> Result<Applied> {
-        self.core
-            .runs()
-            .apply(
-                run_id,
-                Event::Cancel,
-                EventContext {
-                    actor: Some(actor.clone()),
-                    acknowledged,
-                    reason: Some(format!("cancelled by {}", actor.as_str())),
-                    ..Default::default()
-                },
-            )
+        let reason = format!("cancelled by {}", actor.as_str());
+        self.act(run_id, Event::Cancel, actor, acknowledged, Some(reason))
             .await
     }
 
@@ -162,14 +152,29 @@ impl Operator {
         actor: &Actor,
         acknowledged: Option<String>,
     ) -> Result<Applied> {
+        self.act(run_id, Event::Release, actor, acknowledged, None)
+            .await
+    }
+
+    /// An operator's `event` on a run, in the actor's name, with what the
+    /// operator acknowledged (the audit records both).
+    async fn act(
+        &self,
+        run_id: &str,
+        event: Event,
+        actor: &Actor,
+        acknowledged: Option<String>,
+        reason: Option<String>,
+    ) -> Result<Applied> {
         self.core
             .runs()
             .apply(
                 run_id,
-                Event::Release,
+                event,
                 EventContext {
                     actor: Some(actor.clone()),
                     acknowledged,
+                    reason,
                     ..Default::default()
                 },
             )
