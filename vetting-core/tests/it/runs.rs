@@ -83,12 +83,17 @@ async fn a_run_walks_from_registered_to_completed() {
             step(&orchestrator, &run_id, Event::StageSkipped).await,
             RunState::Reporting
         );
-        assert_eq!(
-            step(&orchestrator, &run_id, Event::ReportWritten).await,
-            RunState::Completed
-        );
-        let run = orchestrator.operator().get_run(&run_id).await.unwrap();
-        assert_eq!(run.state, RunState::Completed);
+        // entering Reporting queued the report worker (the transition's
+        // effect): it writes the report and applies ReportWritten
+        let mut run = orchestrator.operator().get_run(&run_id).await.unwrap();
+        for _ in 0..400 {
+            if run.state != RunState::Reporting {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            run = orchestrator.operator().get_run(&run_id).await.unwrap();
+        }
+        assert_eq!(run.state, RunState::Completed, "{}", db.name);
         assert!(run.ended_at_ms.is_some());
         let walked: Vec<String> = orchestrator
             .operator()
