@@ -59,6 +59,28 @@ pub enum OrchestratorError {
     Key(#[from] tokens::KeyError),
     #[error("{0}")]
     Internal(String),
+    /// An import where some rows are invalid: nothing was imported.
+    #[error("nothing imported: {}", crate::error::rows_text(rows))]
+    ImportRejected {
+        rows: Vec<crate::operator::RowError>,
+    },
+    /// The caller's role does not allow the action.
+    #[error("{action} needs the {needed} role; this token has {role}")]
+    Forbidden {
+        action: String,
+        needed: crate::operator::Role,
+        role: crate::operator::Role,
+    },
+    /// A wrong, unknown or revoked API token (the message never says which).
+    #[error("unauthorized: the API token is not valid")]
+    BadCredentials,
+    #[error("API token `{0}` does not exist")]
+    ApiTokenNotFound(String),
+    /// The agent speaks another protocol version than this orchestrator.
+    #[error(
+        "the agent speaks protocol version {agent}, this orchestrator {server}: boot a live image built for this orchestrator"
+    )]
+    ProtocolMismatch { agent: u32, server: u32 },
     #[error("I/O error while {doing}")]
     Io {
         doing: String,
@@ -88,6 +110,14 @@ pub fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `line 3: message; line 7: message`.
+pub(crate) fn rows_text(rows: &[crate::operator::RowError]) -> String {
+    rows.iter()
+        .map(|row| format!("line {}: {}", row.line, row.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An internal failure (an encoding that cannot fail, a task that

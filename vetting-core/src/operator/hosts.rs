@@ -5,6 +5,8 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Quer
 
 use crate::error::{OrchestratorError, Result, db};
 use crate::model::{Actor, Host, Mac, NewHost, Run};
+
+use super::{HostEdit, Page, PageRequest};
 use crate::store::audit;
 use crate::store::entities::{host, host_mac, run};
 
@@ -158,6 +160,41 @@ impl Operator {
 
     pub async fn get_host(&self, host_id: i64) -> Result<Host> {
         crate::store::hosts::get(self.core.conn(), host_id).await
+    }
+
+    /// The registered (not removed) host named `name`.
+    pub async fn host_by_name(&self, name: &str) -> Result<Host> {
+        let _ = name;
+        todo!("issue 11: host_by_name")
+    }
+
+    /// Changes a registered host (rename, MACs, serial, profile, power).
+    /// The same checks as registering; refused while the host has a run in
+    /// progress when its MACs change. Audited with what changed.
+    pub async fn edit_host(&self, host_id: i64, edit: HostEdit, actor: &Actor) -> Result<Host> {
+        let _ = (host_id, edit, actor);
+        todo!("issue 11: edit_host")
+    }
+
+    /// Imports hosts from CSV text (header `name,macs,serial,profile,power`;
+    /// `macs` separated by spaces or `;`, `power` a driver name or a JSON
+    /// object): all rows or none. Every invalid row is named with its line
+    /// number (`ImportRejected`): a malformed MAC, a duplicate name or MAC
+    /// (within the file or already registered), a missing column.
+    pub async fn import_hosts_csv(&self, text: &str, actor: &Actor) -> Result<Vec<Host>> {
+        let _ = (text, actor);
+        todo!("issue 11: import")
+    }
+
+    /// One page of hosts by name (registered ones; `include_removed` adds
+    /// the removed), through an index.
+    pub async fn list_hosts_page(
+        &self,
+        include_removed: bool,
+        page: PageRequest,
+    ) -> Result<Page<Host>> {
+        let _ = (include_removed, page);
+        todo!("issue 11: pages")
     }
 
     /// The host that owns `mac`, if it is registered.

@@ -6,9 +6,17 @@
 
 use crate::orchestrator::Orchestrator;
 
+mod access;
+mod dispatch;
 mod hosts;
 mod profiles;
 mod runs;
+mod types;
+
+pub use types::{
+    ApiToken, CreatedToken, DispatchStatus, HostEdit, Page, PageRequest, Principal, Role, RowError,
+    RunFilter, RunMetrics,
+};
 
 /// The operator service of an orchestrator (`Orchestrator::operator`).
 #[derive(Debug, Clone)]
@@ -22,5 +30,3 @@ impl Orchestrator {
         Operator { core: self.clone() }
     }
 }
-
-impl Operator {}

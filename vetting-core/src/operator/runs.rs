@@ -13,7 +13,7 @@ use crate::store::audit;
 use crate::store::entities::{measurement, run, stage};
 use crate::tokens::{self};
 
-use super::Operator;
+use super::{Operator, Page, PageRequest, RunFilter};
 
 impl Operator {
     /// Creates a run for a host, in `Registered`, with its token's nonce
@@ -121,6 +121,23 @@ impl Operator {
     /// Runs, newest first.
     pub async fn list_runs(&self, host_id: Option<i64>) -> Result<Vec<Run>> {
         crate::store::runs::list(self.core.conn(), host_id).await
+    }
+
+    /// One page of runs, newest first (by creation time, then id),
+    /// filtered by state and host, through an index.
+    pub async fn list_runs_page(&self, filter: RunFilter, page: PageRequest) -> Result<Page<Run>> {
+        let _ = (filter, page);
+        todo!("issue 11: pages")
+    }
+
+    /// Re-runs `stage` of a held run (after a repair) as a new attempt,
+    /// behind the same gates (Storage's wipe probe runs again first, and
+    /// the dispatcher slot is taken again). Refused unless the run is in
+    /// `FailedHolding` and `stage` is a testing stage at or before the
+    /// failed one. Audited.
+    pub async fn retry_stage(&self, run_id: &str, stage: Stage, actor: &Actor) -> Result<Applied> {
+        let _ = (run_id, stage, actor);
+        todo!("issue 11: retry-stage")
     }
 
     /// The host's run that has not ended, if any (a host has at most one).
