@@ -4,6 +4,7 @@
 //! under `{data_dir}/reports/`.
 
 mod html;
+pub mod ocp;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
