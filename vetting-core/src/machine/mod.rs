@@ -21,7 +21,19 @@ pub use table::{Effect, Guard, InvalidTransition, NotificationKind, Row, Trigger
 use serde::{Deserialize, Serialize};
 
 /// Every state a run can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum RunState {
     Registered,
     Queued,
@@ -163,7 +175,7 @@ pub fn state_of(stage: Stage) -> RunState {
 }
 
 /// Why a stage held the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldReason {
     /// The wipe probe found partition tables or filesystem/LVM/RAID signatures.
@@ -203,7 +215,7 @@ impl HoldReason {
 }
 
 /// Everything that can happen to a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     /// The operator started the run: it waits for a dispatcher slot.

@@ -12,11 +12,13 @@ mod hosts;
 mod profiles;
 mod runs;
 mod types;
+mod views;
 
 pub use types::{
     ApiToken, CreatedToken, DispatchStatus, HostEdit, Page, PageRequest, Principal, Role, RowError,
     RunFilter, RunMetrics,
 };
+pub use views::RunLogs;
 
 /// The operator service of an orchestrator (`Orchestrator::operator`).
 #[derive(Debug, Clone)]
