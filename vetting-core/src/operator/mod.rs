@@ -9,6 +9,7 @@ use crate::orchestrator::Orchestrator;
 mod access;
 mod dispatch;
 mod hosts;
+mod pages;
 mod profiles;
 mod runs;
 mod types;
