@@ -6,7 +6,7 @@
 
 use crate::orchestrator::Orchestrator;
 
-mod access;
+pub(crate) mod access;
 mod dispatch;
 mod hosts;
 mod pages;

@@ -219,6 +219,16 @@ impl Runs {
                 .map_err(db("storing a result's inventory and measurements"))?;
         }
 
+        // a queued run starts only while the dispatcher is not paused
+        // (read in this transaction: see `store::dispatcher_state`)
+        if transition.steps.first().map(|step| step.event) == Some(Event::Dispatch)
+            && store::dispatcher_state::paused_for_dispatch(&txn)
+                .await
+                .map_err(db("reading whether the dispatcher is paused"))?
+        {
+            return Err(OrchestratorError::DispatchPaused);
+        }
+
         // 2. the dispatcher slot
         match transition.slot {
             SlotOp::Take => self.take_slot(&txn, &run.id).await?,

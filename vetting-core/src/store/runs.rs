@@ -253,3 +253,13 @@ pub async fn count_by_state(conn: &impl ConnectionTrait) -> Result<Vec<(String, 
         .await
         .map_err(db("counting runs by state"))
 }
+
+/// How many runs are in `state` (index `runs_state_created`).
+pub async fn count_in_state(conn: &impl ConnectionTrait, state: RunState) -> Result<u64> {
+    use sea_orm::PaginatorTrait;
+    run::Entity::find()
+        .filter(run::Column::State.eq(state.as_str()))
+        .count(conn)
+        .await
+        .map_err(db("counting runs in a state"))
+}
