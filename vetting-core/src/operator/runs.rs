@@ -156,8 +156,18 @@ impl Operator {
     /// `FailedHolding` and `stage` is a testing stage at or before the
     /// failed one. Audited.
     pub async fn retry_stage(&self, run_id: &str, stage: Stage, actor: &Actor) -> Result<Applied> {
-        let _ = (run_id, stage, actor);
-        todo!("issue 11: retry-stage")
+        self.core
+            .runs()
+            .apply(
+                run_id,
+                Event::RetryStage,
+                EventContext {
+                    actor: Some(actor.clone()),
+                    retry_stage: Some(stage),
+                    ..Default::default()
+                },
+            )
+            .await
     }
 
     /// The host's run that has not ended, if any (a host has at most one).
