@@ -257,6 +257,9 @@ pub enum Event {
     HoldOpened,
     /// The operator overrode a wipe-probe hold: Storage runs again.
     OverrideWipe,
+    /// The operator retries a stage of a run held after a failure (after
+    /// a repair): the named stage runs again as a new attempt.
+    RetryStage,
     /// The operator released a held host.
     Release,
     /// The operator cancelled the run.
@@ -264,7 +267,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 21] = [
+    pub const ALL: [Event; 22] = [
         Event::Enqueue,
         Event::Dispatch,
         Event::PowerOnSent,
@@ -284,6 +287,7 @@ impl Event {
         Event::HeartbeatTimeout,
         Event::HoldOpened,
         Event::OverrideWipe,
+        Event::RetryStage,
         Event::Release,
         Event::Cancel,
     ];
@@ -309,6 +313,7 @@ impl Event {
             Event::HeartbeatTimeout => "heartbeat_timeout",
             Event::HoldOpened => "hold_opened",
             Event::OverrideWipe => "override_wipe",
+            Event::RetryStage => "retry_stage",
             Event::Release => "release",
             Event::Cancel => "cancel",
         }
@@ -322,7 +327,11 @@ impl Event {
     pub fn is_operator_action(self) -> bool {
         matches!(
             self,
-            Event::Enqueue | Event::OverrideWipe | Event::Release | Event::Cancel
+            Event::Enqueue
+                | Event::OverrideWipe
+                | Event::RetryStage
+                | Event::Release
+                | Event::Cancel
         )
     }
 }

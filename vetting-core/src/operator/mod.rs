@@ -6,9 +6,10 @@
 
 use crate::orchestrator::Orchestrator;
 
-mod access;
+pub(crate) mod access;
 mod dispatch;
 mod hosts;
+mod pages;
 mod profiles;
 mod runs;
 mod types;
