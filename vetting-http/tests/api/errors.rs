@@ -38,7 +38,6 @@ async fn api_errors_are_json() {
         "/api/v1",
         "/api/v1/",
         "/api/v2/runs",
-        "/api/v1/runs",
         &format!("/api/v1/runs/{run}/nope"),
         &format!("/api/v1/runs/{run}/hello/extra"),
     ] {
@@ -46,6 +45,14 @@ async fn api_errors_are_json() {
         let (status, body) = json_error(response).await;
         assert_eq!(status, 404, "{path}: {body}");
     }
+    // `/api/v1/runs` is the operator API's now: without a token, 401
+    let response = client
+        .post(format!("{url}/api/v1/runs"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_error(response).await;
+    assert_eq!(status, 401, "{body}");
 
     for endpoint in crate::served_endpoints() {
         let response = client
