@@ -615,3 +615,676 @@ async fn run_metrics_count_every_state_the_queue_slots_and_failed_stages() {
         assert_eq!(metrics.stage_failures, vec![("SMART".to_string(), 1)]);
     }
 }
+
+async fn register(orchestrator: &Orchestrator, name: &str, macs: &[&str]) -> i64 {
+    orchestrator
+        .operator()
+        .register_host(
+            NewHost {
+                name: name.into(),
+                macs: macs.iter().map(|mac| mac.to_string()).collect(),
+                ..Default::default()
+            },
+            &admin(),
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+/// Everything an import or edit could change, to compare before and after
+/// a refusal.
+async fn fingerprint(orchestrator: &Orchestrator) -> String {
+    let hosts = orchestrator.operator().list_hosts(true).await.unwrap();
+    let audit = orchestrator.operator().audit_log(None).await.unwrap();
+    format!("{hosts:?} {}", audit.len())
+}
+
+#[tokio::test]
+async fn hosts_are_found_by_name_and_edited_with_the_checks_of_registering() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        orchestrator
+            .operator()
+            .put_spec_profile("dl380", "schema_version: 1\n", &admin())
+            .await
+            .unwrap();
+        let edited = register(&orchestrator, "rack1-u01", &["02:00:00:00:01:01"]).await;
+        let other = register(&orchestrator, "rack1-u02", &["02:00:00:00:01:02"]).await;
+        let found = orchestrator
+            .operator()
+            .host_by_name("rack1-u01")
+            .await
+            .unwrap();
+        assert_eq!(found.id, edited);
+        let error = orchestrator
+            .operator()
+            .host_by_name("rack9-u99")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, OrchestratorError::HostNotFound(_)),
+            "{error}"
+        );
+        assert!(error.to_string().contains("rack9-u99"), "{error}");
+
+        let mut events = orchestrator.hub().subscribe();
+        let before = fingerprint(&orchestrator).await;
+        let refused: Vec<(HostEdit, &str)> = vec![
+            (
+                HostEdit {
+                    add_macs: vec!["02:00:00:00:01:02".into()],
+                    ..Default::default()
+                },
+                "rack1-u02",
+            ),
+            (
+                HostEdit {
+                    add_macs: vec!["02:00:00:00:01:zz".into()],
+                    ..Default::default()
+                },
+                "zz",
+            ),
+            (
+                HostEdit {
+                    remove_macs: vec!["02:00:00:00:01:01".into()],
+                    ..Default::default()
+                },
+                "at least one MAC",
+            ),
+            (
+                HostEdit {
+                    remove_macs: vec!["02:00:00:00:01:02".into()],
+                    ..Default::default()
+                },
+                "not this host's",
+            ),
+            (
+                HostEdit {
+                    rename: Some("rack1-u02".into()),
+                    ..Default::default()
+                },
+                "rack1-u02",
+            ),
+            (
+                HostEdit {
+                    spec_profile: Some("dl38O".into()),
+                    ..Default::default()
+                },
+                "dl38O",
+            ),
+            (
+                HostEdit {
+                    power: Some(serde_json::json!({"driver": "ipmi"})),
+                    ..Default::default()
+                },
+                "power",
+            ),
+            (
+                HostEdit {
+                    power: Some(serde_json::json!("telnet")),
+                    ..Default::default()
+                },
+                "telnet",
+            ),
+            (
+                HostEdit {
+                    rename: Some("\u{7}".into()),
+                    ..Default::default()
+                },
+                "printable",
+            ),
+        ];
+        for (edit, says) in refused {
+            let error = orchestrator
+                .operator()
+                .edit_host(edited, edit.clone(), &admin())
+                .await
+                .unwrap_err();
+            assert!(error.to_string().contains(says), "{edit:?}: {error}");
+        }
+        assert_eq!(fingerprint(&orchestrator).await, before, "{}", db.name);
+
+        let changed = orchestrator
+            .operator()
+            .edit_host(
+                edited,
+                HostEdit {
+                    rename: Some("rack1-u01b".into()),
+                    add_macs: vec!["02-00-00-00-01-0A".into()],
+                    remove_macs: vec!["02:00:00:00:01:01".into()],
+                    serial: Some("CZ123".into()),
+                    spec_profile: Some("dl380".into()),
+                    power: Some(serde_json::json!("wol")),
+                },
+                &admin(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed.name, "rack1-u01b");
+        assert_eq!(
+            changed.macs.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+            ["02:00:00:00:01:0a"]
+        );
+        assert_eq!(changed.serial.as_deref(), Some("CZ123"));
+        assert_eq!(changed.spec_profile.as_deref(), Some("dl380"));
+        assert_eq!(
+            changed.power,
+            Some(serde_json::json!({"driver": "wol", "mac": "02:00:00:00:01:0a"}))
+        );
+        let mut hosts_changed = false;
+        while let Ok(event) = events.try_recv() {
+            hosts_changed |= matches!(event, HubEvent::HostsChanged);
+        }
+        assert!(hosts_changed, "a MAC change reaches the DHCP allowlist");
+        // the freed MAC is free: another host may take it
+        orchestrator
+            .operator()
+            .edit_host(
+                other,
+                HostEdit {
+                    add_macs: vec!["02:00:00:00:01:01".into()],
+                    ..Default::default()
+                },
+                &admin(),
+            )
+            .await
+            .unwrap();
+        // empty text clears, null clears the power
+        let cleared = orchestrator
+            .operator()
+            .edit_host(
+                edited,
+                HostEdit {
+                    serial: Some(String::new()),
+                    spec_profile: Some(String::new()),
+                    power: Some(serde_json::Value::Null),
+                    ..Default::default()
+                },
+                &admin(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (cleared.serial, cleared.spec_profile, cleared.power),
+            (None, None, None)
+        );
+        let audit = orchestrator.operator().audit_log(None).await.unwrap();
+        let edit = audit.iter().find(|r| r.action == "edit_host").unwrap();
+        let detail: serde_json::Value =
+            serde_json::from_str(edit.detail.as_deref().unwrap()).unwrap();
+        assert_eq!(detail["name"]["to"], "rack1-u01b");
+        assert_eq!(
+            detail["added_macs"],
+            serde_json::json!(["02:00:00:00:01:0a"])
+        );
+
+        // while a run is in flight its MACs stay; the rest may change
+        let run = orchestrator
+            .operator()
+            .start_run(edited, &operator())
+            .await
+            .unwrap();
+        let error = orchestrator
+            .operator()
+            .edit_host(
+                edited,
+                HostEdit {
+                    add_macs: vec!["02:00:00:00:01:0b".into()],
+                    ..Default::default()
+                },
+                &admin(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, OrchestratorError::HostBusy { run_id, .. } if *run_id == run.id),
+            "{error}"
+        );
+        orchestrator
+            .operator()
+            .edit_host(
+                edited,
+                HostEdit {
+                    serial: Some("CZ999".into()),
+                    ..Default::default()
+                },
+                &admin(),
+            )
+            .await
+            .unwrap();
+        // a removed host is not found by name and cannot be edited
+        orchestrator
+            .operator()
+            .remove_host(other, &admin())
+            .await
+            .unwrap();
+        assert!(
+            orchestrator
+                .operator()
+                .host_by_name("rack1-u02")
+                .await
+                .is_err()
+        );
+        let error = orchestrator
+            .operator()
+            .edit_host(other, HostEdit::default(), &admin())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, OrchestratorError::HostNotFound(_)),
+            "{error}"
+        );
+    }
+}
+
+const GOOD_ROWS: &str = "rack2-u01,02:00:00:00:02:01,SER1,dl380,wol
+rack2-u02,02:00:00:00:02:02 02:00:00:00:02:12,,,manual
+rack2-u03,02:00:00:00:02:03;02:00:00:00:02:13,SER3,,\"{\"\"driver\"\": \"\"manual\"\", \"\"note\"\": \"\"row C\"\"}\"
+";
+
+#[tokio::test]
+async fn an_import_with_any_bad_row_names_each_and_writes_nothing() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        orchestrator
+            .operator()
+            .put_spec_profile("dl380", "schema_version: 1\n", &admin())
+            .await
+            .unwrap();
+        register(&orchestrator, "rack1-u01", &["02:00:00:00:01:01"]).await;
+        let before = fingerprint(&orchestrator).await;
+        let header = "name,macs,serial,profile,power\n";
+        let bad = format!(
+            "{header}{GOOD_ROWS}\
+             rack2-u04,02:00:00:00:02:zz,,,\n\
+             rack2-u01,02:00:00:00:02:05,,,\n\
+             rack2-u06,02:00:00:00:02:01,,,\n\
+             rack2-u07,02:00:00:00:01:01,,,\n\
+             rack1-u01,02:00:00:00:02:08,,,\n\
+             rack2-u09,02:00:00:00:02:09,,dl38O,\n\
+             rack2-u10,02:00:00:00:02:10,,\n\
+             rack2-u11,02:00:00:00:02:11,,,ipmi\n\
+             rack2-u14,,,,\n"
+        );
+        let error = orchestrator
+            .operator()
+            .import_hosts_csv(&bad, &admin())
+            .await
+            .unwrap_err();
+        let OrchestratorError::ImportRejected { rows } = &error else {
+            panic!("{error}");
+        };
+        let lines: Vec<usize> = rows.iter().map(|row| row.line).collect();
+        assert_eq!(
+            lines,
+            [5, 6, 7, 8, 9, 10, 11, 12, 13],
+            "{}: {rows:?}",
+            db.name
+        );
+        let says = [
+            "zz",
+            "also on line 2",
+            "MAC 02:00:00:00:02:01 is also on line 2",
+            "already belongs to host `rack1-u01`",
+            "a host named `rack1-u01` exists",
+            "`dl38O` does not exist",
+            "4 columns",
+            "ipmi",
+            "at least one MAC",
+        ];
+        for (row, says) in rows.iter().zip(says) {
+            assert!(
+                row.message.contains(says),
+                "line {}: {}",
+                row.line,
+                row.message
+            );
+        }
+        assert!(error.to_string().contains("line 5:"), "{error}");
+        assert_eq!(fingerprint(&orchestrator).await, before, "{}", db.name);
+        // a wrong header, an empty file
+        for text in [
+            "name,mac\nx,02:00:00:00:02:01\n",
+            "name,macs,serial,profile,power\n",
+        ] {
+            let error = orchestrator
+                .operator()
+                .import_hosts_csv(text, &admin())
+                .await
+                .unwrap_err();
+            let OrchestratorError::ImportRejected { rows } = &error else {
+                panic!("{error}");
+            };
+            assert_eq!(rows[0].line, 1, "{rows:?}");
+        }
+        assert_eq!(fingerprint(&orchestrator).await, before);
+
+        let imported = orchestrator
+            .operator()
+            .import_hosts_csv(&format!("{header}{GOOD_ROWS}"), &admin())
+            .await
+            .unwrap();
+        let names: Vec<&str> = imported.iter().map(|host| host.name.as_str()).collect();
+        assert_eq!(names, ["rack2-u01", "rack2-u02", "rack2-u03"]);
+        let second = orchestrator
+            .operator()
+            .host_by_name("rack2-u02")
+            .await
+            .unwrap();
+        assert_eq!(second.macs.len(), 2);
+        assert_eq!(second.power, Some(serde_json::json!({"driver": "manual"})));
+        let first = orchestrator
+            .operator()
+            .host_by_name("rack2-u01")
+            .await
+            .unwrap();
+        assert_eq!(first.spec_profile.as_deref(), Some("dl380"));
+        assert_eq!(first.serial.as_deref(), Some("SER1"));
+        assert_eq!(
+            first.power,
+            Some(serde_json::json!({"driver": "wol", "mac": "02:00:00:00:02:01"}))
+        );
+        let third = orchestrator
+            .operator()
+            .host_by_name("rack2-u03")
+            .await
+            .unwrap();
+        assert_eq!(third.power.unwrap()["note"], "row C");
+        let registered = orchestrator
+            .operator()
+            .audit_log(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|record| record.action == "register_host")
+            .count();
+        assert_eq!(registered, 4, "one audit record per imported host");
+        // the same file again: every row is a duplicate now
+        let error = orchestrator
+            .operator()
+            .import_hosts_csv(&format!("{header}{GOOD_ROWS}"), &admin())
+            .await
+            .unwrap_err();
+        assert!(matches!(&error, OrchestratorError::ImportRejected { rows } if rows.len() == 3));
+    }
+}
+
+/// Fails the run's current stage (the hold opens: `hold_on_failure`).
+async fn fail(orchestrator: &Orchestrator, run_id: &str) {
+    let applied = orchestrator
+        .runs()
+        .apply(
+            run_id,
+            Event::StageFailed,
+            EventContext {
+                reason: Some("badblocks: 3 bad blocks on sdb".into()),
+                ..agent()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.state, RunState::FailedHolding);
+}
+
+#[tokio::test]
+async fn a_failed_stage_is_retried_as_a_new_attempt_and_the_run_goes_on() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let mut config = config_for(&db);
+        config.dispatcher.max_in_flight = 1;
+        let orchestrator = open(config, &clock).await;
+        let run_id = booted_run(&orchestrator, 1).await;
+        run_until(&orchestrator, &run_id, RunState::Storage).await;
+        // refused while the run is testing
+        let error = orchestrator
+            .operator()
+            .retry_stage(&run_id, Stage::Storage, &operator())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, OrchestratorError::InvalidTransition { .. }),
+            "{error}"
+        );
+        fail(&orchestrator, &run_id).await;
+        let held = orchestrator.operator().get_run(&run_id).await.unwrap();
+        assert_eq!(held.hold_reason, Some(HoldReason::Failure));
+        // not a stage after the one that failed
+        let error = orchestrator
+            .operator()
+            .retry_stage(&run_id, Stage::Network, &operator())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, OrchestratorError::BadRequest(_)), "{error}");
+        assert!(
+            error.to_string().contains("Network comes after Storage"),
+            "{error}"
+        );
+        // not while another run holds the only slot
+        let blocking = booted_run(&orchestrator, 2).await;
+        let error = orchestrator
+            .operator()
+            .retry_stage(&run_id, Stage::Storage, &operator())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, OrchestratorError::NoSlotFree { .. }),
+            "{error}"
+        );
+        let unchanged = orchestrator.operator().get_run(&run_id).await.unwrap();
+        assert_eq!(unchanged.version, held.version, "{}", db.name);
+        orchestrator
+            .operator()
+            .cancel(&blocking, &operator(), None)
+            .await
+            .unwrap();
+
+        let applied = orchestrator
+            .operator()
+            .retry_stage(&run_id, Stage::Storage, &operator())
+            .await
+            .unwrap();
+        assert_eq!(
+            (applied.from, applied.to),
+            (RunState::FailedHolding, RunState::Storage)
+        );
+        let retried = orchestrator.operator().get_run(&run_id).await.unwrap();
+        assert_eq!(retried.current.unwrap().attempt, 2, "{}", db.name);
+        assert_eq!(retried.hold_reason, None);
+        assert!(retried.override_flags.is_empty());
+        assert_eq!(
+            orchestrator.runs().slots_in_use().await.unwrap(),
+            vec![run_id.clone()]
+        );
+        // the agent, which held at attempt 1, is told to retry the stage
+        assert_eq!(
+            vetting_core::agent::command_for(&retried, held.current),
+            vetting_probes::protocol::Command::RetryStage
+        );
+        let storage: Vec<_> = orchestrator
+            .operator()
+            .stages(&run_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|stage| stage.stage == "Storage")
+            .collect();
+        assert_eq!(storage.len(), 2);
+        assert_eq!(
+            (storage[0].attempt, storage[0].outcome.as_str()),
+            (1, "failed")
+        );
+        assert_eq!(
+            (storage[1].attempt, storage[1].outcome.as_str()),
+            (2, "running")
+        );
+        let record = orchestrator
+            .operator()
+            .audit_log(Some(&run_id))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|record| record.action == "retry_stage")
+            .unwrap();
+        assert_eq!(record.actor, operator().as_str());
+        let detail: serde_json::Value =
+            serde_json::from_str(record.detail.as_deref().unwrap()).unwrap();
+        assert_eq!(detail["stage"], "Storage");
+        // the run proceeds from the retried stage
+        assert_eq!(
+            step(&orchestrator, &run_id, Event::StagePassed).await,
+            RunState::Network
+        );
+        // fails again in Network: an earlier stage may be retried too
+        fail(&orchestrator, &run_id).await;
+        orchestrator
+            .operator()
+            .retry_stage(&run_id, Stage::Smart, &operator())
+            .await
+            .unwrap();
+        let smart = orchestrator.operator().get_run(&run_id).await.unwrap();
+        assert_eq!(
+            (smart.state, smart.current.unwrap().attempt),
+            (RunState::Smart, 2)
+        );
+
+        // a wipe hold is overridden, not retried
+        orchestrator
+            .operator()
+            .cancel(&run_id, &operator(), None)
+            .await
+            .unwrap();
+        let wiped = booted_run(&orchestrator, 3).await;
+        run_until(&orchestrator, &wiped, RunState::Storage).await;
+        orchestrator
+            .runs()
+            .apply(
+                &wiped,
+                Event::StageHeld,
+                EventContext {
+                    hold_reason: Some(HoldReason::WipeSignatures),
+                    ..agent()
+                },
+            )
+            .await
+            .unwrap();
+        let error = orchestrator
+            .operator()
+            .retry_stage(&wiped, Stage::Storage, &operator())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("override"), "{error}");
+        // a run that ended cannot be retried
+        let error = orchestrator
+            .operator()
+            .retry_stage(&run_id, Stage::Smart, &operator())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, OrchestratorError::InvalidTransition { .. }),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_completed_run_cannot_retry_a_stage() {
+    let db = crate::support::sqlite_db();
+    let clock = ManualClock::new(T0);
+    let orchestrator = open(config_for(&db), &clock).await;
+    let run_id = booted_run(&orchestrator, 1).await;
+    run_until(&orchestrator, &run_id, RunState::Psu).await;
+    let mut events = orchestrator.hub().subscribe();
+    step(&orchestrator, &run_id, Event::StagePassed).await;
+    // the report worker moves Reporting on to Completed (announced)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut run = orchestrator.operator().get_run(&run_id).await.unwrap();
+    while run.state != RunState::Completed && std::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), events.recv()).await;
+        run = orchestrator.operator().get_run(&run_id).await.unwrap();
+    }
+    assert_eq!(run.state, RunState::Completed);
+    let error = orchestrator
+        .operator()
+        .retry_stage(&run_id, Stage::Psu, &operator())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, OrchestratorError::InvalidTransition { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("Completed"), "{error}");
+    assert_eq!(
+        orchestrator
+            .operator()
+            .get_run(&run_id)
+            .await
+            .unwrap()
+            .version,
+        run.version
+    );
+}
+
+#[tokio::test]
+async fn an_agent_speaking_another_protocol_version_is_refused_at_hello_and_nothing_changes() {
+    for db in test_dbs().await {
+        let clock = ManualClock::new(T0);
+        let orchestrator = open(config_for(&db), &clock).await;
+        let run_id = booted_run(&orchestrator, 1).await;
+        let before = orchestrator.operator().get_run(&run_id).await.unwrap();
+        let token = orchestrator.agent().token_for(&run_id).await.unwrap();
+        let hello = |protocol_version| HelloRequest {
+            protocol_version,
+            agent_version: "t".into(),
+            addresses: Vec::new(),
+            boot_id: None,
+        };
+        let request = orchestrator
+            .agent()
+            .authenticate(Endpoint::Hello, &run_id, &token, None)
+            .await
+            .unwrap();
+        let error = orchestrator
+            .agent()
+            .hello_request(&request, &hello(2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                OrchestratorError::ProtocolMismatch {
+                    agent: 2,
+                    server: 1
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("version 2"), "{error}");
+        let after = orchestrator.operator().get_run(&run_id).await.unwrap();
+        assert_eq!(after.version, before.version, "{}", db.name);
+        assert_eq!(after.hello_at_ms, None);
+        assert_eq!(
+            orchestrator
+                .operator()
+                .transitions(Some(&run_id))
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        // the token still works: the right agent says hello
+        let request = orchestrator
+            .agent()
+            .authenticate(Endpoint::Hello, &run_id, &token, None)
+            .await
+            .unwrap();
+        let run = orchestrator
+            .agent()
+            .hello_request(&request, &hello(vetting_probes::protocol::PROTOCOL_VERSION))
+            .await
+            .unwrap();
+        assert_eq!(run.hello_at_ms, Some(T0));
+    }
+}
