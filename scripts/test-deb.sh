@@ -26,6 +26,9 @@ fail() {
 if [[ $(id -u) -ne 0 ]]; then
   fail "needs root (dpkg -i)"
 fi
+# one package test at a time on this machine
+exec 9>/run/lock/vetting-test-deb.lock
+flock -w 900 9 || fail "another test-deb.sh holds /run/lock/vetting-test-deb.lock"
 if dpkg-query -W -f='${Status}' vetting 2>/dev/null | grep -q installed; then
   fail "a vetting package is installed on this machine; the test would remove it"
 fi
