@@ -1,6 +1,10 @@
 //! `deploy/`: the example config lists every key of the config with its
 //! default and `vetting config check` accepts it; the systemd unit passes
-//! `systemd-analyze verify` and keeps its hardening; `install.sh` stages
+//! `systemd-analyze verify` and keeps its hardening, and its three
+//! capabilities are what dnsmasq needs (as `nobody` with only them, in a
+//! network namespace, `vetting serve` hands a registered host a lease and
+//! the iPXE binary over TFTP; without any one of them it refuses to start,
+//! saying which); `install.sh` stages
 //! the same files twice without touching an edited config; the Debian
 //! package (`scripts/build-deb.sh` over this build's binaries) installs,
 //! serves `/healthz` from the installed binary and config, and purges
@@ -394,4 +398,328 @@ fn the_debian_package_installs_serves_healthz_and_purges() {
     assert!(said.contains("test-deb.sh: ok"), "{said}");
     assert!(!Path::new("/usr/bin/vetting").exists());
     assert!(!Path::new("/var/lib/vetting").exists());
+}
+
+/// A network namespace, deleted on drop.
+struct Namespace(String);
+
+impl Namespace {
+    fn new(label: &str) -> Self {
+        let name = format!("vtdeploy{}-{label}", std::process::id());
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Namespace(name)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip(arguments: &[&str]) -> String {
+    let output = Command::new("ip").args(arguments).output().unwrap();
+    assert!(
+        output.status.success(),
+        "ip {arguments:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `vetting serve` with PXE on, as `nobody` with only `capabilities`,
+/// inside `namespace`; killed on drop.
+struct Serve {
+    child: std::process::Child,
+    stderr: PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn start(namespace: &str, config: &Path, capabilities: &str, stderr: PathBuf) -> Serve {
+        let child = Command::new("ip")
+            .args(["netns", "exec", namespace, "setpriv"])
+            .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+            .arg(format!("--inh-caps=-all,{capabilities}"))
+            .arg(format!("--ambient-caps=-all,{capabilities}"))
+            .arg(format!("--bounding-set=-all,{capabilities}"))
+            .args(["--no-new-privs", "--", VETTING, "--config"])
+            .arg(config)
+            .arg("serve")
+            .current_dir("/")
+            .env_remove("VETTING_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Serve { child, stderr }
+    }
+
+    /// `Ok(())` once it serves PXE, or its stderr when it exits instead.
+    fn serving(&mut self) -> Result<(), String> {
+        use std::io::BufRead;
+        let stdout = self.child.stdout.take().unwrap();
+        // stdout closes when it exits: the lines end
+        for line in std::io::BufReader::new(stdout).lines() {
+            if line.unwrap().contains("serving PXE (dnsmasq) on lan0") {
+                return Ok(());
+            }
+        }
+        let _ = self.child.wait();
+        Err(std::fs::read_to_string(&self.stderr).unwrap())
+    }
+}
+
+fn uid_of(name: &str) -> u32 {
+    let output = Command::new("id").args(["-u", name]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn chown_all(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_all(&entry.unwrap().path(), uid);
+        }
+    }
+}
+
+/// The unit's capabilities as setpriv names them: `+net_raw,...`.
+fn unit_capabilities() -> Vec<String> {
+    let text = std::fs::read_to_string(repo("deploy/vetting.service")).unwrap();
+    unit_settings(&text)["AmbientCapabilities"][0]
+        .split_whitespace()
+        .map(|capability| {
+            format!(
+                "+{}",
+                capability.strip_prefix("CAP_").unwrap().to_lowercase()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_units_capabilities_let_dnsmasq_serve_dhcp_and_tftp_unprivileged_and_each_is_needed() {
+    if !vetting_testkit::prerequisite(vetting_testkit::all_of([
+        vetting_testkit::root(),
+        vetting_testkit::program("dnsmasq"),
+        vetting_testkit::program("busybox"),
+        vetting_testkit::program("setpriv"),
+        vetting_testkit::file("/usr/lib/ipxe/undionly.kpxe", "iPXE (package ipxe)"),
+    ])) {
+        return;
+    }
+    let server_side = Namespace::new("srv");
+    let host_side = Namespace::new("host");
+    ip(&[
+        "link",
+        "add",
+        "lan0",
+        "netns",
+        &server_side.0,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "lan0",
+        "netns",
+        &host_side.0,
+    ]);
+    ip(&[
+        "-n",
+        &server_side.0,
+        "addr",
+        "add",
+        "10.99.0.1/24",
+        "dev",
+        "lan0",
+    ]);
+    ip(&["-n", &server_side.0, "link", "set", "lan0", "up"]);
+    ip(&["-n", &host_side.0, "link", "set", "lan0", "up"]);
+    let link = ip(&["-n", &host_side.0, "-o", "link", "show", "lan0"]);
+    let mac = link
+        .split_whitespace()
+        .skip_while(|word| *word != "link/ether")
+        .nth(1)
+        .unwrap()
+        .to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir: {}\nlisten: 10.99.0.1:8080\niperf:\n  enabled: false\npxe:\n  enabled: true\n  \
+             interface: lan0\n  other_server_probe_seconds: 1\n  dhcp: {{mode: full, range_start: \
+             10.99.0.100, range_end: 10.99.0.150, netmask: 255.255.255.0, lease_seconds: 600}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    // the host, registered through the library; then the data is nobody's
+    {
+        let loaded = Config::load_with_env(Some(&config), std::iter::empty()).unwrap();
+        let orchestrator = vetting_core::orchestrator::Orchestrator::open(
+            loaded,
+            std::sync::Arc::new(vetting_core::clock::SystemClock),
+        )
+        .await
+        .unwrap();
+        orchestrator
+            .operator()
+            .register_host(
+                vetting_core::model::NewHost {
+                    name: "capabilities-host".into(),
+                    macs: vec![mac.clone()],
+                    ..Default::default()
+                },
+                &vetting_core::model::Actor::operator("deploy-test"),
+            )
+            .await
+            .unwrap();
+    }
+    chown_all(&data, uid_of("nobody"));
+
+    let capabilities = unit_capabilities();
+    assert_eq!(
+        capabilities,
+        ["+net_bind_service", "+net_raw", "+net_admin"]
+    );
+    // each left out: the start fails, saying why
+    for (index, left_out) in capabilities.iter().enumerate() {
+        let mut fewer = capabilities.clone();
+        fewer.remove(index);
+        let mut serve = Serve::start(
+            &server_side.0,
+            &config,
+            &fewer.join(","),
+            dir.path().join(format!("without-{index}.err")),
+        );
+        let error = serve
+            .serving()
+            .expect_err(&format!("vetting served PXE without {left_out}"));
+        let expected = match left_out.as_str() {
+            // the other-DHCP-server probe binds port 68 first
+            "+net_bind_service" => "Permission denied",
+            "+net_raw" => "missing required capability NET_RAW",
+            _ => "missing required capability NET_ADMIN",
+        };
+        assert!(error.contains(expected), "without {left_out}: {error}");
+    }
+
+    // all three: a lease with the boot file, TFTP, the agent API
+    let mut serve = Serve::start(
+        &server_side.0,
+        &config,
+        &capabilities.join(","),
+        dir.path().join("serve.err"),
+    );
+    serve.serving().unwrap();
+    let script = dir.path().join("bound.sh");
+    let bound = dir.path().join("bound.env");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
+            bound.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let lease = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &host_side.0,
+            "busybox",
+            "udhcpc",
+            "-i",
+            "lan0",
+        ])
+        .args([
+            "-f", "-n", "-q", "-T", "1", "-t", "10", "-O", "bootfile", "-s",
+        ])
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stderr = std::fs::read_to_string(&serve.stderr).unwrap();
+    assert!(
+        lease.status.success(),
+        "no lease: {}\n{stderr}",
+        String::from_utf8_lossy(&lease.stderr)
+    );
+    let variables = std::fs::read_to_string(&bound).unwrap();
+    let address = variables
+        .lines()
+        .find_map(|line| line.strip_prefix("ip="))
+        .unwrap()
+        .to_string();
+    assert!(address.starts_with("10.99.0."), "{variables}");
+    assert!(variables.contains("undionly.kpxe"), "{variables}");
+    ip(&[
+        "-n",
+        &host_side.0,
+        "addr",
+        "add",
+        &format!("{address}/24"),
+        "dev",
+        "lan0",
+    ]);
+    let fetched = dir.path().join("undionly.kpxe");
+    let tftp = Command::new("ip")
+        .args(["netns", "exec", &host_side.0, "busybox", "tftp", "-g"])
+        .args(["-r", "undionly.kpxe", "-l"])
+        .arg(&fetched)
+        .arg("10.99.0.1")
+        .output()
+        .unwrap();
+    assert!(
+        tftp.status.success(),
+        "tftp: {}",
+        String::from_utf8_lossy(&tftp.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&fetched).unwrap(),
+        std::fs::read("/usr/lib/ipxe/undionly.kpxe").unwrap()
+    );
+    // dnsmasq ran as nobody with exactly those capabilities
+    let conf = format!("--conf-file={}", data.join("pxe/dnsmasq.conf").display());
+    let status = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let cmdline = std::fs::read(path.join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline
+                .split('\0')
+                .any(|word| word == conf)
+                .then(|| std::fs::read_to_string(path.join("status")).ok())?
+        })
+        .find(|status| status.contains("Name:\tdnsmasq"))
+        .expect("no dnsmasq of this test's server");
+    let nobody = format!("Uid:\t{}\t", uid_of("nobody"));
+    assert!(status.contains(&nobody), "{status}");
+    // NET_BIND_SERVICE (10), NET_ADMIN (12), NET_RAW (13)
+    assert!(
+        status
+            .lines()
+            .any(|line| line == "CapEff:\t0000000000003400"),
+        "{status}"
+    );
 }
