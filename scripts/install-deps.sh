@@ -16,6 +16,8 @@ packages=(
   fuse3 python3-fuse
   # PostgreSQL for the store tests
   postgresql
+  # the package test: systemd-analyze verify of the unit, objdump for its Depends
+  systemd binutils
   # misc
   python3-venv curl ca-certificates procps psmisc
 )

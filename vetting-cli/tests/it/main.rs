@@ -2,6 +2,7 @@
 //! sockets on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod deploy;
 mod serve;
 // vetting-core's test databases (a fresh PostgreSQL database per test)
 #[path = "../../../vetting-core/tests/it/support.rs"]

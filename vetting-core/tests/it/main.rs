@@ -10,6 +10,7 @@ mod runs;
 mod tokens_restart;
 
 mod netns;
+mod ocp;
 mod power;
 mod pxe;
 mod spec_reports;
