@@ -32,6 +32,8 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events waiting for a slow client before the stream stops reading the
 /// hub (it catches up from the database after).
 const STREAM_BUFFER: usize = 256;
+/// The most host names a stream keeps (an every-run stream meets many).
+const NAMES_KEPT: usize = 10_000;
 /// The most runs one stream may watch by id.
 pub const MAX_WATCHED_RUNS: usize = 1000;
 
@@ -232,6 +234,9 @@ impl Follow {
                 .unwrap_or_default(),
             Err(_) => String::new(),
         };
+        if self.names.len() >= NAMES_KEPT {
+            self.names.clear();
+        }
         self.names.insert(run_id.to_string(), name.clone());
         name
     }
