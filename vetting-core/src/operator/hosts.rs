@@ -228,7 +228,12 @@ impl Operator {
             );
             update.power = Set(power.map(|value| value.to_string()));
         }
-        if update.is_changed() {
+        // the id alone is not a change
+        if rename.is_some()
+            || edit.serial.is_some()
+            || changed.contains_key("spec_profile")
+            || changed.contains_key("power")
+        {
             update.update(&txn).await.map_err(db("editing a host"))?;
         }
         if !remove.is_empty() {
