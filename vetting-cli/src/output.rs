@@ -1,0 +1,183 @@
+//! Output: `--json` prints the operator API's JSON as it came (its shapes
+//! are documented in docs/operator-api.md and docs/openapi.json); tables
+//! otherwise, columns as wide as their content, times in UTC
+//! (`2026-12-03 18:40:00Z`) or as ages (`3m12s`), ids in full.
+
+use serde_json::Value;
+
+/// Prints `value` as pretty JSON (the `--json` output).
+pub fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+/// An aligned table.
+#[derive(Debug, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Table {
+        Table {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table's text, each line ending in a newline, trailing spaces
+    /// trimmed.
+    pub fn render(&self) -> String {
+        let columns = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (index, cell) in row.iter().enumerate().take(columns) {
+                widths[index] = widths[index].max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::new();
+            for (index, width) in widths.iter().enumerate() {
+                let cell = row.get(index).map(String::as_str).unwrap_or("");
+                line.push_str(cell);
+                if index + 1 < columns {
+                    let pad = width.saturating_sub(cell.chars().count()) + 2;
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn print(&self) {
+        print!("{}", self.render());
+    }
+}
+
+/// Key/value lines (`runs show`, `hosts show`), keys aligned.
+pub fn print_fields(fields: &[(&str, String)]) {
+    let width = fields.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
+    for (key, value) in fields {
+        println!("{key:width$}  {value}");
+    }
+}
+
+/// A string field, or `-`.
+pub fn text(value: &Value, key: &str) -> String {
+    match value.get(key) {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A list field of strings, comma-separated, or `-`.
+pub fn list(value: &Value, key: &str) -> String {
+    match value.get(key).and_then(Value::as_array) {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| match item {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "-".into(),
+    }
+}
+
+/// A milliseconds-since-epoch field as a UTC time, or `-`.
+pub fn time(value: &Value, key: &str) -> String {
+    value
+        .get(key)
+        .and_then(Value::as_i64)
+        .map(format_time)
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `2026-12-03 18:40:00Z`.
+pub fn format_time(at_ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(at_ms) {
+        Some(at) => at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        None => at_ms.to_string(),
+    }
+}
+
+/// `18:40:00` (the one-line-per-event output of `runs watch`).
+pub fn format_clock(at_ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(at_ms) {
+        Some(at) => at.format("%H:%M:%SZ").to_string(),
+        None => at_ms.to_string(),
+    }
+}
+
+/// An age or a duration: `45s`, `3m12s`, `2h05m`, `3d04h`.
+pub fn format_duration_ms(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    if secs < 60 {
+        format!("{secs}s")
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else if secs < 86_400 {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    } else {
+        format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600)
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// How long ago `key` was, or `-`.
+pub fn age(value: &Value, key: &str) -> String {
+    value
+        .get(key)
+        .and_then(Value::as_i64)
+        .map(|at| format_duration_ms(now_ms() - at))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The `next` cursor of a page, when there is one, as a hint on stderr
+/// (stdout stays the table).
+pub fn next_page_hint(page: &Value) {
+    if let Some(next) = page.get("next").and_then(Value::as_str) {
+        eprintln!("more: --before {next}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_as_wide_as_their_content() {
+        let mut table = Table::new(&["NAME", "STATE"]);
+        table.row(vec!["a-long-host-name".into(), "Queued".into()]);
+        table.row(vec!["b".into(), "Completed".into()]);
+        assert_eq!(
+            table.render(),
+            "NAME              STATE\na-long-host-name  Queued\nb                 Completed\n"
+        );
+    }
+
+    #[test]
+    fn times_and_ages() {
+        assert_eq!(format_time(1_796_323_200_000), "2026-12-03 00:00:00Z");
+        assert_eq!(format_duration_ms(192_000), "3m12s");
+        assert_eq!(format_duration_ms(5_000), "5s");
+        assert_eq!(format_duration_ms(7_500_000), "2h05m");
+        assert_eq!(format_duration_ms(-1), "0s");
+    }
+}
