@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn times_and_ages() {
-        assert_eq!(format_time(1_796_323_200_000), "2026-12-03 00:00:00Z");
+        assert_eq!(format_time(1_796_323_200_000), "2026-12-03 18:40:00Z");
         assert_eq!(format_duration_ms(192_000), "3m12s");
         assert_eq!(format_duration_ms(5_000), "5s");
         assert_eq!(format_duration_ms(7_500_000), "2h05m");
