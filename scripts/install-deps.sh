@@ -18,6 +18,8 @@ packages=(
   postgresql
   # misc
   python3-venv curl ca-certificates procps psmisc
+  # a pseudo-terminal for the `runs watch` screen test
+  tmux
 )
 
 missing=()
