@@ -191,7 +191,7 @@ pub enum HostsCommand {
     },
     /// Removes a host (its history stays; its MACs are free again).
     Remove { name: String },
-    /// Registers every host of a CSV file (header: name,macs,profile,serial;
+    /// Registers every host of a CSV file (header: name,macs,serial,profile,power;
     /// several MACs separated by spaces or `;`). Nothing is imported when
     /// any row is bad.
     Import { file: PathBuf },

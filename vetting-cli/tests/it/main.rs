@@ -2,6 +2,11 @@
 //! sockets on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cli_bad_input;
+mod cli_help;
+mod cli_lifecycle;
+mod cli_support;
+mod cli_watch_screen;
 mod serve;
 // vetting-core's test databases (a fresh PostgreSQL database per test)
 #[path = "../../../vetting-core/tests/it/support.rs"]
