@@ -106,14 +106,26 @@ fn endpoint_route(endpoint: Endpoint) -> Option<MethodRouter<AppState>> {
         Endpoint::Artifact => on(method, artifact),
         Endpoint::Hold => return None,
     };
-    Some(route.layer(DefaultBodyLimit::max(body_limit(endpoint))))
+    Some(
+        route
+            .layer(DefaultBodyLimit::max(body_limit(endpoint)))
+            .layer(axum::middleware::from_fn(move |request, next| {
+                crate::api::metrics::count_agent_request(endpoint, request, next)
+            })),
+    )
 }
 
 /// The agent API routes: every served [`Endpoint`], under [`API_PREFIX`].
 /// Every answer that is not a success is JSON ([`ApiError`]), an unknown
 /// path (404) and a wrong method (405) included.
 pub fn routes() -> Router<AppState> {
-    let runs = Endpoint::ALL
+    Router::new().nest(API_PREFIX, endpoints())
+}
+
+/// [`routes`] relative to [`API_PREFIX`], with the JSON fallbacks of
+/// everything under it (the operator API's routes merge in here).
+pub(crate) fn endpoints() -> Router<AppState> {
+    Endpoint::ALL
         .into_iter()
         .filter(|endpoint| endpoint.is_served())
         .filter_map(|endpoint| Some((endpoint.route(), endpoint_route(endpoint)?)))
@@ -122,15 +134,14 @@ pub fn routes() -> Router<AppState> {
         })
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
-        .layer(Extension(Shared::default()));
-    Router::new().nest(API_PREFIX, runs)
+        .layer(Extension(Shared::default()))
 }
 
 pub(crate) async fn unknown_path(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no such endpoint: {}", uri.path()))
 }
 
-async fn wrong_method(method: axum::http::Method) -> ApiError {
+pub(crate) async fn wrong_method(method: axum::http::Method) -> ApiError {
     ApiError::new(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         format!("method {method} is not allowed here"),
@@ -211,7 +222,7 @@ fn slow_body() -> ApiError {
     )
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())

@@ -164,8 +164,7 @@ impl Operator {
 
     /// The registered (not removed) host named `name`.
     pub async fn host_by_name(&self, name: &str) -> Result<Host> {
-        let _ = name;
-        todo!("issue 11: host_by_name")
+        crate::store::hosts::by_name(self.core.conn(), name).await
     }
 
     /// Changes a registered host (rename, MACs, serial, profile, power).
@@ -193,8 +192,20 @@ impl Operator {
         include_removed: bool,
         page: PageRequest,
     ) -> Result<Page<Host>> {
-        let _ = (include_removed, page);
-        todo!("issue 11: pages")
+        let limit = super::pages::limit_of(&page)?;
+        let after = page
+            .before
+            .as_deref()
+            .map(super::pages::parse_host_cursor)
+            .transpose()?;
+        let (items, more) =
+            crate::store::hosts::page(self.core.conn(), include_removed, after.as_deref(), limit)
+                .await?;
+        let next = match items.last() {
+            Some(last) if more => Some(super::pages::host_cursor(&last.name)),
+            _ => None,
+        };
+        Ok(Page { items, next })
     }
 
     /// The host that owns `mac`, if it is registered.
