@@ -207,10 +207,11 @@ impl Client {
                 let request = request
                     .body(axum::body::Body::from(bytes))
                     .map_err(|error| Failure::input(format!("bad request {path}: {error}")))?;
-                let response = router
-                    .clone()
-                    .oneshot(request)
+                // in a task of its own, so that a handler's panic is an
+                // internal error (exit 5), as a server's would be a 500
+                let response = tokio::spawn(router.clone().oneshot(request))
                     .await
+                    .map_err(|error| Failure::internal(format!("the request failed: {error}")))?
                     .map_err(|error| Failure::internal(format!("{error}")))?;
                 let status = response.status().as_u16();
                 let body = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -278,17 +279,22 @@ impl Client {
 /// The operator API's router over `orchestrator`, every request made as
 /// `principal`.
 fn operator_router(orchestrator: Orchestrator, principal: Principal) -> axum::Router {
-    // PLACEHOLDER until i11-api lands: vetting_http::api::router + Trusted
-    let _ = principal;
-    vetting_http::router(vetting_http::AppState::new(orchestrator))
+    vetting_http::api::router(orchestrator).layer(axum::Extension(vetting_http::api::Trusted(
+        principal,
+    )))
 }
 
 /// The URL and admin token of the `vetting serve` holding the data folder,
 /// if one does.
 fn discover(config: &Config) -> CliResult<Option<(String, String)>> {
-    // PLACEHOLDER until i11-api lands: vetting_http::api::discover
-    let _ = config;
-    Ok(None)
+    let found = vetting_http::api::discover(&config.data_dir).map_err(|error| {
+        Failure::unreachable(format!(
+            "the data folder {}: {}",
+            config.data_dir.display(),
+            chain(&error)
+        ))
+    })?;
+    Ok(found.map(|found| (found.url, found.token)))
 }
 
 /// A path segment or query value, percent-encoded.
