@@ -74,7 +74,11 @@ impl Answer {
             for row in rows {
                 let line = row.get("line").and_then(Value::as_u64).unwrap_or(0);
                 let text = row.get("message").and_then(Value::as_str).unwrap_or("");
-                message.push_str(&format!("\n  line {line}: {text}"));
+                let row = format!("line {line}: {text}");
+                // the API's message may list them already
+                if !message.contains(&row) {
+                    message.push_str(&format!("\n  {row}"));
+                }
             }
         }
         Failure::new(exit, message)
