@@ -38,3 +38,8 @@ fi
 if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
   pg_ctlcluster --force 15 main stop 2>/dev/null || true
 fi
+# the OpenAPI 3.1 validator of the operator API's document test
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+  echo "install-deps: installing openapi-spec-validator"
+  python3 -m pip install -q openapi-spec-validator==0.9.0
+fi

@@ -9,7 +9,7 @@ use super::views::ErrorResponse;
 use crate::AppState;
 use crate::error::ApiError;
 
-#[utoipa::path(get, path = "/api/v1/dispatch", tag = "dispatch",
+#[utoipa::path(get, path = "/api/v1/dispatch", operation_id = "dispatch_status", tag = "dispatch",
     responses((status = 200, body = DispatchStatus)), security(("token" = [])))]
 pub async fn status(
     State(state): State<AppState>,
@@ -18,7 +18,7 @@ pub async fn status(
     Ok(Json(state.orchestrator.operator().dispatch_status().await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/dispatch/pause", tag = "dispatch",
+#[utoipa::path(post, path = "/api/v1/dispatch/pause", operation_id = "pause_dispatch", tag = "dispatch",
     responses((status = 200, body = DispatchStatus), (status = 403, body = ErrorResponse)), security(("token" = [])))]
 pub async fn pause(
     State(state): State<AppState>,
@@ -33,7 +33,7 @@ pub async fn pause(
     ))
 }
 
-#[utoipa::path(post, path = "/api/v1/dispatch/resume", tag = "dispatch",
+#[utoipa::path(post, path = "/api/v1/dispatch/resume", operation_id = "resume_dispatch", tag = "dispatch",
     responses((status = 200, body = DispatchStatus), (status = 403, body = ErrorResponse)), security(("token" = [])))]
 pub async fn resume(
     State(state): State<AppState>,

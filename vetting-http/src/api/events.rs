@@ -35,7 +35,7 @@ const STREAM_BUFFER: usize = 256;
 /// The most runs one stream may watch by id.
 pub const MAX_WATCHED_RUNS: usize = 1000;
 
-#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "events", tag = "events",
     params(
         ("run" = Option<Vec<String>>, Query, description = "watch these runs (repeat the parameter); none: every run"),
         ("after" = Option<i64>, Query, description = "replay the transitions after this id first (as `Last-Event-ID`)"),

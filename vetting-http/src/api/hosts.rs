@@ -28,7 +28,7 @@ pub struct HostsQuery {
     pub include_removed: bool,
 }
 
-#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", params(HostsQuery),
+#[utoipa::path(get, path = "/api/v1/hosts", operation_id = "list_hosts", tag = "hosts", params(HostsQuery),
     responses((status = 200, body = HostPage), (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse)),
     security(("token" = [])))]
 pub async fn list(
@@ -53,7 +53,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/hosts", tag = "hosts", request_body = NewHost,
+#[utoipa::path(post, path = "/api/v1/hosts", operation_id = "create_host", tag = "hosts", request_body = NewHost,
     responses((status = 201, body = Host), (status = 409, description = "a MAC is taken", body = ErrorResponse),
         (status = 422, body = ErrorResponse), (status = 403, body = ErrorResponse)),
     security(("token" = [])))]
@@ -70,7 +70,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(host)))
 }
 
-#[utoipa::path(post, path = "/api/v1/hosts/import", tag = "hosts",
+#[utoipa::path(post, path = "/api/v1/hosts/import", operation_id = "import_hosts", tag = "hosts",
     request_body(content = String, content_type = "text/csv", description = "header `name,macs,serial,profile,power`"),
     responses((status = 201, body = Vec<Host>), (status = 422, description = "nothing imported; `rows` names each bad line", body = ErrorResponse)),
     security(("token" = [])))]
@@ -87,7 +87,7 @@ pub async fn import(
     Ok((StatusCode::CREATED, Json(hosts)))
 }
 
-#[utoipa::path(get, path = "/api/v1/hosts/{name}", tag = "hosts",
+#[utoipa::path(get, path = "/api/v1/hosts/{name}", operation_id = "get_host", tag = "hosts",
     params(("name" = String, Path, description = "the host's name")),
     responses((status = 200, body = HostDetail), (status = 404, body = ErrorResponse)),
     security(("token" = [])))]
@@ -108,7 +108,7 @@ pub async fn get(
     }))
 }
 
-#[utoipa::path(patch, path = "/api/v1/hosts/{name}", tag = "hosts", request_body = HostEdit,
+#[utoipa::path(patch, path = "/api/v1/hosts/{name}", operation_id = "edit_host", tag = "hosts", request_body = HostEdit,
     params(("name" = String, Path, description = "the host's name")),
     responses((status = 200, body = Host), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)),
     security(("token" = [])))]
@@ -125,7 +125,7 @@ pub async fn edit(
     ))
 }
 
-#[utoipa::path(delete, path = "/api/v1/hosts/{name}", tag = "hosts",
+#[utoipa::path(delete, path = "/api/v1/hosts/{name}", operation_id = "remove_host", tag = "hosts",
     params(("name" = String, Path, description = "the host's name")),
     responses((status = 204, description = "removed (its history stays)"), (status = 404, body = ErrorResponse), (status = 409, description = "a run is in progress", body = ErrorResponse)),
     security(("token" = [])))]

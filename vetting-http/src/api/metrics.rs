@@ -173,7 +173,7 @@ fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
     ))
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "metrics",
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "metrics",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let metrics = state.orchestrator.operator().run_metrics().await?;

@@ -16,7 +16,7 @@ use super::{dispatch, events, hosts, metrics, profiles, runs, tokens};
         version = "1",
         description = "What the `vetting` CLI, automation and the web UI call (docs/operator-api.md). \
             Authenticate with `Authorization: Bearer vtk1.NAME.SECRET`; roles viewer < operator < admin.",
-        license(name = "see the repository"),
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
         hosts::list, hosts::create, hosts::import, hosts::get, hosts::edit, hosts::remove,
@@ -62,7 +62,7 @@ pub fn document() -> String {
     text
 }
 
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "openapi", tag = "meta",
     responses((status = 200, description = "this document", content_type = "application/json", body = Object)))]
 pub async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], document())

@@ -17,7 +17,7 @@ fn missing(name: &str) -> ApiError {
     ApiError::not_found(format!("spec profile `{name}` does not exist"))
 }
 
-#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles",
+#[utoipa::path(get, path = "/api/v1/profiles", operation_id = "list_profiles", tag = "profiles",
     responses((status = 200, body = Vec<SpecProfile>)), security(("token" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -28,7 +28,7 @@ pub async fn list(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/profiles/{name}", tag = "profiles",
+#[utoipa::path(get, path = "/api/v1/profiles/{name}", operation_id = "get_profile", tag = "profiles",
     params(("name" = String, Path, description = "the profile's name")),
     responses((status = 200, body = SpecProfile), (status = 404, body = ErrorResponse)),
     security(("token" = [])))]
@@ -46,7 +46,7 @@ pub async fn get(
         .ok_or_else(|| missing(&name))
 }
 
-#[utoipa::path(put, path = "/api/v1/profiles/{name}", tag = "profiles",
+#[utoipa::path(put, path = "/api/v1/profiles/{name}", operation_id = "put_profile", tag = "profiles",
     params(("name" = String, Path, description = "the profile's name")),
     request_body(content = String, content_type = "application/yaml", description = "the spec, YAML or JSON"),
     responses((status = 200, body = SpecProfile), (status = 422, description = "the spec is invalid: the message names the field and line", body = ErrorResponse)),
@@ -68,7 +68,7 @@ pub async fn put(
         .ok_or_else(|| missing(&name))
 }
 
-#[utoipa::path(delete, path = "/api/v1/profiles/{name}", tag = "profiles",
+#[utoipa::path(delete, path = "/api/v1/profiles/{name}", operation_id = "delete_profile", tag = "profiles",
     params(("name" = String, Path, description = "the profile's name")),
     responses((status = 204, description = "deleted"), (status = 404, body = ErrorResponse), (status = 422, description = "a host refers to it", body = ErrorResponse)),
     security(("token" = [])))]
@@ -85,7 +85,7 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/profiles/check", tag = "profiles",
+#[utoipa::path(post, path = "/api/v1/profiles/check", operation_id = "check_profile", tag = "profiles",
     request_body(content = String, content_type = "application/yaml", description = "the spec, YAML or JSON"),
     responses((status = 200, body = Valid), (status = 422, description = "the spec is invalid: the message names the field and line", body = ErrorResponse)),
     security(("token" = [])))]

@@ -28,7 +28,7 @@ use crate::error::ApiError;
 /// The most log lines one read answers.
 pub const LOG_LINES_LIMIT: usize = 10_000;
 
-#[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = StartRuns,
+#[utoipa::path(post, path = "/api/v1/runs", operation_id = "start_runs", tag = "runs", request_body = StartRuns,
     responses((status = 200, description = "each host's run, or why it has none", body = StartedRuns),
         (status = 400, body = ErrorResponse), (status = 404, description = "an unknown host: nothing started", body = ErrorResponse),
         (status = 403, body = ErrorResponse)),
@@ -101,7 +101,7 @@ pub struct RunsQuery {
     pub before: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunsQuery),
+#[utoipa::path(get, path = "/api/v1/runs", operation_id = "list_runs", tag = "runs", params(RunsQuery),
     responses((status = 200, description = "newest first", body = RunPage), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)),
     security(("token" = [])))]
 pub async fn list(
@@ -166,7 +166,7 @@ async fn view(
     Ok(RunView { run, host_name })
 }
 
-#[utoipa::path(get, path = "/api/v1/runs/{run_id}", tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}", operation_id = "get_run", tag = "runs",
     params(("run_id" = String, Path, description = "the run's id")),
     responses((status = 200, body = RunDetail), (status = 404, body = ErrorResponse)),
     security(("token" = [])))]
@@ -207,7 +207,7 @@ pub struct LogsQuery {
     pub limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/api/v1/runs/{run_id}/logs", tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/logs", operation_id = "run_logs", tag = "runs",
     params(("run_id" = String, Path, description = "the run's id"), LogsQuery),
     responses((status = 200, body = RunLogsView), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)),
     security(("token" = [])))]
@@ -266,7 +266,7 @@ pub async fn logs(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/runs/{run_id}/cancel", tag = "runs",
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/cancel", operation_id = "cancel_run", tag = "runs",
     params(("run_id" = String, Path, description = "the run's id")),
     request_body(content = Option<Acknowledge>, description = "optional"),
     responses((status = 200, body = AppliedView), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse), (status = 403, body = ErrorResponse)),
@@ -285,7 +285,7 @@ pub async fn cancel(
     Ok(Json(AppliedView::of(&run_id, &applied)))
 }
 
-#[utoipa::path(post, path = "/api/v1/runs/{run_id}/release", tag = "runs",
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/release", operation_id = "release_run", tag = "runs",
     params(("run_id" = String, Path, description = "the run's id")),
     request_body(content = Option<Acknowledge>, description = "optional"),
     responses((status = 200, body = AppliedView), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse), (status = 403, body = ErrorResponse)),
@@ -304,7 +304,7 @@ pub async fn release(
     Ok(Json(AppliedView::of(&run_id, &applied)))
 }
 
-#[utoipa::path(post, path = "/api/v1/runs/{run_id}/override-wipe", tag = "runs",
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/override-wipe", operation_id = "override_wipe", tag = "runs",
     params(("run_id" = String, Path, description = "the run's id")),
     request_body = OverrideWipe,
     responses((status = 200, body = AppliedView), (status = 404, body = ErrorResponse), (status = 409, description = "not a wipe-probe hold", body = ErrorResponse), (status = 422, body = ErrorResponse)),
@@ -323,7 +323,7 @@ pub async fn override_wipe(
     Ok(Json(AppliedView::of(&run_id, &applied)))
 }
 
-#[utoipa::path(post, path = "/api/v1/runs/{run_id}/retry-stage", tag = "runs",
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/retry-stage", operation_id = "retry_stage", tag = "runs",
     params(("run_id" = String, Path, description = "the run's id")),
     request_body = RetryStage,
     responses((status = 200, body = AppliedView), (status = 404, body = ErrorResponse), (status = 409, description = "the run is not held", body = ErrorResponse), (status = 422, body = ErrorResponse)),
@@ -351,7 +351,7 @@ pub struct ReportQuery {
     pub format: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/runs/{run_id}/report", tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/report", operation_id = "run_report", tag = "runs",
     params(("run_id" = String, Path, description = "the run's id"), ReportQuery),
     responses((status = 200, description = "the report (docs/report-schema.md), its HTML page, or the OCP TV artifacts",
             content((Object = "application/json"), (String = "text/html"), (String = "application/x-ndjson"))),

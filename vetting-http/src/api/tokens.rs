@@ -11,7 +11,7 @@ use crate::AppState;
 use crate::agent::AppJson;
 use crate::error::ApiError;
 
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
+#[utoipa::path(get, path = "/api/v1/tokens", operation_id = "list_tokens", tag = "tokens",
     responses((status = 200, body = Vec<ApiToken>), (status = 403, body = ErrorResponse)), security(("token" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -20,7 +20,7 @@ pub async fn list(
     Ok(Json(state.orchestrator.operator().list_api_tokens().await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewToken,
+#[utoipa::path(post, path = "/api/v1/tokens", operation_id = "create_token", tag = "tokens", request_body = NewToken,
     responses((status = 201, body = CreatedToken), (status = 422, body = ErrorResponse), (status = 403, body = ErrorResponse)),
     security(("token" = [])))]
 pub async fn create(
@@ -36,7 +36,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens",
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", operation_id = "revoke_token", tag = "tokens",
     params(("name" = String, Path, description = "the token's name")),
     responses((status = 200, description = "revoked", body = ApiToken), (status = 404, body = ErrorResponse)),
     security(("token" = [])))]
