@@ -108,7 +108,7 @@ fn common_cases(run_id: &str) -> Vec<Case> {
             4,
             &[run_id],
         ),
-        case("a usage error", &["runs", "start"], 2, &["--all-idle"]),
+        case("a usage error", &["runs", "start"], 2, &["<HOST>"]),
         case(
             "an unknown state",
             &["runs", "list", "--state", "Sleeping"],
@@ -282,4 +282,17 @@ async fn bad_input_changes_nothing_and_says_what_was_wrong() {
     // in-process on the local database: no server holds it now
     env.server.kill();
     check(&env, &local, &common_cases(&run_id), "local").await;
+
+    // the fingerprint is not blind: the good rows of the CSV, imported
+    // alone, change it
+    let before = fingerprint(&env.orchestrator).await;
+    let good: String = std::fs::read_to_string(dir.join("mixed.csv"))
+        .unwrap()
+        .lines()
+        .filter(|line| !line.contains("bb:zz"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(dir.join("good.csv"), good).unwrap();
+    run(&["hosts", "import", "good.csv"]);
+    assert_ne!(fingerprint(&env.orchestrator).await, before);
 }
