@@ -283,9 +283,8 @@ impl Client {
 /// The operator API's router over `orchestrator`, every request made as
 /// `principal`.
 fn operator_router(orchestrator: Orchestrator, principal: Principal) -> axum::Router {
-    vetting_http::api::router(orchestrator).layer(axum::Extension(vetting_http::api::Trusted(
-        principal,
-    )))
+    vetting_http::api::router(orchestrator)
+        .layer(axum::Extension(vetting_http::api::Trusted(principal)))
 }
 
 /// The URL and admin token of the `vetting serve` holding the data folder,

@@ -27,7 +27,8 @@ use vetting_core::machine::RunState;
 use crate::client::Client;
 use crate::commands::Context;
 use crate::commands::runs::{
-    current_stage, format_log_line, has_settled, host_name, log_page, run_detail, run_of, state_of,
+    LogCursor, current_stage, format_log_line, has_settled, host_name, log_page, run_detail,
+    run_of, state_of,
 };
 use crate::error::{CliResult, Exit, Failure};
 use crate::output::{format_duration_ms, format_time, now_ms, text};
@@ -60,10 +61,10 @@ struct Watched {
     /// The highest transition id printed (one line per event).
     last_transition: i64,
     /// The log cursor of the one-line-per-event output (all stages).
-    log_cursor: Option<String>,
+    log_cursor: LogCursor,
     /// The stage the tail belongs to (`CPUStress#1`), its cursor and lines.
     tail_stage: String,
-    tail_cursor: Option<String>,
+    tail_cursor: LogCursor,
     tail: VecDeque<String>,
 }
 
@@ -96,9 +97,9 @@ pub async fn watch(context: &Context, ids: Vec<String>) -> CliResult<()> {
             id,
             detail,
             last_transition: 0,
-            log_cursor: None,
+            log_cursor: LogCursor::default(),
             tail_stage: String::new(),
-            tail_cursor: None,
+            tail_cursor: LogCursor::default(),
             tail: VecDeque::new(),
         });
     }
@@ -220,8 +221,7 @@ async fn absorb(context: &Context, screen: bool, run: &mut Watched) -> CliResult
         }
     }
     loop {
-        let (lines, next) =
-            log_page(&context.client, &run.id, None, run.log_cursor.as_deref()).await?;
+        let (lines, next) = log_page(&context.client, &run.id, None, &run.log_cursor).await?;
         for line in &lines {
             if context.json {
                 println!(
@@ -250,12 +250,11 @@ async fn read_tail(client: &Client, run: &mut Watched) -> CliResult<()> {
     let key = current_stage(inner);
     if key != run.tail_stage {
         run.tail_stage = key;
-        run.tail_cursor = None;
+        run.tail_cursor = LogCursor::default();
         run.tail.clear();
     }
     loop {
-        let (lines, next) =
-            log_page(client, &run.id, Some(&stage), run.tail_cursor.as_deref()).await?;
+        let (lines, next) = log_page(client, &run.id, Some(&stage), &run.tail_cursor).await?;
         for line in &lines {
             run.tail.push_back(format_log_line(line));
             if run.tail.len() > TAIL_LINES {
@@ -286,8 +285,6 @@ fn draw(runs: &[Watched], notice: Option<&str>) {
         out.push('\n');
         out.push_str(&screen_of(run));
     }
-    // the terminal's own newlines: the screen is in raw-ish cooked mode
-    // only when a pager owns it, so plain \n is right here
     print!("{out}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -367,7 +364,7 @@ fn screen_of(run: &Watched) -> String {
                     text(record, "attempt")
                 );
                 if let Some(reason) = record.get("reason").and_then(Value::as_str) {
-                    line.push_str(&format!("  {}", clip(reason, 80)));
+                    line.push_str(&format!("  {}", clip(reason, 60)));
                 }
                 line
             }
@@ -379,7 +376,7 @@ fn screen_of(run: &Watched) -> String {
     if !settled && !run.tail.is_empty() {
         out.push_str(&format!("  log of {}:\n", run.tail_stage));
         for line in &run.tail {
-            out.push_str(&format!("    {}\n", clip(line, 150)));
+            out.push_str(&format!("    {}\n", clip(line, 110)));
         }
     }
     out

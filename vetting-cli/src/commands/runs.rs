@@ -361,28 +361,53 @@ fn array(value: &Value, key: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// A page of a run's log lines after `after` (`None`: from the start), and
-/// the cursor to ask for the next ones.
+/// Where a reading of a run's log is: past the agent's lines and past
+/// the orchestrator's own (power actions, boot scripts). Opaque: the
+/// API's `next` and `orchestrator_next`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogCursor {
+    agent: Option<String>,
+    orchestrator: Option<String>,
+}
+
+fn cursor_text(value: Option<&Value>) -> Option<String> {
+    match value {
+        Some(Value::String(next)) => Some(next.clone()),
+        Some(Value::Number(next)) => Some(next.to_string()),
+        _ => None,
+    }
+}
+
+/// The log lines after `cursor` (the agent's, then the orchestrator's
+/// own, which carry `"stream": "orchestrator"`), and the cursor past them.
 pub async fn log_page(
     client: &Client,
     id: &str,
     stage: Option<&str>,
-    after: Option<&str>,
-) -> CliResult<(Vec<Value>, Option<String>)> {
+    cursor: &LogCursor,
+) -> CliResult<(Vec<Value>, LogCursor)> {
     let path = format!(
         "/runs/{}/logs{}",
         encode(id),
         query(&[
             ("stage", stage.map(str::to_string)),
-            ("after", after.map(str::to_string)),
+            ("after", cursor.agent.clone()),
+            ("orchestrator_after", cursor.orchestrator.clone()),
         ])
     );
     let answer = client.get_json(&path).await?;
-    let lines = array(&answer, "lines");
-    let next = match answer.get("next") {
-        Some(Value::String(next)) => Some(next.clone()),
-        Some(Value::Number(next)) => Some(next.to_string()),
-        _ => after.map(str::to_string),
+    let mut lines = array(&answer, "lines");
+    for line in array(&answer, "orchestrator") {
+        lines.push(json!({
+            "at_ms": line.get("at_ms"),
+            "stream": "orchestrator",
+            "text": format!("{}: {}", text(&line, "level"), text(&line, "text")),
+        }));
+    }
+    let next = LogCursor {
+        agent: cursor_text(answer.get("next")).or_else(|| cursor.agent.clone()),
+        orchestrator: cursor_text(answer.get("orchestrator_next"))
+            .or_else(|| cursor.orchestrator.clone()),
     };
     Ok((lines, next))
 }
@@ -401,6 +426,7 @@ pub fn format_log_line(line: &Value) -> String {
     };
     let stream = match line.get("stream").and_then(Value::as_str) {
         Some("stderr") => " (stderr)",
+        Some("orchestrator") => " (orchestrator)",
         _ => "",
     };
     format!("{at}{stage}{stream} {}", text(line, "text"))
@@ -408,7 +434,7 @@ pub fn format_log_line(line: &Value) -> String {
 
 async fn logs(context: &Context, id: &str, stage: Option<String>, follow: bool) -> CliResult<()> {
     let client = &context.client;
-    let mut cursor: Option<String> = None;
+    let mut cursor = LogCursor::default();
     loop {
         // whether the run had settled before this read: then the read
         // has every line it will ever have
@@ -419,7 +445,7 @@ async fn logs(context: &Context, id: &str, stage: Option<String>, follow: bool) 
             true
         };
         loop {
-            let (lines, next) = log_page(client, id, stage.as_deref(), cursor.as_deref()).await?;
+            let (lines, next) = log_page(client, id, stage.as_deref(), &cursor).await?;
             for line in &lines {
                 if context.json {
                     println!("{line}");
