@@ -295,4 +295,23 @@ async fn bad_input_changes_nothing_and_says_what_was_wrong() {
     std::fs::write(dir.join("good.csv"), good).unwrap();
     run(&["hosts", "import", "good.csv"]);
     assert_ne!(fingerprint(&env.orchestrator).await, before);
+
+    // a run that did not complete: `runs watch` says so and exits 1
+    let cancelled = run(&["runs", "cancel", &run_id]);
+    assert!(cancelled.stdout.contains("Cancelled"), "{cancelled:?}");
+    let watched = vetting(&dir, &config, &local, &["runs", "watch", &run_id])
+        .expect_code(1, "runs watch of a cancelled run");
+    assert!(
+        watched
+            .stdout
+            .contains(&format!("{run_id} known-1 Queued -> Cancelled")),
+        "{watched:?}"
+    );
+    assert!(
+        watched
+            .stdout
+            .contains(&format!("run {run_id} (known-1): Cancelled")),
+        "{watched:?}"
+    );
+    assert!(watched.stderr.contains("did not complete"), "{watched:?}");
 }

@@ -234,5 +234,30 @@ async fn lifecycle(extra_config: &str, remote: bool) {
     assert_eq!(runs["items"][0]["id"], run_id.as_str(), "{runs:#}");
     assert_eq!(runs["items"][0]["state"], "Completed", "{runs:#}");
     assert_eq!(runs["items"][0]["host_name"], "rack1-u01", "{runs:#}");
+
+    if !remote {
+        // in-process again (no server): the same history, the same verdict
+        env.server.kill();
+        let again = vetting(&dir, &config, &Target::Local, &["runs", "watch", &run_id])
+            .expect_code(0, "runs watch in-process");
+        let lines = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|line| line.contains(" -> "))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(lines(&again.stdout), lines(&printed), "{again:?}");
+        let logs = vetting(
+            &dir,
+            &config,
+            &Target::Local,
+            &["runs", "logs", &run_id, "--stage", "Storage"],
+        )
+        .expect_code(0, "runs logs");
+        assert!(
+            logs.stdout.contains("stage Storage attempt 1 starting"),
+            "{logs:?}"
+        );
+    }
     drop(disk);
 }
