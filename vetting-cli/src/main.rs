@@ -45,7 +45,7 @@ fn main() -> std::process::ExitCode {
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            eprintln!("error: {}", output::visible(&failure.message, true));
             std::process::ExitCode::from(failure.exit.code())
         }
     }

@@ -72,12 +72,32 @@ pub fn print_fields(fields: &[(&str, String)]) {
     }
 }
 
-/// A string field, or `-`.
+/// `text` safe to print on a terminal: every control character (ANSI
+/// escapes, carriage returns, newlines unless `keep_newlines`) is shown as
+/// `\u{1b}` instead of acting. What the API returns may come from an
+/// agent (a stage's reason, a host's serial from its inventory): it must
+/// never drive the operator's terminal.
+pub fn visible(text: &str, keep_newlines: bool) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && !(keep_newlines && c == '\n') && c != '\t' {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A string field, or `-`, safe to print ([`visible`]).
 pub fn text(value: &Value, key: &str) -> String {
     match value.get(key) {
-        Some(Value::String(text)) => text.clone(),
+        Some(Value::String(text)) => visible(text, false),
         Some(Value::Null) | None => "-".into(),
-        Some(other) => other.to_string(),
+        Some(other) => visible(&other.to_string(), false),
     }
 }
 
@@ -87,8 +107,8 @@ pub fn list(value: &Value, key: &str) -> String {
         Some(items) if !items.is_empty() => items
             .iter()
             .map(|item| match item {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
+                Value::String(text) => visible(text, false),
+                other => visible(&other.to_string(), false),
             })
             .collect::<Vec<_>>()
             .join(","),
@@ -170,6 +190,18 @@ mod tests {
             table.render(),
             "NAME              STATE\na-long-host-name  Queued\nb                 Completed\n"
         );
+    }
+
+    #[test]
+    fn what_the_api_returns_cannot_drive_the_terminal() {
+        let reason = serde_json::json!({"reason": "ok\u{1b}[2J\u{1b}]0;owned\u{7}\r\nfake line"});
+        assert_eq!(
+            text(&reason, "reason"),
+            "ok\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\u{d}\\u{a}fake line"
+        );
+        assert_eq!(visible("row 1\nrow 2\u{9b}", true), "row 1\nrow 2\\u{9b}");
+        let macs = serde_json::json!({"macs": ["a\u{1b}b"]});
+        assert_eq!(list(&macs, "macs"), "a\\u{1b}b");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::commands::runs::{
     run_of, state_of,
 };
 use crate::error::{CliResult, Exit, Failure};
-use crate::output::{format_duration_ms, format_time, now_ms, text};
+use crate::output::{format_duration_ms, format_time, now_ms, text, visible};
 
 /// The log lines of the current stage kept on screen.
 const TAIL_LINES: usize = 10;
@@ -154,9 +154,9 @@ pub async fn watch(context: &Context, ids: Vec<String>) -> CliResult<()> {
                         return Err(failure);
                     }
                     if !screen {
-                        eprintln!("warning: {failure} (retrying)");
+                        eprintln!("warning: {} (retrying)", visible(&failure.message, true));
                     }
-                    notice = Some(format!("{failure} (retrying)"));
+                    notice = Some(format!("{} (retrying)", visible(&failure.message, false)));
                 }
                 Err(failure) => return Err(failure),
             }
@@ -309,7 +309,10 @@ fn screen_of(run: &Watched) -> String {
     }
     out.push('\n');
     if let Some(reason) = inner.get("failure_reason").and_then(Value::as_str) {
-        out.push_str(&format!("  reason: {reason}\n"));
+        out.push_str(&format!(
+            "  reason: {}\n",
+            clip(&visible(reason, false), 110)
+        ));
     }
     let stages: Vec<Value> = run
         .detail
@@ -364,7 +367,7 @@ fn screen_of(run: &Watched) -> String {
                     text(record, "attempt")
                 );
                 if let Some(reason) = record.get("reason").and_then(Value::as_str) {
-                    line.push_str(&format!("  {}", clip(reason, 60)));
+                    line.push_str(&format!("  {}", clip(&visible(reason, false), 60)));
                 }
                 line
             }

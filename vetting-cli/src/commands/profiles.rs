@@ -55,7 +55,14 @@ pub async fn run(context: &Context, command: ProfilesCommand) -> CliResult<()> {
             if context.json {
                 print_json(&profile);
             } else {
-                let body = text(&profile, "text");
+                // the text as written, newlines kept, controls shown
+                let body = crate::output::visible(
+                    profile
+                        .get("text")
+                        .and_then(|text| text.as_str())
+                        .unwrap_or(""),
+                    true,
+                );
                 print!("{body}");
                 if !body.ends_with('\n') {
                     println!();

@@ -98,11 +98,11 @@ pub fn run_of(value: &Value) -> &Value {
 /// The host name of a `RunView` or `RunDetail`.
 pub fn host_name(value: &Value) -> String {
     if let Some(name) = value.get("host_name").and_then(Value::as_str) {
-        return name.to_string();
+        return crate::output::visible(name, false);
     }
     match value.get("host") {
         Some(host) if host.is_object() => text(host, "name"),
-        Some(Value::String(name)) => name.clone(),
+        Some(Value::String(name)) => crate::output::visible(name, false),
         _ => text(run_of(value), "host_id"),
     }
 }
@@ -157,7 +157,7 @@ async fn start(context: &Context, hosts: Vec<String>, all_idle: bool) -> CliResu
             Some(run) if !run.is_null() => {
                 if !context.json {
                     let id = match run {
-                        Value::String(id) => id.clone(),
+                        Value::String(id) => crate::output::visible(id, false),
                         other => text(other, "id"),
                     };
                     println!("{id}");
@@ -165,7 +165,9 @@ async fn start(context: &Context, hosts: Vec<String>, all_idle: bool) -> CliResu
             }
             _ => {
                 let (message, exit) = match entry.get("error") {
-                    Some(Value::String(message)) => (message.clone(), status_exit(entry)),
+                    Some(Value::String(message)) => {
+                        (crate::output::visible(message, true), status_exit(entry))
+                    }
                     Some(error) if error.is_object() => (
                         text(error, "error"),
                         status_exit(error).or_else(|| status_exit(entry)),
@@ -420,7 +422,7 @@ pub fn format_log_line(line: &Value) -> String {
         .map(format_clock)
         .unwrap_or_default();
     let stage = match line.get("stage") {
-        Some(Value::String(stage)) => format!(" [{stage}]"),
+        Some(Value::String(stage)) => format!(" [{}]", crate::output::visible(stage, false)),
         Some(stage) if stage.is_object() => format!(" [{}]", text(stage, "stage")),
         _ => String::new(),
     };
