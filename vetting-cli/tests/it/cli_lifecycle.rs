@@ -168,6 +168,18 @@ async fn lifecycle(extra_config: &str, remote: bool) {
         &["runs", "watch", &run_id],
         &watch_out,
     );
+    if remote {
+        // the server restarts mid-run: the watch waits it out and carries
+        // on (its events stream resumed after the last event it had)
+        assert!(
+            wait_until(120, || std::fs::read_to_string(&watch_out)
+                .unwrap_or_default()
+                .contains("Booting -> InventoryCheck")),
+            "the watch showed no claim"
+        );
+        env.server.kill();
+        env.server.start();
+    }
     let status = wait_exit(&mut watch, 300);
     let printed = std::fs::read_to_string(&watch_out).unwrap();
     let errors = std::fs::read_to_string(watch_out.with_extension("stderr")).unwrap();
@@ -195,6 +207,13 @@ async fn lifecycle(extra_config: &str, remote: bool) {
         printed.contains(&format!("run {run_id} (rack1-u01): Completed")),
         "{printed}"
     );
+    // and each transition once
+    let transitions: Vec<&str> = printed
+        .lines()
+        .filter(|line| line.contains(" -> "))
+        .collect();
+    let unique: std::collections::BTreeSet<&str> = transitions.iter().copied().collect();
+    assert_eq!(unique.len(), transitions.len(), "{printed}");
 
     let report = vetting(
         &dir,
