@@ -36,7 +36,7 @@ use crate::output::{format_duration_ms, format_time, now_ms, text, visible};
 /// The log lines of the current stage kept on screen.
 const TAIL_LINES: usize = 10;
 /// How long a watch waits out a server it cannot reach before it gives up.
-const UNREACHABLE_GRACE: Duration = Duration::from_secs(120);
+pub const UNREACHABLE_GRACE: Duration = Duration::from_secs(120);
 /// Over a server: how often the runs are read even without an event (the
 /// events stream may lag behind a reconnect).
 const REMOTE_REFRESH: Duration = Duration::from_secs(5);

@@ -435,35 +435,59 @@ pub fn format_log_line(line: &Value) -> String {
 }
 
 async fn logs(context: &Context, id: &str, stage: Option<String>, follow: bool) -> CliResult<()> {
-    let client = &context.client;
     let mut cursor = LogCursor::default();
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
-        // whether the run had settled before this read: then the read
-        // has every line it will ever have
-        let settled = if follow {
-            let detail = run_detail(client, id).await?;
-            state_of(run_of(&detail)).is_some_and(has_settled)
-        } else {
-            true
-        };
-        loop {
-            let (lines, next) = log_page(client, id, stage.as_deref(), &cursor).await?;
-            for line in &lines {
-                if context.json {
-                    println!("{line}");
-                } else {
-                    println!("{}", format_log_line(line));
+        match print_new_lines(context, id, stage.as_deref(), follow, &mut cursor).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => unreachable_since = None,
+            // following, a server restart is waited out (as `runs watch`
+            // does)
+            Err(failure) if follow && failure.exit == Exit::Unreachable => {
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > crate::watch::UNREACHABLE_GRACE {
+                    return Err(failure);
                 }
+                eprintln!(
+                    "warning: {} (retrying)",
+                    crate::output::visible(&failure.message, true)
+                );
             }
-            let moved = next != cursor;
-            cursor = next;
-            if lines.is_empty() || !moved {
-                break;
-            }
-        }
-        if settled {
-            return Ok(());
+            Err(failure) => return Err(failure),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Prints the lines after `cursor`; whether the run had settled before
+/// they were read (then they are all it will ever have).
+async fn print_new_lines(
+    context: &Context,
+    id: &str,
+    stage: Option<&str>,
+    follow: bool,
+    cursor: &mut LogCursor,
+) -> CliResult<bool> {
+    let client = &context.client;
+    let settled = if follow {
+        let detail = run_detail(client, id).await?;
+        state_of(run_of(&detail)).is_some_and(has_settled)
+    } else {
+        true
+    };
+    loop {
+        let (lines, next) = log_page(client, id, stage, cursor).await?;
+        for line in &lines {
+            if context.json {
+                println!("{line}");
+            } else {
+                println!("{}", format_log_line(line));
+            }
+        }
+        let moved = next != *cursor;
+        *cursor = next;
+        if lines.is_empty() || !moved {
+            return Ok(settled);
+        }
     }
 }

@@ -168,6 +168,14 @@ async fn lifecycle(extra_config: &str, remote: bool) {
         &["runs", "watch", &run_id],
         &watch_out,
     );
+    let follow_out = dir.join("follow.out");
+    let mut follow = spawn_vetting(
+        &dir,
+        &config,
+        &target,
+        &["runs", "logs", &run_id, "--follow"],
+        &follow_out,
+    );
     if remote {
         // the server restarts mid-run: the watch waits it out and carries
         // on (its events stream resumed after the last event it had)
@@ -207,6 +215,16 @@ async fn lifecycle(extra_config: &str, remote: bool) {
         printed.contains(&format!("run {run_id} (rack1-u01): Completed")),
         "{printed}"
     );
+    // `runs logs --follow` followed the run to its end
+    let followed = wait_exit(&mut follow, 60).and_then(|status| status.code());
+    let log = std::fs::read_to_string(&follow_out).unwrap();
+    assert_eq!(followed, Some(0), "runs logs --follow:\n{log}");
+    for stage in ["InventoryCheck", "Storage", "Network"] {
+        assert!(
+            log.contains(&format!("stage {stage} attempt 1 starting")),
+            "runs logs --follow misses {stage}:\n{log}"
+        );
+    }
     // and each transition once
     let transitions: Vec<&str> = printed
         .lines()
