@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli_bad_input;
+mod cli_commands;
 mod cli_help;
 mod cli_lifecycle;
 mod cli_support;
