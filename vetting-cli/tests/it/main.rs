@@ -5,6 +5,7 @@
 mod cli_bad_input;
 mod cli_commands;
 mod cli_help;
+mod cli_hold;
 mod cli_lifecycle;
 mod cli_support;
 mod cli_watch_screen;
