@@ -16,8 +16,10 @@ packages=(
   fuse3 python3-fuse
   # PostgreSQL for the store tests
   postgresql
+  # the package test: systemd-analyze verify of the unit, objdump for its Depends
+  systemd binutils
   # misc
-  python3-venv curl ca-certificates procps psmisc
+  python3-venv python3-pip curl ca-certificates procps psmisc
   # a pseudo-terminal for the `runs watch` screen test
   tmux
 )
@@ -41,5 +43,7 @@ fi
 # the OpenAPI 3.1 validator of the operator API's document test
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
   echo "install-deps: installing openapi-spec-validator"
-  python3 -m pip install -q openapi-spec-validator==0.9.0
+  # Debian 12's Python is externally managed: pip needs the flag there
+  python3 -m pip install -q --break-system-packages openapi-spec-validator==0.9.0 ||
+    python3 -m pip install -q openapi-spec-validator==0.9.0
 fi

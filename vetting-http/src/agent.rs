@@ -26,8 +26,8 @@ use vetting_core::agent::position_of;
 use vetting_core::agent::{AgentWriter, AuthenticatedRun};
 use vetting_probes::protocol::{
     API_PREFIX, ArtifactQuery, BatchAck, ClaimRequest, ClaimResponse, Endpoint, HeartbeatRequest,
-    HeartbeatResponse, HelloRequest, LogBatch, Method, PROTOCOL_VERSION, ResultResponse,
-    RunPosition, SensorBatch, StageResult, StoredArtifact,
+    HeartbeatResponse, HelloRequest, LogBatch, Method, ResultResponse, RunPosition, SensorBatch,
+    StageResult, StoredArtifact,
 };
 
 use crate::AppState;
@@ -264,15 +264,6 @@ async fn authenticate(
         .await?)
 }
 
-fn check_version(version: u32) -> Result<(), ApiError> {
-    if version != PROTOCOL_VERSION {
-        return Err(ApiError::bad_request(format!(
-            "protocol version {version} is not supported (this orchestrator speaks {PROTOCOL_VERSION})"
-        )));
-    }
-    Ok(())
-}
-
 async fn hello(
     State(state): State<AppState>,
     RunPath(run_id): RunPath,
@@ -281,11 +272,11 @@ async fn hello(
     let authenticated =
         authenticate(&state, Endpoint::Hello, &run_id, credentials(&request)?).await?;
     let request: HelloRequest = json_body(request, &state).await?;
-    check_version(request.protocol_version)?;
+    // another protocol version is refused before the run changes (426)
     let run = state
         .orchestrator
         .agent()
-        .agent_hello(&authenticated)
+        .hello_request(&authenticated, &request)
         .await?;
     tracing::info!(run = %run.id, addresses = ?request.addresses, agent = %request.agent_version, "agent hello");
     Ok(Json(position_of(&run)))
@@ -300,7 +291,7 @@ async fn claim(
     let authenticated =
         authenticate(&state, Endpoint::Claim, &run_id, credentials(&request)?).await?;
     let request: ClaimRequest = json_body(request, &state).await?;
-    check_version(request.protocol_version)?;
+    vetting_core::agent::check_protocol_version(request.protocol_version)?;
     let busy = || {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -136,4 +136,36 @@ mod tests {
         });
         assert_eq!(conflict.status, StatusCode::CONFLICT);
     }
+
+    #[test]
+    fn the_operator_errors_have_their_documented_status() {
+        use vetting_core::operator::Role;
+        let import = ApiError::from(OrchestratorError::ImportRejected {
+            rows: vec![RowError {
+                line: 3,
+                message: "`zz` is not a MAC address".into(),
+            }],
+        });
+        assert_eq!(import.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(import.rows.as_ref().map(Vec::len), Some(1));
+        let forbidden = ApiError::from(OrchestratorError::Forbidden {
+            action: "POST /api/v1/runs".into(),
+            needed: Role::Operator,
+            role: Role::Viewer,
+        });
+        assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+        assert!(forbidden.message.contains("operator"));
+        let credentials = ApiError::from(OrchestratorError::BadCredentials);
+        assert_eq!(credentials.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(credentials.message, "unauthorized");
+        let token = ApiError::from(OrchestratorError::ApiTokenNotFound("ci".into()));
+        assert_eq!(token.status, StatusCode::NOT_FOUND);
+        // an old agent is told why, with a status it does not retry
+        let mismatch = ApiError::from(OrchestratorError::ProtocolMismatch {
+            agent: 0,
+            server: 1,
+        });
+        assert_eq!(mismatch.status, StatusCode::UPGRADE_REQUIRED);
+        assert!(mismatch.message.contains("protocol version 0"));
+    }
 }

@@ -260,7 +260,7 @@ impl OpenedServer {
         let token = local_cli_token(&orchestrator)
             .await
             .map_err(ServeError::CliToken)?;
-        serve_lock.publish(&format!("http://{local_addr}"), &token)?;
+        serve_lock.publish(&local_url(local_addr), &token)?;
         let (stop_sender, stop) = tokio::sync::watch::channel(false);
         let mut state = AppState::new(orchestrator.clone());
         let mut pxe = None;
@@ -309,6 +309,21 @@ impl OpenedServer {
             serve_lock,
         })
     }
+}
+
+/// How the local CLI reaches this server: the bound address, or loopback
+/// when it listens on every address.
+fn local_url(address: SocketAddr) -> String {
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, address.port()))
 }
 
 /// A new admin token for the local CLI, named [`CLI_TOKEN_NAME`]; the
@@ -473,4 +488,22 @@ pub fn init_logging(filter_variable: &str) {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_url_of_every_address_is_loopback() {
+        let url = |text: &str| {
+            local_url(
+                text.parse()
+                    .unwrap_or_else(|_| SocketAddr::from(([0; 4], 0))),
+            )
+        };
+        assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("[::]:8080"), "http://[::1]:8080");
+        assert_eq!(url("10.0.0.5:80"), "http://10.0.0.5:80");
+    }
 }

@@ -9,6 +9,7 @@ mod cli_hold;
 mod cli_lifecycle;
 mod cli_support;
 mod cli_watch_screen;
+mod deploy;
 mod serve;
 // vetting-core's test databases (a fresh PostgreSQL database per test)
 #[path = "../../../vetting-core/tests/it/support.rs"]

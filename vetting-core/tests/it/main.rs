@@ -5,10 +5,12 @@
 mod support;
 
 mod concurrency;
+mod operator;
 mod runs;
 mod tokens_restart;
 
 mod netns;
+mod ocp;
 mod power;
 mod pxe;
 mod spec_reports;

@@ -24,7 +24,7 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtur
 
 /// The DL380p Gen8 of the dmidecode capture (serial 4242, 2 × E5-2620,
 /// 10 DIMMs, 64 GiB), plus two disks, two NICs and two PSUs given by hand.
-fn dl380_inventory() -> Inventory {
+pub(crate) fn dl380_inventory() -> Inventory {
     let text = std::fs::read(format!(
         "{FIXTURES}/dmidecode/netbox-agent-HP_DL380p_Gen8.txt"
     ))
@@ -596,7 +596,12 @@ fn identity_mismatch_is_critical_before_anything_destructive() {
 
 // ------------------------------------------------------- through the orchestrator
 
-async fn register(orchestrator: &Orchestrator, name: &str, index: u32, new: NewHost) -> i64 {
+pub(crate) async fn register(
+    orchestrator: &Orchestrator,
+    name: &str,
+    index: u32,
+    new: NewHost,
+) -> i64 {
     orchestrator
         .operator()
         .register_host(
@@ -612,7 +617,12 @@ async fn register(orchestrator: &Orchestrator, name: &str, index: u32, new: NewH
         .id
 }
 
-async fn store_inventory(orchestrator: &Orchestrator, run_id: &str, attempt: i32, json: String) {
+pub(crate) async fn store_inventory(
+    orchestrator: &Orchestrator,
+    run_id: &str,
+    attempt: i32,
+    json: String,
+) {
     inventory::ActiveModel {
         run_id: Set(run_id.to_string()),
         attempt: Set(attempt),
@@ -971,7 +981,7 @@ async fn a_host_naming_a_missing_profile_fails_spec_validation() {
 
 // ------------------------------------------------------------------ reports
 
-fn agent(verdict: Option<serde_json::Value>) -> EventContext {
+pub(crate) fn agent(verdict: Option<serde_json::Value>) -> EventContext {
     EventContext {
         actor: Some(Actor::agent()),
         verdict_json: verdict.map(|value| value.to_string()),

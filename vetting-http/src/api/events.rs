@@ -32,6 +32,8 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Events waiting for a slow client before the stream stops reading the
 /// hub (it catches up from the database after).
 const STREAM_BUFFER: usize = 256;
+/// The most host names a stream keeps (an every-run stream meets many).
+const NAMES_KEPT: usize = 10_000;
 /// The most runs one stream may watch by id.
 pub const MAX_WATCHED_RUNS: usize = 1000;
 
@@ -232,7 +234,93 @@ impl Follow {
                 .unwrap_or_default(),
             Err(_) => String::new(),
         };
+        if self.names.len() >= NAMES_KEPT {
+            self.names.clear();
+        }
         self.names.insert(run_id.to_string(), name.clone());
         name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::Arc;
+
+    use vetting_core::config::Config;
+    use vetting_core::events::EventsHub;
+    use vetting_core::model::{Actor, NewHost};
+
+    use super::*;
+
+    /// A stream whose hub subscription lagged (the hub dropped the
+    /// transitions' announcements) still sends every transition: the lag
+    /// makes it read them from the database.
+    #[tokio::test]
+    async fn a_stream_that_lags_the_hub_reads_the_missed_transitions_from_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.iperf.enabled = false;
+        let orchestrator = Orchestrator::open(config, Arc::new(vetting_core::clock::SystemClock))
+            .await
+            .unwrap()
+            .with_bcrypt_cost(4);
+        let operator = orchestrator.operator();
+        let actor = Actor::operator("test");
+        let mut hosts = Vec::new();
+        for index in 0..4 {
+            hosts.push(
+                operator
+                    .register_host(
+                        NewHost {
+                            name: format!("h{index}"),
+                            macs: vec![format!("52:54:00:cc:00:{index:02x}")],
+                            ..Default::default()
+                        },
+                        &actor,
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        let first = operator.start_run(hosts[0].id, &actor).await.unwrap();
+        // a hub of one slot, which this test alone publishes on
+        let hub = EventsHub::new(1);
+        let (sender, mut receiver) = mpsc::channel(STREAM_BUFFER);
+        let follow = Follow {
+            orchestrator: orchestrator.clone(),
+            runs: Vec::new(),
+            names: HashMap::new(),
+            last: 0,
+            sender,
+        };
+        let task = tokio::spawn(follow.run(hub.subscribe()));
+        // the first run's transition, replayed from the database
+        assert!(receiver.recv().await.is_some());
+        // the follower has replayed the database; these transitions are
+        // announced on the orchestrator's hub, never on this one
+        let mut started = vec![first.id.clone()];
+        for host in &hosts[1..] {
+            started.push(operator.start_run(host.id, &actor).await.unwrap().id);
+        }
+        for _ in 0..3 {
+            hub.publish(HubEvent::HostsChanged);
+        }
+        let expected = operator.transitions(None).await.unwrap();
+        assert_eq!(expected.len(), 4, "one Enqueue per run");
+        let mut got = 1;
+        while got < expected.len() {
+            let event = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+                .await
+                .expect("the missed transitions come after the lag");
+            assert!(event.is_some());
+            got += 1;
+        }
+        drop(receiver);
+        task.abort();
     }
 }

@@ -74,6 +74,7 @@ pub fn routes() -> Router<AppState> {
         .route("/dispatch/resume", post(dispatch::resume))
         .route("/events", get(events::events))
         .route("/openapi.json", get(openapi::openapi_json))
+        .method_not_allowed_fallback(crate::agent::wrong_method)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
 }
 
@@ -85,12 +86,10 @@ pub fn top_routes() -> Router<AppState> {
 
 /// The operator API alone over `orchestrator` (what the CLI calls
 /// in-process through `tower::ServiceExt::oneshot`, each request with a
-/// [`Trusted`] extension): the `/api/v1` routes, JSON errors for unknown
-/// paths and wrong methods.
+/// [`Trusted`] extension): the `/api/v1` routes and JSON errors for
+/// unknown paths.
 pub fn router(orchestrator: Orchestrator) -> Router {
-    let api = routes()
-        .fallback(crate::agent::unknown_path)
-        .method_not_allowed_fallback(crate::agent::wrong_method);
+    let api = routes().fallback(crate::agent::unknown_path);
     Router::new()
         .nest(API_PREFIX, api)
         .with_state(AppState::new(orchestrator))

@@ -222,5 +222,6 @@ async fn a_resumed_stream_has_no_gap_and_no_duplicate() {
     }
     let no_token = h.call("GET", "/api/v1/events", None, Body::None).await;
     assert_eq!(no_token.status, 401);
+    drop((resumed, one));
     h.shutdown().await;
 }

@@ -19,6 +19,7 @@ use vetting_core::power::{PowerDriver, PowerDrivers, PowerError, PowerLog, Power
 
 mod bad_input;
 mod events;
+mod logs;
 mod metrics;
 mod openapi;
 mod pages;

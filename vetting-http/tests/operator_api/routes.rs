@@ -203,6 +203,13 @@ async fn every_route_answers_as_documented() {
     assert_eq!(html.status, 200);
     assert!(html.content_type.starts_with("text/html"), "{html:?}");
     assert!(html.text.contains(&run_id));
+    let ocp = h
+        .get(&format!("/api/v1/runs/{run_id}/report?format=ocp"), &viewer)
+        .await;
+    assert_eq!(ocp.status, 200, "{ocp:?}");
+    assert_eq!(ocp.content_type, "application/x-ndjson");
+    let first: Value = serde_json::from_str(ocp.text.lines().next().unwrap()).unwrap();
+    assert!(first.get("schemaVersion").is_some(), "{first}");
     h.post(
         &format!("/api/v1/runs/{other_run}/cancel"),
         &operator,
