@@ -62,6 +62,9 @@ struct Watched {
     last_transition: i64,
     /// The log cursor of the one-line-per-event output (all stages).
     log_cursor: LogCursor,
+    /// What the next read must fetch.
+    needs_detail: bool,
+    needs_log: bool,
     /// The stage the tail belongs to (`CPUStress#1`), its cursor and lines.
     tail_stage: String,
     tail_cursor: LogCursor,
@@ -74,10 +77,28 @@ impl Watched {
     }
 }
 
+/// The shortest time between two reads of the runs over a server: the
+/// events of a burst (log lines arrive in many small batches) share one.
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(500);
+
 /// What the events stream's reader tells the watch.
 enum Wake {
-    Event,
+    /// Something happened to `run` (every run when not known): a
+    /// transition (read the run's detail) or log lines (read its log).
+    Event {
+        run: Option<String>,
+        transition: bool,
+    },
     Failed(Failure),
+}
+
+impl Wake {
+    fn everything() -> Wake {
+        Wake::Event {
+            run: None,
+            transition: true,
+        }
+    }
 }
 
 pub async fn watch(context: &Context, ids: Vec<String>) -> CliResult<()> {
@@ -98,6 +119,8 @@ pub async fn watch(context: &Context, ids: Vec<String>) -> CliResult<()> {
             detail,
             last_transition: 0,
             log_cursor: LogCursor::default(),
+            needs_detail: false,
+            needs_log: false,
             tail_stage: String::new(),
             tail_cursor: LogCursor::default(),
             tail: VecDeque::new(),
@@ -130,23 +153,35 @@ pub async fn watch(context: &Context, ids: Vec<String>) -> CliResult<()> {
     while !runs.iter().all(Watched::settled) {
         let read = tokio::select! {
             wake = wakes.recv(), if events_open => match wake {
-                Some(Wake::Event) => {
-                    // one read for every event that is waiting
-                    while wakes.try_recv().is_ok() {}
+                Some(wake) => {
+                    // the events of a burst share one read
+                    if let Some(wait) = MIN_READ_INTERVAL.checked_sub(last_read.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    mark(&mut runs, wake)?;
+                    while let Ok(wake) = wakes.try_recv() {
+                        mark(&mut runs, wake)?;
+                    }
                     true
                 }
-                Some(Wake::Failed(failure)) => return Err(failure),
                 None => {
                     events_open = false;
+                    mark(&mut runs, Wake::everything())?;
                     true
                 }
             },
-            _ = tick.tick() => !events_open || last_read.elapsed() >= REMOTE_REFRESH,
+            _ = tick.tick() => {
+                let due = !events_open || last_read.elapsed() >= REMOTE_REFRESH;
+                if due {
+                    mark(&mut runs, Wake::everything())?;
+                }
+                due
+            }
         };
         let mut notice = None;
         if read {
             last_read = Instant::now();
-            match read_all(context, screen, &mut runs).await {
+            match read_marked(context, screen, &mut runs).await {
                 Ok(()) => unreachable_since = None,
                 Err(failure) if failure.exit == Exit::Unreachable => {
                     let since = *unreachable_since.get_or_insert_with(Instant::now);
@@ -171,12 +206,34 @@ pub async fn watch(context: &Context, ids: Vec<String>) -> CliResult<()> {
     verdict(context, &runs)
 }
 
-/// Reads every run that has not settled.
-async fn read_all(context: &Context, screen: bool, runs: &mut [Watched]) -> CliResult<()> {
+/// Marks what a wake says must be read again.
+fn mark(runs: &mut [Watched], wake: Wake) -> CliResult<()> {
+    let (run, transition) = match wake {
+        Wake::Event { run, transition } => (run, transition),
+        Wake::Failed(failure) => return Err(failure),
+    };
+    for watched in runs
+        .iter_mut()
+        .filter(|watched| run.as_ref().is_none_or(|run| *run == watched.id))
+    {
+        watched.needs_detail |= transition;
+        watched.needs_log = true;
+    }
+    Ok(())
+}
+
+/// Reads what is marked of every run that has not settled.
+async fn read_marked(context: &Context, screen: bool, runs: &mut [Watched]) -> CliResult<()> {
     for run in runs.iter_mut().filter(|run| !run.settled()) {
-        run.detail = run_detail(&context.client, &run.id).await?;
-        run.state = state_of(run_of(&run.detail));
-        absorb(context, screen, run).await?;
+        if run.needs_detail {
+            run.detail = run_detail(&context.client, &run.id).await?;
+            run.state = state_of(run_of(&run.detail));
+            run.needs_detail = false;
+        }
+        if run.needs_log {
+            absorb(context, screen, run).await?;
+            run.needs_log = false;
+        }
     }
     Ok(())
 }
@@ -442,7 +499,7 @@ fn verdict(context: &Context, runs: &[Watched]) -> CliResult<()> {
 /// Reads the events stream of `ids` and wakes the watch at each event,
 /// reconnecting (with `Last-Event-ID`) when the stream breaks.
 async fn follow_events(client: Client, ids: Vec<String>, last: i64, wakes: mpsc::Sender<Wake>) {
-    let mut last_event_id = (last > 0).then(|| last.to_string());
+    let mut last_event_id = Some(last.to_string());
     loop {
         match client.events(&ids, last_event_id.as_deref()).await {
             Ok(Some(mut response)) => {
@@ -452,24 +509,18 @@ async fn follow_events(client: Client, ids: Vec<String>, last: i64, wakes: mpsc:
                     while let Some(end) = find_blank_line(&buffer) {
                         let block: Vec<u8> = buffer.drain(..end + 2).collect();
                         let block = String::from_utf8_lossy(&block);
-                        let mut is_event = false;
-                        for line in block.lines() {
-                            if let Some(id) = line.strip_prefix("id:") {
-                                last_event_id = Some(id.trim().to_string());
+                        if let Some(wake) = parse_event(&block, &mut last_event_id) {
+                            // when the queue is full, wakes are waiting
+                            // already: the runs are read anyway
+                            if wakes.try_send(wake).is_err() {
+                                let _ = wakes.try_send(Wake::everything());
                             }
-                            if line.starts_with("data:") {
-                                is_event = true;
-                            }
-                        }
-                        if is_event {
-                            // a wake is already waiting when this fails
-                            let _ = wakes.try_send(Wake::Event);
                         }
                     }
                 }
                 // the stream ended: read once (something may have happened
                 // while reconnecting), then reconnect
-                let _ = wakes.try_send(Wake::Event);
+                let _ = wakes.try_send(Wake::everything());
             }
             Ok(None) => return,
             Err(failure) if failure.exit == Exit::Unreachable => {}
@@ -485,6 +536,76 @@ async fn follow_events(client: Client, ids: Vec<String>, last: i64, wakes: mpsc:
     }
 }
 
+/// One event of the stream (the lines before a blank line): the wake it
+/// stands for, `None` for a comment (keep-alive). Records its `id:`.
+fn parse_event(block: &str, last_event_id: &mut Option<String>) -> Option<Wake> {
+    let mut kind = "message";
+    let mut data = String::new();
+    for line in block.lines() {
+        if let Some(id) = line.strip_prefix("id:") {
+            *last_event_id = Some(id.trim().to_string());
+        } else if let Some(name) = line.strip_prefix("event:") {
+            kind = name.trim();
+        } else if let Some(text) = line.strip_prefix("data:") {
+            data.push_str(text.trim_start());
+        }
+    }
+    if data.is_empty() {
+        return None;
+    }
+    let run = serde_json::from_str::<Value>(&data).ok().and_then(|value| {
+        value
+            .get("run_id")
+            .or_else(|| value.get("run"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    Some(Wake::Event {
+        run,
+        // anything but a log line may have moved the run
+        transition: kind != "log",
+    })
+}
+
 fn find_blank_line(buffer: &[u8]) -> Option<usize> {
     buffer.windows(2).position(|window| window == b"\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_of_the_stream() {
+        let mut last = None;
+        let transition =
+            "event: transition\nid: 42\ndata: {\"id\":42,\"run_id\":\"r1\",\"from\":\"Booting\"}\n";
+        match parse_event(transition, &mut last) {
+            Some(Wake::Event { run, transition }) => {
+                assert_eq!(run.as_deref(), Some("r1"));
+                assert!(transition);
+            }
+            _ => panic!("not a wake"),
+        }
+        assert_eq!(last.as_deref(), Some("42"));
+        let log = "event: log\ndata: {\"kind\":\"log\",\"run_id\":\"r2\",\"lines\":[\"x\"]}\n";
+        match parse_event(log, &mut last) {
+            Some(Wake::Event { run, transition }) => {
+                assert_eq!(run.as_deref(), Some("r2"));
+                assert!(!transition);
+            }
+            _ => panic!("not a wake"),
+        }
+        // a log event has no id: the resume point stays
+        assert_eq!(last.as_deref(), Some("42"));
+        assert!(parse_event(": keep-alive\n", &mut last).is_none());
+        // data that is not JSON still wakes every run
+        assert!(matches!(
+            parse_event("data: ???\n", &mut last),
+            Some(Wake::Event {
+                run: None,
+                transition: true
+            })
+        ));
+    }
 }
