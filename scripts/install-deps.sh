@@ -19,7 +19,7 @@ packages=(
   # the package test: systemd-analyze verify of the unit, objdump for its Depends
   systemd binutils
   # misc
-  python3-venv curl ca-certificates procps psmisc
+  python3-venv python3-pip curl ca-certificates procps psmisc
 )
 
 missing=()
@@ -37,4 +37,11 @@ fi
 # the PostgreSQL package starts a cluster on 5432 that the tests do not use
 if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
   pg_ctlcluster --force 15 main stop 2>/dev/null || true
+fi
+# the OpenAPI 3.1 validator of the operator API's document test
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+  echo "install-deps: installing openapi-spec-validator"
+  # Debian 12's Python is externally managed: pip needs the flag there
+  python3 -m pip install -q --break-system-packages openapi-spec-validator==0.9.0 ||
+    python3 -m pip install -q openapi-spec-validator==0.9.0
 fi

@@ -59,6 +59,10 @@ pub enum OrchestratorError {
     Key(#[from] tokens::KeyError),
     #[error("{0}")]
     Internal(String),
+    /// A dispatch refused inside its transaction because the dispatcher
+    /// is paused (`Runs::dispatch` stops there; never an operator's error).
+    #[error("the dispatcher is paused: queued runs start when it is resumed")]
+    DispatchPaused,
     /// An import where some rows are invalid: nothing was imported.
     #[error("nothing imported: {}", crate::error::rows_text(rows))]
     ImportRejected {

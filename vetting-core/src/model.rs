@@ -27,7 +27,9 @@ impl Actor {
 }
 
 /// A MAC address in canonical form (lower-case, colon-separated).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct Mac(String);
 
 impl Mac {
@@ -64,7 +66,7 @@ impl std::fmt::Display for Mac {
 }
 
 /// What an operator registers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewHost {
     pub name: String,
@@ -85,7 +87,7 @@ pub struct NewHost {
 }
 
 /// A registered host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Host {
     pub id: i64,
     pub name: String,
@@ -122,7 +124,7 @@ impl Host {
 }
 
 /// A run as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: String,
     pub host_id: i64,
@@ -225,7 +227,7 @@ impl Run {
 }
 
 /// One recorded transition (the persisted log the concurrency tests replay).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransitionRecord {
     pub id: i64,
     pub run_id: String,
@@ -251,7 +253,7 @@ pub struct AuditRecord {
 }
 
 /// What a stage row says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageRecord {
     pub run_id: String,
     pub stage: String,

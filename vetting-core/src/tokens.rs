@@ -224,14 +224,20 @@ pub fn issue_with_cost(
     rand::rng().fill_bytes(&mut nonce);
     let token = encode(key, run_id, &nonce);
     let scheme = HashScheme::Sha256Bcrypt;
-    let bcrypt_hash = bcrypt::hash(scheme.bcrypt_input(&token), cost)
-        .map_err(|error| TokenError::Bcrypt(error.to_string()))?;
+    let bcrypt_hash = hash_token(&token, scheme, cost)?;
     Ok(IssuedToken {
         token,
         nonce_hex: hex::encode(nonce),
         bcrypt_hash,
         scheme,
     })
+}
+
+/// The stored hash of `token` under `scheme` (what [`verify_bcrypt`]
+/// checks): run tokens and the operator's API tokens are hashed alike.
+pub fn hash_token(token: &str, scheme: HashScheme, cost: u32) -> Result<String, TokenError> {
+    bcrypt::hash(scheme.bcrypt_input(token), cost)
+        .map_err(|error| TokenError::Bcrypt(error.to_string()))
 }
 
 /// The token of `run_id` for a stored nonce: the orchestrator derives it

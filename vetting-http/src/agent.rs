@@ -26,8 +26,8 @@ use vetting_core::agent::position_of;
 use vetting_core::agent::{AgentWriter, AuthenticatedRun};
 use vetting_probes::protocol::{
     API_PREFIX, ArtifactQuery, BatchAck, ClaimRequest, ClaimResponse, Endpoint, HeartbeatRequest,
-    HeartbeatResponse, HelloRequest, LogBatch, Method, PROTOCOL_VERSION, ResultResponse,
-    RunPosition, SensorBatch, StageResult, StoredArtifact,
+    HeartbeatResponse, HelloRequest, LogBatch, Method, ResultResponse, RunPosition, SensorBatch,
+    StageResult, StoredArtifact,
 };
 
 use crate::AppState;
@@ -106,14 +106,26 @@ fn endpoint_route(endpoint: Endpoint) -> Option<MethodRouter<AppState>> {
         Endpoint::Artifact => on(method, artifact),
         Endpoint::Hold => return None,
     };
-    Some(route.layer(DefaultBodyLimit::max(body_limit(endpoint))))
+    Some(
+        route
+            .layer(DefaultBodyLimit::max(body_limit(endpoint)))
+            .layer(axum::middleware::from_fn(move |request, next| {
+                crate::api::metrics::count_agent_request(endpoint, request, next)
+            })),
+    )
 }
 
 /// The agent API routes: every served [`Endpoint`], under [`API_PREFIX`].
 /// Every answer that is not a success is JSON ([`ApiError`]), an unknown
 /// path (404) and a wrong method (405) included.
 pub fn routes() -> Router<AppState> {
-    let runs = Endpoint::ALL
+    Router::new().nest(API_PREFIX, endpoints())
+}
+
+/// [`routes`] relative to [`API_PREFIX`], with the JSON fallbacks of
+/// everything under it (the operator API's routes merge in here).
+pub(crate) fn endpoints() -> Router<AppState> {
+    Endpoint::ALL
         .into_iter()
         .filter(|endpoint| endpoint.is_served())
         .filter_map(|endpoint| Some((endpoint.route(), endpoint_route(endpoint)?)))
@@ -122,15 +134,14 @@ pub fn routes() -> Router<AppState> {
         })
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
-        .layer(Extension(Shared::default()));
-    Router::new().nest(API_PREFIX, runs)
+        .layer(Extension(Shared::default()))
 }
 
 pub(crate) async fn unknown_path(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no such endpoint: {}", uri.path()))
 }
 
-async fn wrong_method(method: axum::http::Method) -> ApiError {
+pub(crate) async fn wrong_method(method: axum::http::Method) -> ApiError {
     ApiError::new(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         format!("method {method} is not allowed here"),
@@ -211,7 +222,7 @@ fn slow_body() -> ApiError {
     )
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -253,15 +264,6 @@ async fn authenticate(
         .await?)
 }
 
-fn check_version(version: u32) -> Result<(), ApiError> {
-    if version != PROTOCOL_VERSION {
-        return Err(ApiError::bad_request(format!(
-            "protocol version {version} is not supported (this orchestrator speaks {PROTOCOL_VERSION})"
-        )));
-    }
-    Ok(())
-}
-
 async fn hello(
     State(state): State<AppState>,
     RunPath(run_id): RunPath,
@@ -270,11 +272,11 @@ async fn hello(
     let authenticated =
         authenticate(&state, Endpoint::Hello, &run_id, credentials(&request)?).await?;
     let request: HelloRequest = json_body(request, &state).await?;
-    check_version(request.protocol_version)?;
+    // another protocol version is refused before the run changes (426)
     let run = state
         .orchestrator
         .agent()
-        .agent_hello(&authenticated)
+        .hello_request(&authenticated, &request)
         .await?;
     tracing::info!(run = %run.id, addresses = ?request.addresses, agent = %request.agent_version, "agent hello");
     Ok(Json(position_of(&run)))
@@ -289,7 +291,7 @@ async fn claim(
     let authenticated =
         authenticate(&state, Endpoint::Claim, &run_id, credentials(&request)?).await?;
     let request: ClaimRequest = json_body(request, &state).await?;
-    check_version(request.protocol_version)?;
+    vetting_core::agent::check_protocol_version(request.protocol_version)?;
     let busy = || {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

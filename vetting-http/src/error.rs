@@ -6,8 +6,10 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use vetting_core::error::OrchestratorError;
-use vetting_probes::protocol::{ErrorBody, RunPosition};
+use vetting_core::operator::RowError;
+use vetting_probes::protocol::RunPosition;
 
 /// An error answer.
 #[derive(Debug)]
@@ -15,6 +17,19 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub position: Option<RunPosition>,
+    /// The refused rows of an import (422).
+    pub rows: Option<Vec<RowError>>,
+}
+
+/// The JSON of an error answer: the agent API's `ErrorBody`, and `rows`
+/// for an import.
+#[derive(Debug, Serialize)]
+struct ErrorJson {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<RunPosition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows: Option<Vec<RowError>>,
 }
 
 impl ApiError {
@@ -23,7 +38,11 @@ impl ApiError {
             status,
             message: message.into(),
             position: None,
+            rows: None,
         }
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -50,12 +69,27 @@ impl From<OrchestratorError> for ApiError {
                 status: StatusCode::CONFLICT,
                 message: error.to_string(),
                 position: Some(position.clone()),
+                rows: None,
             },
-            E::RunNotFound(_) | E::HostNotFound(_) => ApiError::not_found(error.to_string()),
+            E::ImportRejected { ref rows } => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: error.to_string(),
+                position: None,
+                rows: Some(rows.clone()),
+            },
+            E::Forbidden { .. } => ApiError::forbidden(error.to_string()),
+            // an agent of another protocol version, at hello: told why and
+            // never retried (the agent retries 409 without a position)
+            E::ProtocolMismatch { .. } => {
+                ApiError::new(StatusCode::UPGRADE_REQUIRED, error.to_string())
+            }
+            E::RunNotFound(_) | E::HostNotFound(_) | E::ApiTokenNotFound(_) => {
+                ApiError::not_found(error.to_string())
+            }
             E::InvalidHost { .. } | E::BadRequest(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
             }
-            E::Unauthorized(_) | E::RunEnded { .. } => ApiError::unauthorized(),
+            E::Unauthorized(_) | E::RunEnded { .. } | E::BadCredentials => ApiError::unauthorized(),
             // a failed group of agent writes (its cause kept, logged in
             // full below) and every other internal error
             other => {
@@ -70,9 +104,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(ErrorBody {
+            Json(ErrorJson {
                 error: self.message,
                 position: self.position,
+                rows: self.rows,
             }),
         )
             .into_response()
@@ -100,5 +135,37 @@ mod tests {
             run_id: "r1".into(),
         });
         assert_eq!(conflict.status, StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn the_operator_errors_have_their_documented_status() {
+        use vetting_core::operator::Role;
+        let import = ApiError::from(OrchestratorError::ImportRejected {
+            rows: vec![RowError {
+                line: 3,
+                message: "`zz` is not a MAC address".into(),
+            }],
+        });
+        assert_eq!(import.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(import.rows.as_ref().map(Vec::len), Some(1));
+        let forbidden = ApiError::from(OrchestratorError::Forbidden {
+            action: "POST /api/v1/runs".into(),
+            needed: Role::Operator,
+            role: Role::Viewer,
+        });
+        assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+        assert!(forbidden.message.contains("operator"));
+        let credentials = ApiError::from(OrchestratorError::BadCredentials);
+        assert_eq!(credentials.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(credentials.message, "unauthorized");
+        let token = ApiError::from(OrchestratorError::ApiTokenNotFound("ci".into()));
+        assert_eq!(token.status, StatusCode::NOT_FOUND);
+        // an old agent is told why, with a status it does not retry
+        let mismatch = ApiError::from(OrchestratorError::ProtocolMismatch {
+            agent: 0,
+            server: 1,
+        });
+        assert_eq!(mismatch.status, StatusCode::UPGRADE_REQUIRED);
+        assert!(mismatch.message.contains("protocol version 0"));
     }
 }

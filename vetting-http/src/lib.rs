@@ -1,8 +1,10 @@
-//! The axum frontend of vetting: the agent API, `/ipxe/{mac}`, boot files
-//! and the web UI. The only crate that knows axum, HTML and HTTP status
+//! The axum frontend of vetting: the agent API, the operator API
+//! (`api`: `/api/v1`, `/metrics`), `/ipxe/{mac}`, boot files and the web
+//! UI. The only crate that knows axum, HTML and HTTP status
 //! codes; a handler parses, calls `vetting-core`, renders.
 
 pub mod agent;
+pub mod api;
 pub mod boot;
 pub mod error;
 mod serve;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub leases: Option<Arc<dyn LeaseLookup>>,
     /// What `/ipxe/{mac}` writes: rate-limited, off the runtime.
     pub boot_log: Arc<BootLog>,
+    /// The agent API's request counters, exported by `/metrics`.
+    pub agent_metrics: Arc<api::AgentMetrics>,
 }
 
 impl AppState {
@@ -40,6 +44,7 @@ impl AppState {
             orchestrator,
             leases: None,
             boot_log: Arc::new(BootLog::new()),
+            agent_metrics: Arc::default(),
         }
     }
 
@@ -54,11 +59,17 @@ impl AppState {
 /// needs the client's address.
 pub fn router(state: AppState) -> Router {
     let boot_dir = state.orchestrator.config().boot_dir();
+    let agent_metrics = Arc::clone(&state.agent_metrics);
     Router::new()
         .route("/healthz", get(healthz))
-        .merge(agent::routes())
+        .nest(
+            vetting_probes::protocol::API_PREFIX,
+            agent::endpoints().merge(api::routes()),
+        )
+        .merge(api::top_routes())
         .merge(boot::routes(boot_dir))
         .fallback(not_found)
+        .layer(axum::Extension(agent_metrics))
         .with_state(state)
 }
 

@@ -16,6 +16,9 @@ use vetting_core::pxe::{PxeError, PxeSettings, PxeSupervisor};
 use vetting_core::runs::{Dispatcher, run_reconcilers};
 
 use crate::AppState;
+use crate::api::{CLI_TOKEN_NAME, ServeLock};
+use vetting_core::model::Actor;
+use vetting_core::operator::Role;
 
 /// How often the DHCP allowlist is compared with the host registry even
 /// when no host changed here (another process may have registered one).
@@ -49,6 +52,10 @@ pub enum ServeError {
     },
     #[error("serving HTTP")]
     Http(#[source] std::io::Error),
+    #[error(transparent)]
+    Lock(#[from] crate::api::ServeLockError),
+    #[error("making the local CLI's admin token")]
+    CliToken(#[source] OrchestratorError),
     #[error("the {task} task ended abnormally")]
     Task {
         task: &'static str,
@@ -184,6 +191,8 @@ impl Server {
             source,
         })?;
         config.listen = local_addr;
+        // one server per data folder: the CLI finds it through this lock
+        let serve_lock = ServeLock::acquire(&config.data_dir)?;
         let mut orchestrator = Orchestrator::open(config, self.clock)
             .await
             .map_err(ServeError::Open)?;
@@ -201,6 +210,7 @@ impl Server {
             local_addr,
             pxe_settings,
             power,
+            serve_lock,
         })
     }
 
@@ -219,6 +229,7 @@ pub struct OpenedServer {
     local_addr: SocketAddr,
     pxe_settings: Option<PxeSettings>,
     power: Arc<dyn PowerDrivers>,
+    serve_lock: ServeLock,
 }
 
 impl OpenedServer {
@@ -244,7 +255,12 @@ impl OpenedServer {
             local_addr,
             pxe_settings,
             power,
+            serve_lock,
         } = self;
+        let token = local_cli_token(&orchestrator)
+            .await
+            .map_err(ServeError::CliToken)?;
+        serve_lock.publish(&local_url(local_addr), &token)?;
         let (stop_sender, stop) = tokio::sync::watch::channel(false);
         let mut state = AppState::new(orchestrator.clone());
         let mut pxe = None;
@@ -290,8 +306,39 @@ impl OpenedServer {
             reconcilers,
             allowlist,
             pxe,
+            serve_lock,
         })
     }
+}
+
+/// How the local CLI reaches this server: the bound address, or loopback
+/// when it listens on every address.
+fn local_url(address: SocketAddr) -> String {
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, address.port()))
+}
+
+/// A new admin token for the local CLI, named [`CLI_TOKEN_NAME`]; the
+/// previous one is revoked.
+async fn local_cli_token(orchestrator: &Orchestrator) -> Result<String, OrchestratorError> {
+    let operator = orchestrator.operator();
+    let actor = Actor::orchestrator();
+    match operator.revoke_api_token(CLI_TOKEN_NAME, &actor).await {
+        Ok(_) | Err(OrchestratorError::ApiTokenNotFound(_)) => {}
+        Err(error) => return Err(error),
+    }
+    let created = operator
+        .create_api_token(CLI_TOKEN_NAME, Role::Admin, &actor)
+        .await?;
+    Ok(created.secret)
 }
 
 /// A running server. Dropping it without [`ServerHandle::shutdown`] leaves
@@ -306,6 +353,8 @@ pub struct ServerHandle {
     reconcilers: JoinHandle<()>,
     allowlist: Option<JoinHandle<()>>,
     pxe: Option<(String, Arc<PxeSupervisor>)>,
+    /// Held while the server runs; `serve.json` is withdrawn at shutdown.
+    serve_lock: ServeLock,
 }
 
 impl ServerHandle {
@@ -368,6 +417,7 @@ impl ServerHandle {
             reconcilers,
             allowlist,
             pxe,
+            serve_lock,
             ..
         } = self;
         let _ = stop.send(true);
@@ -408,6 +458,8 @@ impl ServerHandle {
             }
         }
         orchestrator.iperf().stop().await;
+        serve_lock.withdraw();
+        drop(serve_lock);
         outcome
     }
 }
@@ -436,4 +488,22 @@ pub fn init_logging(filter_variable: &str) {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_url_of_every_address_is_loopback() {
+        let url = |text: &str| {
+            local_url(
+                text.parse()
+                    .unwrap_or_else(|_| SocketAddr::from(([0; 4], 0))),
+            )
+        };
+        assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("[::]:8080"), "http://[::1]:8080");
+        assert_eq!(url("10.0.0.5:80"), "http://10.0.0.5:80");
+    }
 }

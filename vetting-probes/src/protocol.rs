@@ -173,7 +173,19 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// The testing stages the agent runs, in this order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Stage {
     InventoryCheck,
     #[serde(rename = "SMART")]
@@ -224,7 +236,7 @@ impl std::fmt::Display for Stage {
 
 /// One attempt of one stage (Storage runs again as attempt 2 after an
 /// override).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageRef {
     pub stage: Stage,
     pub attempt: u32,
@@ -581,7 +593,7 @@ pub struct StageResult {
 }
 
 /// One thing the wipe probe found on one disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WipeFinding {
     /// Stable across attempts and boots where the disk has a serial or

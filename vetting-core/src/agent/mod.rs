@@ -18,7 +18,7 @@ pub(crate) use results::write_stage_data;
 pub use results::{
     InventoryRows, MAX_MEASUREMENTS, MAX_VERDICT_REASONS, MAX_WIPE_FINDINGS, StageData,
 };
-pub use session::{command_for, plain_address, position_of};
+pub use session::{check_protocol_version, command_for, plain_address, position_of};
 pub use writer::{AGENT_WRITE_QUEUE, AgentWriteFailure, AgentWriter};
 
 use crate::orchestrator::Orchestrator;

@@ -1,7 +1,9 @@
 //! Hello, claim and the plan: the agent's session with its run, and what
 //! a heartbeat is answered.
 use sea_orm::EntityTrait;
-use vetting_probes::protocol::{ClaimResponse, Endpoint, Stage, StageParams, StageRef};
+use vetting_probes::protocol::{
+    ClaimResponse, Endpoint, HelloRequest, PROTOCOL_VERSION, Stage, StageParams, StageRef,
+};
 
 use super::auth::*;
 use crate::agent::Agent;
@@ -168,9 +170,23 @@ impl Agent {
         self.core.run(&run.id).await
     }
 
+    /// `hello` with the agent's request: an agent that speaks another
+    /// protocol version is refused (`ProtocolMismatch`) before anything
+    /// about the run changes (no hello recorded, the boot window stays
+    /// open, the token keeps working), then [`Agent::agent_hello`].
+    pub async fn hello_request(
+        &self,
+        request: &AuthenticatedRun,
+        hello: &HelloRequest,
+    ) -> Result<Run> {
+        check_protocol_version(hello.protocol_version)?;
+        self.agent_hello(request).await
+    }
+
     /// `hello`: the agent booted. The first hello's address is compared
     /// with where the boot script went (`Agent::check_hello_address`,
-    /// which only reports: the hello stands).
+    /// which only reports: the hello stands). The protocol version is
+    /// the caller's to check ([`Agent::hello_request`] does).
     pub async fn agent_hello(&self, request: &AuthenticatedRun) -> Result<Run> {
         let run = request.row(Endpoint::Hello)?;
         let first = run.hello_at_ms.is_none();
@@ -270,6 +286,20 @@ impl Agent {
             .rsplit_once(':')
             .map_or(authority, |(host, _)| host)
             .to_string()
+    }
+}
+
+/// Refuses an agent that speaks another protocol version than
+/// [`PROTOCOL_VERSION`] (hello and claim carry it): a clear error naming
+/// both, never a half-served run.
+pub fn check_protocol_version(agent: u32) -> Result<()> {
+    if agent == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(OrchestratorError::ProtocolMismatch {
+            agent,
+            server: PROTOCOL_VERSION,
+        })
     }
 }
 

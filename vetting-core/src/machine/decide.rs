@@ -6,7 +6,7 @@
 use vetting_probes::protocol::StageRef;
 
 use super::table::{Effect, Guard, InvalidTransition, Row, Trigger, automatic_from, lookup};
-use super::{Event, HoldReason, RunState, Stage};
+use super::{Event, HoldReason, RunState, Stage, state_of};
 use crate::clock::Millis;
 use crate::config::DeadlinesConfig;
 use crate::model::Run;
@@ -27,6 +27,14 @@ pub struct Input<'a> {
     pub held_finding_ids: &'a [String],
     /// For `OverrideWipe`: how many Storage attempts the run has had.
     pub storage_attempts: u32,
+    /// For `RetryStage`: the stage the operator retries.
+    pub retry_stage: Option<Stage>,
+    /// For `RetryStage`: the state whose failure opened the hold (a
+    /// testing stage, `SpecValidate`, or `WaitingWoL`/`Booting` when the
+    /// host never ran a stage); `None` when unknown.
+    pub failed_in: Option<RunState>,
+    /// For `RetryStage`: how many attempts the retried stage has had.
+    pub retry_attempts: u32,
 }
 
 /// Why `decide` refused an event.
@@ -40,6 +48,9 @@ pub enum Refusal {
     /// The override's finding ids are missing or not the hold's.
     #[error("{0}")]
     Acknowledgement(String),
+    /// A stage retry the hold does not allow.
+    #[error("{0}")]
+    NotRetryable(String),
 }
 
 /// One step of the transition log.
@@ -172,6 +183,14 @@ pub fn decide(
     if event == Event::OverrideWipe {
         check_override(run, input)?;
     }
+    let row = if event == Event::RetryStage {
+        Row {
+            to: state_of(check_retry(run, input)?),
+            ..row
+        }
+    } else {
+        row
+    };
     let mut next = RunUpdate::of(run);
     let heartbeat = after(now, deadlines.heartbeat_silence_secs);
     match event {
@@ -191,11 +210,13 @@ pub fn decide(
     let opened = match row.to.stage() {
         Some(stage) if row.to != run.state => Some(StageRef {
             stage,
-            attempt: if event == Event::OverrideWipe {
-                debug_assert_eq!(stage, Stage::Storage);
-                input.storage_attempts + 1
-            } else {
-                1
+            attempt: match event {
+                Event::OverrideWipe => {
+                    debug_assert_eq!(stage, Stage::Storage);
+                    input.storage_attempts + 1
+                }
+                Event::RetryStage => input.retry_attempts + 1,
+                _ => 1,
             },
         }),
         _ => None,
@@ -222,6 +243,14 @@ pub fn decide(
         Event::OverrideWipe => {
             next.override_flags = vec!["override_wipe".to_string()];
             next.acknowledged_findings = input.acknowledged_findings.unwrap_or_default().to_vec();
+            next.hold_reason = None;
+            next.failure_reason = None;
+            next.heartbeat_deadline_ms = Some(heartbeat);
+        }
+        Event::RetryStage => {
+            // a retry is not an override: no disk write is acknowledged
+            next.override_flags.clear();
+            next.acknowledged_findings.clear();
             next.hold_reason = None;
             next.failure_reason = None;
             next.heartbeat_deadline_ms = Some(heartbeat);
@@ -330,6 +359,60 @@ fn holds(row: &Row, run: &Run) -> bool {
         Trigger::Automatic(Guard::HoldOnFailure) => run.hold_on_failure,
         Trigger::Event => false,
     }
+}
+
+/// A retry must be of a hold after a failure (a wipe-probe hold is
+/// overridden instead), and name a testing stage at or before the state
+/// that failed: after a spec mismatch (SpecValidate) that is
+/// InventoryCheck, whose new inventory is validated again; a run that
+/// failed before any stage ran (power, boot) has none to retry.
+fn check_retry(run: &Run, input: &Input<'_>) -> Result<Stage, Refusal> {
+    match run.hold_reason {
+        Some(HoldReason::Failure) => {}
+        Some(reason) => {
+            return Err(Refusal::NotRetryable(format!(
+                "run {}: the hold ({}) is the wipe probe's: override it (override-wipe) \
+                 naming the findings, or release it",
+                run.id,
+                reason.as_str()
+            )));
+        }
+        None => {
+            return Err(Refusal::NotRetryable(format!(
+                "run {}: the run is not held after a failure",
+                run.id
+            )));
+        }
+    }
+    let Some(stage) = input.retry_stage else {
+        return Err(Refusal::NotRetryable(format!(
+            "run {}: a retry must name the stage to run again",
+            run.id
+        )));
+    };
+    let failed = match input.failed_in {
+        Some(failed) if failed.stage().is_some() || failed == RunState::SpecValidate => failed,
+        Some(other) => {
+            return Err(Refusal::NotRetryable(format!(
+                "run {}: it failed in {other}, before any stage ran; cancel it and start a new run",
+                run.id
+            )));
+        }
+        None => {
+            return Err(Refusal::NotRetryable(format!(
+                "run {}: the stage that failed is not recorded",
+                run.id
+            )));
+        }
+    };
+    if state_of(stage) > failed {
+        return Err(Refusal::NotRetryable(format!(
+            "run {}: {stage} comes after {failed}, where the run failed; \
+             retry {failed} or a stage before it",
+            run.id
+        )));
+    }
+    Ok(stage)
 }
 
 /// An override must be of a wipe-probe hold and name ids, all among the

@@ -21,7 +21,19 @@ pub use table::{Effect, Guard, InvalidTransition, NotificationKind, Row, Trigger
 use serde::{Deserialize, Serialize};
 
 /// Every state a run can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum RunState {
     Registered,
     Queued,
@@ -163,7 +175,7 @@ pub fn state_of(stage: Stage) -> RunState {
 }
 
 /// Why a stage held the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldReason {
     /// The wipe probe found partition tables or filesystem/LVM/RAID signatures.
@@ -203,7 +215,7 @@ impl HoldReason {
 }
 
 /// Everything that can happen to a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     /// The operator started the run: it waits for a dispatcher slot.
@@ -245,6 +257,9 @@ pub enum Event {
     HoldOpened,
     /// The operator overrode a wipe-probe hold: Storage runs again.
     OverrideWipe,
+    /// The operator retries a stage of a run held after a failure (after
+    /// a repair): the named stage runs again as a new attempt.
+    RetryStage,
     /// The operator released a held host.
     Release,
     /// The operator cancelled the run.
@@ -252,7 +267,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 21] = [
+    pub const ALL: [Event; 22] = [
         Event::Enqueue,
         Event::Dispatch,
         Event::PowerOnSent,
@@ -272,6 +287,7 @@ impl Event {
         Event::HeartbeatTimeout,
         Event::HoldOpened,
         Event::OverrideWipe,
+        Event::RetryStage,
         Event::Release,
         Event::Cancel,
     ];
@@ -297,6 +313,7 @@ impl Event {
             Event::HeartbeatTimeout => "heartbeat_timeout",
             Event::HoldOpened => "hold_opened",
             Event::OverrideWipe => "override_wipe",
+            Event::RetryStage => "retry_stage",
             Event::Release => "release",
             Event::Cancel => "cancel",
         }
@@ -310,7 +327,11 @@ impl Event {
     pub fn is_operator_action(self) -> bool {
         matches!(
             self,
-            Event::Enqueue | Event::OverrideWipe | Event::Release | Event::Cancel
+            Event::Enqueue
+                | Event::OverrideWipe
+                | Event::RetryStage
+                | Event::Release
+                | Event::Cancel
         )
     }
 }

@@ -137,6 +137,10 @@ const ENDED: &[Effect] = &[X::WriteReport];
 /// The run is held for the operator.
 const HELD: &[Effect] = &[X::Notify(N::HoldingOpened), X::WriteReport];
 
+/// The `to` of the `RetryStage` row: a retry leads to the stage the
+/// operator names, the earliest being InventoryCheck.
+pub const RETRY_TO: RunState = RunState::InventoryCheck;
+
 /// The fixed rows of the table.
 const FIXED_ROWS: &[Row] = &[
     row(S::Registered, E::Enqueue, S::Queued, &[X::WakeDispatcher]),
@@ -176,6 +180,10 @@ const FIXED_ROWS: &[Row] = &[
         effects: HELD,
     },
     row(S::FailedHolding, E::OverrideWipe, S::Storage, &[]),
+    // to the stage the operator names (`Input::retry_stage`), at or
+    // before the one that failed; the row names the first of them, and
+    // `decide` puts the named one in its place
+    row(S::FailedHolding, E::RetryStage, RETRY_TO, &[]),
     row(S::FailedHolding, E::Release, S::Released, ENDED),
     row(S::FailedHolding, E::Cancel, S::Cancelled, ENDED),
 ];

@@ -111,6 +111,7 @@ const BY_HAND: &[(RunState, Event, RunState, &[Effect])] = &[
     (S::Reporting, E::ReportWritten, S::Completed, DONE),
     (S::Reporting, E::Cancel, S::Cancelled, REPORT),
     (S::FailedHolding, E::OverrideWipe, S::Storage, NONE),
+    (S::FailedHolding, E::RetryStage, S::Storage, NONE),
     (S::FailedHolding, E::Release, S::Released, REPORT),
     (S::FailedHolding, E::Cancel, S::Cancelled, REPORT),
 ];
@@ -176,9 +177,17 @@ fn decide_at(run: &Run, event: Event) -> Result<Transition, Refusal> {
         acknowledged_findings: Some(&held),
         held_finding_ids: &held,
         storage_attempts: 1,
+        retry_stage: Some(Stage::Storage),
+        failed_in: Some(S::Storage),
+        retry_attempts: 1,
         ..Default::default()
     };
-    decide(run, event, &input, &deadlines(), NOW)
+    // and a retry the hold after a failure it needs
+    let mut run = run.clone();
+    if event == E::RetryStage && run.state == S::FailedHolding {
+        run.hold_reason = Some(HoldReason::Failure);
+    }
+    decide(&run, event, &input, &deadlines(), NOW)
 }
 
 #[test]
@@ -309,7 +318,7 @@ fn each_state_sets_its_deadline_and_the_heartbeat_deadline() {
             "{from} + {event} -> {to}"
         );
         let heartbeat = match (*to, *event) {
-            (_, E::Hello | E::Claim | E::OverrideWipe) => Some(NOW + 33_000),
+            (_, E::Hello | E::Claim | E::OverrideWipe | E::RetryStage) => Some(NOW + 33_000),
             (S::Booting | S::SpecValidate, _) => Some(BEFORE),
             (state, _) if state.stage().is_some() => Some(BEFORE),
             _ => None,
@@ -429,6 +438,7 @@ fn slots_are_taken_on_dispatch_and_override_and_freed_when_testing_stops() {
     let slot_of = |state, event| decide_at(&run_in(state, false), event).unwrap().slot;
     assert_eq!(slot_of(S::Queued, E::Dispatch), SlotOp::Take);
     assert_eq!(slot_of(S::FailedHolding, E::OverrideWipe), SlotOp::Take);
+    assert_eq!(slot_of(S::FailedHolding, E::RetryStage), SlotOp::Take);
     assert_eq!(slot_of(S::Psu, E::StagePassed), SlotOp::Free);
     assert_eq!(slot_of(S::Smart, E::StageHeld), SlotOp::Free);
     assert_eq!(slot_of(S::Booting, E::Cancel), SlotOp::Free);
@@ -510,6 +520,99 @@ fn an_override_is_refused_for_other_holds_without_ids_and_for_ids_not_held() {
     let message = error.to_string();
     assert!(message.contains("`SER2:signature:0`"), "{message}");
     assert!(message.contains("they are: SER1:signature:0"), "{message}");
+}
+
+/// `decide` of a retry of `stage` on a run held for `hold`, failed in
+/// `failed_in`, the stage having had `attempts` attempts.
+fn retry(
+    hold: Option<HoldReason>,
+    stage: Option<Stage>,
+    failed_in: Option<RunState>,
+    attempts: u32,
+) -> Result<Transition, Refusal> {
+    let mut run = run_in(S::FailedHolding, true);
+    run.hold_reason = hold;
+    run.failure_reason = Some("badblocks: 3 bad blocks".into());
+    run.override_flags = vec!["override_wipe".into()];
+    run.acknowledged_findings = held_ids();
+    let input = Input {
+        retry_stage: stage,
+        failed_in,
+        retry_attempts: attempts,
+        ..Default::default()
+    };
+    decide(&run, E::RetryStage, &input, &deadlines(), NOW)
+}
+
+#[test]
+fn a_retry_runs_the_named_stage_again_as_its_next_attempt() {
+    let failure = Some(HoldReason::Failure);
+    let transition = retry(failure, Some(Stage::Smart), Some(S::Storage), 1).unwrap();
+    let attempt = StageRef {
+        stage: Stage::Smart,
+        attempt: 2,
+    };
+    assert_eq!(transition.run.state, S::Smart);
+    assert_eq!(transition.run.current, Some(attempt));
+    assert_eq!(transition.stages, vec![StageOp::Open { stage: attempt }]);
+    assert_eq!(transition.slot, SlotOp::Take);
+    assert_eq!(transition.run.hold_reason, None);
+    assert_eq!(transition.run.failure_reason, None);
+    assert_eq!(transition.run.state_deadline_ms, Some(NOW + 66_000));
+    // an earlier override's acknowledgement is not carried into a retry
+    assert!(transition.run.override_flags.is_empty());
+    assert!(transition.run.acknowledged_findings.is_empty());
+    assert!(transition.audit);
+    // the failed stage itself, and InventoryCheck after a spec mismatch
+    let same = retry(failure, Some(Stage::Storage), Some(S::Storage), 3).unwrap();
+    assert_eq!(same.run.current.unwrap().attempt, 4);
+    let inventory = retry(
+        failure,
+        Some(Stage::InventoryCheck),
+        Some(S::SpecValidate),
+        1,
+    )
+    .unwrap();
+    assert_eq!(inventory.run.state, S::InventoryCheck);
+}
+
+#[test]
+fn a_retry_is_refused_for_a_wipe_hold_a_later_stage_and_a_run_that_never_tested() {
+    let failure = Some(HoldReason::Failure);
+    let refusals = [
+        (
+            retry(
+                Some(HoldReason::WipeSignatures),
+                Some(Stage::Storage),
+                Some(S::Storage),
+                1,
+            ),
+            "override",
+        ),
+        (
+            retry(None, Some(Stage::Storage), Some(S::Storage), 1),
+            "not held",
+        ),
+        (
+            retry(failure, Some(Stage::Network), Some(S::Storage), 1),
+            "comes after",
+        ),
+        (
+            retry(failure, Some(Stage::Smart), Some(S::SpecValidate), 1),
+            "comes after",
+        ),
+        (
+            retry(failure, Some(Stage::InventoryCheck), Some(S::Booting), 1),
+            "before any stage",
+        ),
+        (retry(failure, None, Some(S::Storage), 1), "name the stage"),
+        (retry(failure, Some(Stage::Smart), None, 1), "not recorded"),
+    ];
+    for (refused, says) in refusals {
+        let error = refused.unwrap_err();
+        assert!(matches!(error, Refusal::NotRetryable(_)), "{error}");
+        assert!(error.to_string().contains(says), "{error} / {says}");
+    }
 }
 
 #[test]

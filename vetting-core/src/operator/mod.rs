@@ -6,17 +6,20 @@
 
 use crate::orchestrator::Orchestrator;
 
-mod access;
+pub(crate) mod access;
 mod dispatch;
 mod hosts;
+mod pages;
 mod profiles;
 mod runs;
 mod types;
+mod views;
 
 pub use types::{
     ApiToken, CreatedToken, DispatchStatus, HostEdit, Page, PageRequest, Principal, Role, RowError,
     RunFilter, RunMetrics,
 };
+pub use views::RunLogs;
 
 /// The operator service of an orchestrator (`Orchestrator::operator`).
 #[derive(Debug, Clone)]

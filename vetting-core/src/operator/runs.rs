@@ -126,8 +126,28 @@ impl Operator {
     /// One page of runs, newest first (by creation time, then id),
     /// filtered by state and host, through an index.
     pub async fn list_runs_page(&self, filter: RunFilter, page: PageRequest) -> Result<Page<Run>> {
-        let _ = (filter, page);
-        todo!("issue 11: pages")
+        let limit = super::pages::limit_of(&page)?;
+        let after = page
+            .before
+            .as_deref()
+            .map(super::pages::parse_run_cursor)
+            .transpose()?;
+        let (items, more) = crate::store::runs::page(
+            self.core.conn(),
+            filter.state,
+            filter.host_id,
+            after.as_ref(),
+            limit,
+        )
+        .await?;
+        let next = match items.last() {
+            Some(last) if more => Some(super::pages::run_cursor(&crate::store::runs::RunsAfter {
+                created_at_ms: last.created_at_ms,
+                id: last.id.clone(),
+            })),
+            _ => None,
+        };
+        Ok(Page { items, next })
     }
 
     /// Re-runs `stage` of a held run (after a repair) as a new attempt,
@@ -136,8 +156,18 @@ impl Operator {
     /// `FailedHolding` and `stage` is a testing stage at or before the
     /// failed one. Audited.
     pub async fn retry_stage(&self, run_id: &str, stage: Stage, actor: &Actor) -> Result<Applied> {
-        let _ = (run_id, stage, actor);
-        todo!("issue 11: retry-stage")
+        self.core
+            .runs()
+            .apply(
+                run_id,
+                Event::RetryStage,
+                EventContext {
+                    actor: Some(actor.clone()),
+                    retry_stage: Some(stage),
+                    ..Default::default()
+                },
+            )
+            .await
     }
 
     /// The host's run that has not ended, if any (a host has at most one).

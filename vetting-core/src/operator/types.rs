@@ -10,7 +10,19 @@ use crate::model::Actor;
 
 /// What a user or API token may do. Ordered: each role may do everything
 /// the roles before it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads everything, changes nothing.
@@ -50,7 +62,7 @@ impl std::fmt::Display for Role {
 
 /// Who is calling, once authenticated: a named API token (or user) and
 /// its role. `actor()` is what the audit records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Principal {
     /// `token:NAME`, `user:NAME`, or `local:USER` for the CLI on the
     /// local database.
@@ -65,7 +77,7 @@ impl Principal {
 }
 
 /// An API token as listed (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiToken {
     pub name: String,
     pub role: Role,
@@ -76,7 +88,7 @@ pub struct ApiToken {
 }
 
 /// A token just created: its secret is shown this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     pub token: ApiToken,
     /// `vtk1.NAME.SECRET`; stored only as a hash.
@@ -85,7 +97,7 @@ pub struct CreatedToken {
 
 /// One page of a list: at most `limit` items, and the cursor of the next
 /// page (`None` on the last one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
@@ -113,7 +125,7 @@ pub struct RunFilter {
 
 /// A change to a registered host; `None` leaves a field as it is, an
 /// empty string clears it.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostEdit {
     #[serde(default)]
@@ -133,14 +145,14 @@ pub struct HostEdit {
 
 /// One refused row of an import: its line number (1 is the header) and
 /// what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RowError {
     pub line: usize,
     pub message: String,
 }
 
 /// Whether the dispatcher starts new runs, and what it holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DispatchStatus {
     pub paused: bool,
     pub paused_by: Option<String>,

@@ -95,11 +95,16 @@ impl Runs {
         Ok(())
     }
 
-    /// Dispatches queued runs, first in first out, while slots are free.
-    /// Returns the runs dispatched. Idempotent; safe in several processes.
+    /// Dispatches queued runs, first in first out, while slots are free
+    /// and the dispatcher is not paused (`Operator::pause_dispatch`; the
+    /// flag is read again inside each dispatch's transaction). Returns the
+    /// runs dispatched. Idempotent; safe in several processes.
     pub async fn dispatch(&self) -> Result<Vec<String>> {
         let mut dispatched = Vec::new();
         loop {
+            if self.dispatch_paused().await? {
+                return Ok(dispatched);
+            }
             let queued = run::Entity::find()
                 .filter(run::Column::State.eq(RunState::Queued.as_str()))
                 .order_by_asc(run::Column::QueuedAtMs)
@@ -126,10 +131,20 @@ impl Runs {
                 Ok(Some(_)) => dispatched.push(next.id),
                 // another process dispatched or cancelled it: look again
                 Ok(None) => continue,
-                Err(OrchestratorError::NoSlotFree { .. }) => return Ok(dispatched),
+                Err(OrchestratorError::NoSlotFree { .. } | OrchestratorError::DispatchPaused) => {
+                    return Ok(dispatched);
+                }
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// Whether the dispatcher is paused (the flag every process shares).
+    pub async fn dispatch_paused(&self) -> Result<bool> {
+        Ok(crate::store::dispatcher_state::get(self.core.conn())
+            .await
+            .map_err(db("reading whether the dispatcher is paused"))?
+            .paused)
     }
 
     /// The runs holding a dispatcher slot now.

@@ -64,6 +64,19 @@ impl Runs {
                 } else {
                     (Vec::new(), 0)
                 };
+            // what a retry is checked against: where the run failed, and
+            // the retried stage's attempts so far
+            let (failed_in, retry_attempts) = match context.retry_stage {
+                Some(stage)
+                    if event == Event::RetryStage && run.state == RunState::FailedHolding =>
+                {
+                    (
+                        self.failed_in(&run.id).await?,
+                        self.stage_attempts(&run.id, stage).await?,
+                    )
+                }
+                _ => (None, 0),
+            };
             let input = Input {
                 reason: context.reason.as_deref(),
                 hold_reason: context.hold_reason,
@@ -71,6 +84,9 @@ impl Runs {
                 acknowledged_findings: context.acknowledged_findings.as_deref(),
                 held_finding_ids: &held,
                 storage_attempts,
+                retry_stage: context.retry_stage,
+                failed_in,
+                retry_attempts,
             };
             let transition = decide(
                 &run,
@@ -164,10 +180,35 @@ impl Runs {
 
     /// How many Storage attempts a run has had.
     async fn storage_attempts(&self, run_id: &str) -> Result<u32> {
-        let attempts = store::stages::attempts(self.core.conn(), run_id, Stage::Storage.as_str())
+        self.stage_attempts(run_id, Stage::Storage).await
+    }
+
+    /// How many attempts of `stage` a run has had.
+    async fn stage_attempts(&self, run_id: &str, stage: Stage) -> Result<u32> {
+        let attempts = store::stages::attempts(self.core.conn(), run_id, stage.as_str())
             .await
-            .map_err(db("counting storage attempts"))?;
+            .map_err(db("counting stage attempts"))?;
         Ok(u32::try_from(attempts).unwrap_or(u32::MAX - 1))
+    }
+
+    /// The state whose failure opened a run's current hold, from the
+    /// transition log (in commit order): the `from` of the last step into
+    /// `FailedHolding`, or of the `Failed` step before the automatic hold.
+    async fn failed_in(&self, run_id: &str) -> Result<Option<RunState>> {
+        let log = store::transitions::list(self.core.conn(), Some(run_id)).await?;
+        let mut steps = log.iter().rev();
+        let Some(hold) = steps.find(|step| step.to == RunState::FailedHolding.as_str()) else {
+            return Ok(None);
+        };
+        let from = if hold.from == RunState::Failed.as_str() {
+            match steps.find(|step| step.to == RunState::Failed.as_str()) {
+                Some(failure) => failure.from.as_str(),
+                None => return Ok(None),
+            }
+        } else {
+            hold.from.as_str()
+        };
+        Ok(RunState::parse(from))
     }
 
     /// One transaction: CAS the run row first (so SQLite takes the write
@@ -217,6 +258,16 @@ impl Runs {
             crate::agent::write_stage_data(&txn, &run.id, data, now)
                 .await
                 .map_err(db("storing a result's inventory and measurements"))?;
+        }
+
+        // a queued run starts only while the dispatcher is not paused
+        // (read in this transaction: see `store::dispatcher_state`)
+        if transition.steps.first().map(|step| step.event) == Some(Event::Dispatch)
+            && store::dispatcher_state::paused_for_dispatch(&txn)
+                .await
+                .map_err(db("reading whether the dispatcher is paused"))?
+        {
+            return Err(OrchestratorError::DispatchPaused);
         }
 
         // 2. the dispatcher slot
@@ -292,6 +343,9 @@ impl Runs {
             let mut detail = serde_json::json!({"from": run.state, "to": next.state});
             if let Some(ids) = &context.acknowledged_findings {
                 detail["acknowledged_findings"] = serde_json::json!(ids);
+            }
+            if let (Some(Event::RetryStage), Some(stage)) = (event, context.retry_stage) {
+                detail["stage"] = serde_json::json!(stage.as_str());
             }
             audit::record(
                 &txn,
@@ -381,7 +435,9 @@ fn refused(run_id: &str, refusal: Refusal) -> OrchestratorError {
             run_id: run_id.to_string(),
             reason: reason.map_or("none", HoldReason::as_str).to_string(),
         },
-        Refusal::Acknowledgement(message) => OrchestratorError::BadRequest(message),
+        Refusal::Acknowledgement(message) | Refusal::NotRetryable(message) => {
+            OrchestratorError::BadRequest(message)
+        }
     }
 }
 

@@ -48,6 +48,8 @@ pub struct EventContext {
     pub wipe_findings: Option<Vec<WipeFinding>>,
     /// For `OverrideWipe`: the finding ids the operator acknowledged.
     pub acknowledged_findings: Option<Vec<String>>,
+    /// For `RetryStage`: the stage to run again.
+    pub retry_stage: Option<vetting_probes::protocol::Stage>,
 }
 
 /// The runs service of an orchestrator (`Orchestrator::runs`).

@@ -19,7 +19,7 @@ pub const NO_SPEC_MESSAGE: &str =
     "no expected spec: nothing to compare; Storage will not run destructive tests";
 
 /// A named spec profile (one per server model), as the operator wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SpecProfile {
     pub name: String,
     /// The YAML or JSON text, comments and all.

@@ -341,3 +341,49 @@ pub mod log_file {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod api_token {
+    //! The `api_tokens` table: operator API tokens (a bcrypt hash of the
+    //! SHA-256 of the whole token, never the token).
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub role: String,
+        pub token_hash: String,
+        pub created_at_ms: i64,
+        pub created_by: String,
+        pub last_used_at_ms: Option<i64>,
+        pub revoked_at_ms: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod dispatcher_state {
+    //! The `dispatcher_state` table: one row (`id` 1), whether the
+    //! dispatcher is paused, by whom and since when.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dispatcher_state")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub paused: bool,
+        pub paused_by: Option<String>,
+        pub paused_at_ms: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

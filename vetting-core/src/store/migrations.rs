@@ -192,6 +192,42 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX components_run ON components(run_id)",
         ],
     },
+    Migration {
+        version: 7,
+        name: "API tokens, the dispatcher's pause, and indexes for the list pages",
+        statements: &[
+            "CREATE TABLE api_tokens (
+            id {PK},
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            created_at_ms BIGINT NOT NULL,
+            created_by TEXT NOT NULL,
+            last_used_at_ms BIGINT NULL,
+            revoked_at_ms BIGINT NULL
+        )",
+            // a name is unique among the tokens not revoked
+            "CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens(name) WHERE revoked_at_ms IS NULL",
+            "CREATE INDEX api_tokens_name ON api_tokens(name, id)",
+            "CREATE TABLE dispatcher_state (
+            id INTEGER PRIMARY KEY,
+            paused {BOOL} NOT NULL,
+            paused_by TEXT NULL,
+            paused_at_ms BIGINT NULL
+        )",
+            "INSERT INTO dispatcher_state (id, paused) VALUES (1, FALSE)",
+            // the run pages: newest first, whole, by state, by host
+            "CREATE INDEX runs_created ON runs(created_at_ms, id)",
+            "CREATE INDEX runs_state_created ON runs(state, created_at_ms, id)",
+            "CREATE INDEX runs_host_created ON runs(host_id, created_at_ms, id)",
+            // their prefixes, now redundant
+            "DROP INDEX runs_state",
+            "DROP INDEX runs_host",
+            // a page's hosts' MACs; the failures per stage of /metrics
+            "CREATE INDEX host_macs_host ON host_macs(host_id)",
+            "CREATE INDEX stages_outcome ON stages(outcome, stage)",
+        ],
+    },
 ];
 
 /// The newest schema version this binary knows.

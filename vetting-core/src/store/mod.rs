@@ -4,7 +4,9 @@
 //! binary.
 
 pub mod agent_data;
+pub mod api_tokens;
 pub mod audit;
+pub mod dispatcher_state;
 pub mod entities;
 pub mod hosts;
 pub mod migrations;

@@ -174,3 +174,92 @@ pub async fn compare_and_set(
         .await?;
     Ok(updated.rows_affected == 1)
 }
+
+/// Where a page of runs starts: after the run created at `created_at_ms`
+/// with id `id` (newest first, so "after" is older).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunsAfter {
+    pub created_at_ms: i64,
+    pub id: String,
+}
+
+/// The select of one page of runs, newest first by `(created_at_ms, id)`,
+/// filtered by state and host, starting after `after`, `limit` rows. The
+/// one definition of the page's query: the page runs it, and the index
+/// test explains it (`EXPLAIN QUERY PLAN`): each filter has its index
+/// (`runs_created`, `runs_state_created`, `runs_host_created`, migration 7).
+pub fn page_select(
+    state: Option<RunState>,
+    host_id: Option<i64>,
+    after: Option<&RunsAfter>,
+    limit: u64,
+) -> sea_orm::Select<run::Entity> {
+    let mut query = run::Entity::find();
+    if let Some(state) = state {
+        query = query.filter(run::Column::State.eq(state.as_str()));
+    }
+    if let Some(host_id) = host_id {
+        query = query.filter(run::Column::HostId.eq(host_id));
+    }
+    if let Some(after) = after {
+        use sea_orm::sea_query::ExprTrait;
+        query = query.filter(
+            Expr::tuple([
+                Expr::col((run::Entity, run::Column::CreatedAtMs)),
+                Expr::col((run::Entity, run::Column::Id)),
+            ])
+            .lt(Expr::tuple([
+                Expr::value(after.created_at_ms),
+                Expr::value(after.id.clone()),
+            ])),
+        );
+    }
+    query
+        .order_by_desc(run::Column::CreatedAtMs)
+        .order_by_desc(run::Column::Id)
+        .limit(limit)
+}
+
+/// One page of runs (see [`page_select`]) and whether more follow.
+pub async fn page(
+    conn: &impl ConnectionTrait,
+    state: Option<RunState>,
+    host_id: Option<i64>,
+    after: Option<&RunsAfter>,
+    limit: u64,
+) -> Result<(Vec<Run>, bool)> {
+    let mut rows = page_select(state, host_id, after, limit + 1)
+        .all(conn)
+        .await
+        .map_err(db("listing a page of runs"))?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let runs = rows
+        .into_iter()
+        .map(|model| Run::from_entity(model).map_err(OrchestratorError::from))
+        .collect::<Result<Vec<Run>>>()?;
+    Ok((runs, more))
+}
+
+/// How many runs are in each state (the states that have any).
+pub async fn count_by_state(conn: &impl ConnectionTrait) -> Result<Vec<(String, i64)>> {
+    run::Entity::find()
+        .select_only()
+        .column(run::Column::State)
+        .column_as(run::Column::Id.count(), "count")
+        .group_by(run::Column::State)
+        .into_tuple::<(String, i64)>()
+        .all(conn)
+        .await
+        .map_err(db("counting runs by state"))
+}
+
+/// How many runs are in `state` (index `runs_state_created`).
+pub async fn count_in_state(conn: &impl ConnectionTrait, state: RunState) -> Result<u64> {
+    use sea_orm::PaginatorTrait;
+    run::Entity::find()
+        .filter(run::Column::State.eq(state.as_str()))
+        .count(conn)
+        .await
+        .map_err(db("counting runs in a state"))
+}

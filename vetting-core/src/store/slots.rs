@@ -30,3 +30,24 @@ pub async fn free(
         .await?;
     Ok(())
 }
+
+/// How many dispatcher slots there are (the configured cap) and how many
+/// a run holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotUsage {
+    pub total: u32,
+    pub in_use: u32,
+}
+
+/// The slot rows, counted (a handful of rows).
+pub async fn usage(conn: &impl ConnectionTrait) -> Result<SlotUsage> {
+    let rows = slot::Entity::find()
+        .all(conn)
+        .await
+        .map_err(db("reading slots"))?;
+    Ok(SlotUsage {
+        total: u32::try_from(rows.len()).unwrap_or(u32::MAX),
+        in_use: u32::try_from(rows.iter().filter(|row| row.run_id.is_some()).count())
+            .unwrap_or(u32::MAX),
+    })
+}

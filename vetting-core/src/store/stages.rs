@@ -4,7 +4,7 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 
 use crate::error::{Result, db};
@@ -131,5 +131,25 @@ pub async fn attempts(
         .filter(stage::Column::RunId.eq(run_id))
         .filter(stage::Column::Stage.eq(stage_name))
         .count(conn)
+        .await
+}
+
+/// The outcomes that count as a failed stage attempt (`/metrics`).
+pub const FAILED_OUTCOMES: [&str; 2] = ["failed", "timed_out"];
+
+/// Failed stage attempts per stage name, all time (one `GROUP BY` over
+/// the index `stages_outcome`).
+pub async fn failures_by_stage(
+    conn: &impl ConnectionTrait,
+) -> std::result::Result<Vec<(String, i64)>, sea_orm::DbErr> {
+    stage::Entity::find()
+        .select_only()
+        .column(stage::Column::Stage)
+        .column_as(stage::Column::Stage.count(), "count")
+        .filter(stage::Column::Outcome.is_in(FAILED_OUTCOMES))
+        .group_by(stage::Column::Stage)
+        .order_by_asc(stage::Column::Stage)
+        .into_tuple::<(String, i64)>()
+        .all(conn)
         .await
 }

@@ -5,6 +5,7 @@
 mod support;
 
 mod concurrency;
+mod operator;
 mod runs;
 mod tokens_restart;
 

@@ -14,14 +14,14 @@ use vetting_probes::protocol::{Endpoint, HeartbeatRequest};
 
 use crate::support::{T0, config_for, host, open, operator, test_dbs};
 
-fn agent() -> EventContext {
+pub(crate) fn agent() -> EventContext {
     EventContext {
         actor: Some(Actor::agent()),
         ..Default::default()
     }
 }
 
-async fn step(orchestrator: &Orchestrator, run_id: &str, event: Event) -> RunState {
+pub(crate) async fn step(orchestrator: &Orchestrator, run_id: &str, event: Event) -> RunState {
     orchestrator
         .runs()
         .apply(run_id, event, agent())
@@ -31,7 +31,7 @@ async fn step(orchestrator: &Orchestrator, run_id: &str, event: Event) -> RunSta
 }
 
 /// Drives a fresh run to `Booting` (queued, dispatched, powered on).
-async fn booted_run(orchestrator: &Orchestrator, index: u32) -> String {
+pub(crate) async fn booted_run(orchestrator: &Orchestrator, index: u32) -> String {
     let host_id = host(orchestrator, index).await;
     let run = orchestrator
         .operator()
@@ -51,7 +51,7 @@ async fn booted_run(orchestrator: &Orchestrator, index: u32) -> String {
 }
 
 /// Drives a run from `Booting` into the given testing stage.
-async fn run_until(orchestrator: &Orchestrator, run_id: &str, target: RunState) {
+pub(crate) async fn run_until(orchestrator: &Orchestrator, run_id: &str, target: RunState) {
     assert_eq!(
         step(orchestrator, run_id, Event::Hello).await,
         RunState::Booting

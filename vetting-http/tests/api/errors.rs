@@ -38,7 +38,6 @@ async fn api_errors_are_json() {
         "/api/v1",
         "/api/v1/",
         "/api/v2/runs",
-        "/api/v1/runs",
         &format!("/api/v1/runs/{run}/nope"),
         &format!("/api/v1/runs/{run}/hello/extra"),
     ] {
@@ -46,6 +45,14 @@ async fn api_errors_are_json() {
         let (status, body) = json_error(response).await;
         assert_eq!(status, 404, "{path}: {body}");
     }
+    // `/api/v1/runs` is the operator API's now: without a token, 401
+    let response = client
+        .post(format!("{url}/api/v1/runs"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_error(response).await;
+    assert_eq!(status, 401, "{body}");
 
     for endpoint in crate::served_endpoints() {
         let response = client
@@ -110,4 +117,27 @@ async fn api_errors_are_json() {
         let (status, body) = json_error(response).await;
         assert_eq!(status, 400, "{query}: {body}");
     }
+}
+
+/// An agent of another protocol version is told so at hello and claim,
+/// with 426 (which it does not retry), and the run does not change.
+#[tokio::test]
+async fn another_protocol_version_is_426_and_changes_nothing() {
+    let harness = crate::harness().await;
+    let (run, token) = crate::booting_run(&harness, 1).await;
+    let before = harness.fingerprint().await;
+    for endpoint in ["hello", "claim"] {
+        let (status, body) = harness
+            .post(
+                &run,
+                endpoint,
+                Some(&token),
+                serde_json::json!({"protocol_version": 0, "agent_version": "old"}),
+            )
+            .await;
+        assert_eq!(status, 426, "{endpoint}: {body}");
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains("protocol version 0"), "{message}");
+    }
+    assert_eq!(harness.fingerprint().await, before);
 }
