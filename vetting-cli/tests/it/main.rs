@@ -9,10 +9,11 @@ mod cli_hold;
 mod cli_lifecycle;
 mod cli_support;
 mod cli_watch_screen;
-mod deploy;
 mod serve;
 // vetting-core's test databases (a fresh PostgreSQL database per test)
 #[path = "../../../vetting-core/tests/it/support.rs"]
 #[allow(dead_code)]
 mod support;
 mod whole_run;
+// deploy/, the package and the unit
+mod deploy;
