@@ -11,17 +11,20 @@ use crate::cli::Cli;
 use crate::error::{CliResult, Failure};
 
 pub async fn serve(config: Config) -> CliResult<()> {
-    let server = vetting_http::Server::new(config).start().await.map_err(|error| {
-        // a config that does not make sense is an input error; the rest
-        // (the database, the listen address, another server holding the
-        // data folder) is something that cannot be reached
-        let exit = match error {
-            vetting_http::ServeError::Config(_) => crate::error::Exit::Input,
-            vetting_http::ServeError::Lock(_) => crate::error::Exit::Refused,
-            _ => crate::error::Exit::Unreachable,
-        };
-        Failure::of_error(exit, &error)
-    })?;
+    let server = vetting_http::Server::new(config)
+        .start()
+        .await
+        .map_err(|error| {
+            // a config that does not make sense is an input error; the rest
+            // (the database, the listen address, another server holding the
+            // data folder) is something that cannot be reached
+            let exit = match error {
+                vetting_http::ServeError::Config(_) => crate::error::Exit::Input,
+                vetting_http::ServeError::Lock(_) => crate::error::Exit::Refused,
+                _ => crate::error::Exit::Unreachable,
+            };
+            Failure::of_error(exit, &error)
+        })?;
     if let Some(interface) = server.pxe_interface() {
         println!("vetting serving PXE (dnsmasq) on {interface}");
     }
