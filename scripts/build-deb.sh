@@ -49,7 +49,8 @@ if [[ -z "$bin_dir" ]]; then
   cp target/release/vetting "$bin_dir/"
   cp "target/$target/release/vetting-agent" "$bin_dir/"
   strip "$bin_dir/vetting" "$bin_dir/vetting-agent"
-  if ldd "$bin_dir/vetting-agent" >/dev/null 2>&1; then
+  # static: no shared library needed (ldd's exit status does not tell)
+  if objdump -p "$bin_dir/vetting-agent" | grep -q NEEDED; then
     echo "build-deb.sh: vetting-agent is not static" >&2
     exit 1
   fi

@@ -20,6 +20,8 @@ packages=(
   systemd binutils
   # misc
   python3-venv python3-pip curl ca-certificates procps psmisc
+  # a pseudo-terminal for the `runs watch` screen test
+  tmux
 )
 
 missing=()

@@ -1,166 +1,119 @@
-//! `vetting`: the orchestrator's command line. Thin glue over
-//! `vetting-core` and `vetting-http`.
+//! `vetting`: the orchestrator's command line. Thin glue: every command but
+//! `serve`, `demo`, `config check`, `db migrate`, `profiles check`,
+//! `completions` and `man` is requests to the operator API
+//! (`client`), to a server or in-process on the local database; `cli` is
+//! the clap tree, `output` the tables and JSON, `watch` the live view.
 
+mod cli;
+mod client;
+mod commands;
 mod demo;
+mod error;
+mod output;
+mod watch;
 
-use std::path::PathBuf;
-
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use vetting_core::config::Config;
-use vetting_core::store::Store;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "vetting",
-    version,
-    about = "Vets bare-metal servers before they go into service"
-)]
-struct Cli {
-    /// The YAML config file (optional: defaults work with none).
-    #[arg(long, short, global = true, env = "VETTING_CONFIG")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Starts the orchestrator (embedded SQLite in ./data by default).
-    Serve {
-        /// Listen address (overrides config `listen`).
-        #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-    },
-    /// Vets this machine end to end without server hardware and without
-    /// destroying anything (its disk is a scratch file), then prints the
-    /// run id, the final state and the report paths.
-    Demo {
-        /// Size of the scratch disk in MiB.
-        #[arg(long, default_value_t = 64)]
-        scratch_mib: u64,
-        /// Seconds of CPU and memory stress.
-        #[arg(long, default_value_t = 10)]
-        stress_secs: u64,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 900)]
-        timeout_secs: u64,
-    },
-    /// Configuration commands.
-    Config {
-        #[command(subcommand)]
-        command: ConfigCommand,
-    },
-    /// Database commands.
-    Db {
-        #[command(subcommand)]
-        command: DbCommand,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum ConfigCommand {
-    /// Checks a config file and prints the configuration in effect.
-    Check { file: PathBuf },
-}
-
-#[derive(Debug, Subcommand)]
-enum DbCommand {
-    /// Brings the database schema up to date.
-    Migrate,
-}
+use cli::{Cli, Command, ConfigCommand, DbCommand, ProfilesCommand};
+use client::Client;
+use commands::{Context, local};
+use error::{CliResult, Exit, Failure};
 
 fn main() -> std::process::ExitCode {
     vetting_http::init_logging("VETTING_LOG");
+    // usage errors exit 2, --help and --version 0 (clap's own codes)
     let cli = Cli::parse();
     // one descriptor per connection: the usual soft limit of 1024 is below
     // http.max_connections
-    match vetting_http::raise_open_file_limit() {
-        Ok(limit) => tracing::debug!(limit, "open-file limit"),
-        Err(error) => tracing::warn!("cannot raise the open-file limit: {error}"),
+    if matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }) {
+        match vetting_http::raise_open_file_limit() {
+            Ok(limit) => tracing::debug!(limit, "open-file limit"),
+            Err(error) => tracing::warn!("cannot raise the open-file limit: {error}"),
+        }
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");
-            return std::process::ExitCode::FAILURE;
+            return std::process::ExitCode::from(Exit::Internal.code());
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // the events stream's reader may still be waiting on the network
+    runtime.shutdown_background();
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("error: {}", output::visible(&failure.message, true));
+            std::process::ExitCode::from(failure.exit.code())
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+fn load_config(cli: &Cli) -> CliResult<Config> {
+    Config::load(cli.config.as_deref()).map_err(|error| Failure::of_error(Exit::Input, &error))
+}
+
+async fn run(cli: Cli) -> CliResult<()> {
+    // the commands that are not requests to the operator API
+    match &cli.command {
         Command::Serve { listen } => {
-            let mut config = Config::load(cli.config.as_deref())?;
+            let mut config = load_config(&cli)?;
             if let Some(listen) = listen {
-                config.listen = listen;
+                config.listen = *listen;
             }
-            serve(config).await
+            return local::serve(config).await;
         }
         Command::Demo {
             scratch_mib,
             stress_secs,
             timeout_secs,
         } => {
-            let config = Config::load(cli.config.as_deref())?;
-            let completed = demo::run(
-                config,
-                demo::DemoOptions {
-                    scratch_mib,
-                    stress_secs,
-                    timeout_secs,
-                },
-            )
-            .await?;
-            if completed {
-                Ok(())
-            } else {
-                anyhow::bail!("the demo run did not complete")
-            }
+            let config = load_config(&cli)?;
+            let options = demo::DemoOptions {
+                scratch_mib: *scratch_mib,
+                stress_secs: *stress_secs,
+                timeout_secs: *timeout_secs,
+            };
+            return local::demo(config, options).await;
         }
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => {
-            let config = Config::load(Some(&file))?;
-            println!("{} is valid", file.display());
-            println!("{config:#?}");
-            Ok(())
-        }
+        } => return local::config_check(file),
         Command::Db {
             command: DbCommand::Migrate,
-        } => {
-            let config = Config::load(cli.config.as_deref())?;
-            std::fs::create_dir_all(&config.data_dir)
-                .with_context(|| format!("creating {}", config.data_dir.display()))?;
-            let store = Store::connect(&config.database_url()).await?;
-            let applied = store.migrate().await?;
-            println!(
-                "database at schema version {} (applied: {:?})",
-                store.schema_version().await?,
-                applied
-            );
-            Ok(())
+        } => return local::db_migrate(load_config(&cli)?).await,
+        Command::Completions { shell } => {
+            local::completions(*shell);
+            return Ok(());
         }
+        Command::Man => return local::man(),
+        Command::Profiles {
+            command: ProfilesCommand::Check { file },
+        } => return commands::profiles::check(cli.json, file),
+        _ => {}
     }
-}
-
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let server = vetting_http::Server::new(config).start().await?;
-    if let Some(interface) = server.pxe_interface() {
-        println!("vetting serving PXE (dnsmasq) on {interface}");
+    let client = match &cli.server {
+        Some(url) => Client::http(url, std::env::var("VETTING_TOKEN").ok())?,
+        None => Client::local(load_config(&cli)?).await?,
+    };
+    let context = Context {
+        client,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Hosts { command } => commands::hosts::run(&context, command).await,
+        Command::Profiles { command } => commands::profiles::run(&context, command).await,
+        Command::Runs { command } => commands::runs::run(&context, command).await,
+        Command::Report(args) => commands::runs::report(&context, args).await,
+        Command::Tokens { command } => commands::tokens::run(&context, command).await,
+        Command::Dispatch { command } => commands::dispatch::run(&context, command).await,
+        Command::Serve { .. }
+        | Command::Demo { .. }
+        | Command::Config { .. }
+        | Command::Db { .. }
+        | Command::Completions { .. }
+        | Command::Man => Ok(()),
     }
-    println!("vetting listening on http://{}", server.local_addr());
-    server
-        .run_until(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
 }

@@ -67,6 +67,19 @@ enum Scenario {
         #[arg(long)]
         stage_secs: Option<f64>,
     },
+    /// N simulated hosts, `--watchers` of their runs followed by `vetting
+    /// runs watch` processes: no transition missed, p99 under 50 ms.
+    Watch {
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 50)]
+        watchers: usize,
+        #[arg(long, default_value_t = 60)]
+        duration_secs: u64,
+        /// Seconds per agent stage (default: an eighth of the window).
+        #[arg(long)]
+        stage_secs: Option<f64>,
+    },
     /// Raises N until p99 of an agent endpoint crosses 50 ms.
     Sweep {
         #[arg(long, default_value_t = 500)]
@@ -210,6 +223,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .await?;
                 scenarios::print_hosts(&harness, &run);
+            }
+            Scenario::Watch {
+                hosts,
+                watchers,
+                duration_secs,
+                stage_secs,
+            } => {
+                let duration = Duration::from_secs(duration_secs);
+                let mut watching = vetting_benches::load::watch::Watchers::new(
+                    watchers,
+                    &harness.work_dir.join("watchers"),
+                )?;
+                let (run, watched) = scenarios::hosts_watched(
+                    &harness,
+                    hosts,
+                    duration,
+                    &traffic_for(duration, stage_secs),
+                    Some(&mut watching),
+                )
+                .await?;
+                scenarios::print_hosts(&harness, &run);
+                if let Some(watched) = &watched {
+                    vetting_benches::load::watch::print_check(watched);
+                }
             }
             Scenario::Sweep {
                 from,

@@ -10,3 +10,4 @@ pub mod scenarios;
 pub mod server;
 pub mod stats;
 pub mod verify;
+pub mod watch;

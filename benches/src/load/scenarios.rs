@@ -480,6 +480,20 @@ pub async fn hosts(
     duration: Duration,
     traffic: &Traffic,
 ) -> anyhow::Result<HostsRun> {
+    Ok(hosts_watched(harness, hosts, duration, traffic, None)
+        .await?
+        .0)
+}
+
+/// [`hosts`], with `runs watch` processes following some of the runs
+/// from the start of the window (`super::watch`).
+pub async fn hosts_watched(
+    harness: &Harness,
+    hosts: usize,
+    duration: Duration,
+    traffic: &Traffic,
+    mut watchers: Option<&mut super::watch::Watchers>,
+) -> anyhow::Result<(HostsRun, Option<super::watch::WatchCheck>)> {
     let mut server = ServerProcess::orchestrator(harness, hosts).await?;
     if harness.postgres.is_some() {
         pin_postgres(harness.server_cpu);
@@ -520,6 +534,10 @@ pub async fn hosts(
     let cpu_before = server.cpu_micros();
     let postgres = harness.postgres.is_some();
     let db_before = if postgres { postgres_cpu_micros() } else { 0 };
+    if let Some(watchers) = watchers.as_mut() {
+        let data_dir = server.data_dir.clone().context("no data folder")?;
+        watchers.start(&seeded.url, &data_dir, &seeded.runs)?;
+    }
     start_sender.send_replace(true);
     tokio::time::sleep_until(to.into()).await;
     let cpu_after = server.cpu_micros();
@@ -527,6 +545,10 @@ pub async fn hosts(
     let mut reports: Vec<AgentReport> = Vec::with_capacity(hosts);
     for task in tasks {
         reports.push(task.await.unwrap_or_default());
+    }
+    if let Some(watchers) = watchers.as_mut() {
+        // the runs that settled in the window end their watchers
+        watchers.finish(Duration::from_secs(30));
     }
     let peak_rss_kib = server.peak_rss_kib();
     server.stop();
@@ -556,6 +578,10 @@ pub async fn hosts(
     let requests: u64 = endpoints.iter().map(|s| s.requests).sum();
     let store = server.open_store(hosts).await?;
     let integrity = verify::check(&store, &reports).await?;
+    let watched = match watchers {
+        Some(watchers) => Some(watchers.check(&store).await?),
+        None => None,
+    };
     drop(store);
     server.clean_up(harness);
     let run = HostsRun {
@@ -580,7 +606,7 @@ pub async fn hosts(
         failures: recorder.failures().into_iter().collect(),
         timeline,
     };
-    Ok(run)
+    Ok((run, watched))
 }
 
 /// Prints a [`HostsRun`].

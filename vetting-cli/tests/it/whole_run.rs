@@ -16,11 +16,11 @@ use vetting_core::machine::RunState;
 use vetting_core::model::{Actor, NewHost};
 use vetting_core::orchestrator::Orchestrator;
 
-const VETTING: &str = env!("CARGO_BIN_EXE_vetting");
+pub const VETTING: &str = env!("CARGO_BIN_EXE_vetting");
 const KEY: &str = "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000";
 
 /// Whole runs share the machine's loop devices and CPU: one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub fn agent_binary() -> PathBuf {
     let path = PathBuf::from(VETTING).with_file_name("vetting-agent");
@@ -360,7 +360,7 @@ impl Env {
     }
 }
 
-fn wait_exit(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
+pub fn wait_exit(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -374,7 +374,7 @@ fn wait_exit(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
     }
 }
 
-const MIB: u64 = 1024 * 1024;
+pub const MIB: u64 = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_run_completes_and_never_writes_the_unexpected_disk() {
@@ -568,7 +568,7 @@ fn kind_of_finding(hold_reason: &str) -> &'static str {
 
 /// A child process killed (and reaped) on drop, so a failed assertion
 /// leaves no agent behind holding a loop device open.
-struct KillOnDrop(Child);
+pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -580,7 +580,7 @@ impl Drop for KillOnDrop {
 }
 
 /// Waits for `done` to hold, polling, at most `secs`; whether it did.
-fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if done() {
