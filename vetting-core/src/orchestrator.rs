@@ -42,8 +42,6 @@ pub(crate) struct Inner {
     pub(crate) nonces: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Where notifications go (targets added by the embedding program).
     pub(crate) notifiers: crate::notify::Notifiers,
-    /// API tokens verified lately (so bcrypt does not run per request).
-    pub(crate) api_tokens: crate::operator::access::VerifiedTokens,
 }
 
 /// The most token nonces kept in memory; past it the map starts over.
@@ -98,7 +96,6 @@ impl Orchestrator {
                 power_requests: Default::default(),
                 nonces: Default::default(),
                 notifiers: Default::default(),
-                api_tokens: Default::default(),
             }),
         };
         orchestrator.runs().size_slots().await?;
@@ -126,7 +123,6 @@ impl Orchestrator {
                 power_requests: Default::default(),
                 nonces: Default::default(),
                 notifiers: shared.notifiers.clone(),
-                api_tokens: Default::default(),
             },
         };
         Orchestrator {

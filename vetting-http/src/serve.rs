@@ -16,7 +16,7 @@ use vetting_core::pxe::{PxeError, PxeSettings, PxeSupervisor};
 use vetting_core::runs::{Dispatcher, run_reconcilers};
 
 use crate::AppState;
-use crate::api::{CLI_TOKEN_NAME, ServeLock};
+use crate::api::ServeLock;
 use vetting_core::model::Actor;
 use vetting_core::operator::Role;
 
@@ -326,17 +326,19 @@ fn local_url(address: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, address.port()))
 }
 
-/// A new admin token for the local CLI, named [`CLI_TOKEN_NAME`]; the
-/// previous one is revoked.
+/// A new admin token for the local CLI, named by
+/// [`crate::api::cli_token_name`]; this data folder's previous one is
+/// revoked.
 async fn local_cli_token(orchestrator: &Orchestrator) -> Result<String, OrchestratorError> {
     let operator = orchestrator.operator();
     let actor = Actor::orchestrator();
-    match operator.revoke_api_token(CLI_TOKEN_NAME, &actor).await {
+    let name = crate::api::cli_token_name(&orchestrator.config().data_dir);
+    match operator.revoke_api_token(&name, &actor).await {
         Ok(_) | Err(OrchestratorError::ApiTokenNotFound(_)) => {}
         Err(error) => return Err(error),
     }
     let created = operator
-        .create_api_token(CLI_TOKEN_NAME, Role::Admin, &actor)
+        .create_api_token(&name, Role::Admin, &actor)
         .await?;
     Ok(created.secret)
 }

@@ -2,86 +2,48 @@
 //! name; every operator API request is authenticated through them.
 //!
 //! A token is `vtk1.NAME.SECRET` (SECRET: 32 random bytes, base64url).
-//! The database keeps a bcrypt hash of the SHA-256 of the whole token
-//! (`tokens::HashScheme::Sha256Bcrypt`, as run tokens). A verification is
-//! kept in memory for [`VERIFIED_FOR_MS`], keyed by the token's SHA-256,
-//! so bcrypt runs once per token and minute, not per request; every
-//! request still reads the token's row by id (one primary-key lookup),
-//! so a revocation takes effect at once in every process sharing the
-//! database, this one or another.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! The database keeps `hmac-sha256:HEX`, an HMAC-SHA256 of the whole
+//! token under a key derived from the secret key: a database dump alone
+//! can neither reveal a token nor check a guess. The secret has 256 bits
+//! of entropy, so no slow hash is needed, and checking a token costs one
+//! HMAC and one primary-key read: a flood of wrong tokens costs no
+//! bcrypt. Every request reads the token's row, so a revocation takes
+//! effect at once in every process sharing the database.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::clock::Millis;
 use crate::error::{OrchestratorError, Result, db, internal};
 use crate::model::Actor;
 use crate::store::audit;
 use crate::store::entities::api_token;
-use crate::tokens::{self, HashScheme};
+use crate::tokens;
 
 use super::{ApiToken, CreatedToken, Operator, Principal, Role};
 
 /// The prefix of an API token.
 pub const API_TOKEN_PREFIX: &str = "vtk1.";
-/// How long a verification is kept (the row is still read per request).
-pub const VERIFIED_FOR_MS: Millis = 60_000;
 /// `last_used_at_ms` is written at most this often per token.
 const TOUCH_EVERY_MS: Millis = 60_000;
-/// The most verifications kept; past it the map starts over.
-const VERIFIED_KEPT: usize = 4096;
 const SECRET_LEN: usize = 32;
+/// The stored form's prefix.
+const STORED_PREFIX: &str = "hmac-sha256:";
 
-/// Verified tokens by the SHA-256 of the whole token.
-#[derive(Debug, Default)]
-pub(crate) struct VerifiedTokens(Mutex<HashMap<[u8; 32], Verified>>);
-
-#[derive(Debug, Clone)]
-struct Verified {
-    token_id: i64,
-    name: String,
-    role: Role,
-    verified_at_ms: Millis,
-}
-
-impl VerifiedTokens {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Verified>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn get(&self, digest: &[u8; 32], now: Millis) -> Option<Verified> {
-        let mut map = self.map();
-        match map.get(digest) {
-            Some(found) if now.saturating_sub(found.verified_at_ms) < VERIFIED_FOR_MS => {
-                Some(found.clone())
-            }
-            Some(_) => {
-                map.remove(digest);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn put(&self, digest: [u8; 32], verified: Verified) {
-        let mut map = self.map();
-        if map.len() >= VERIFIED_KEPT {
-            map.clear();
-        }
-        map.insert(digest, verified);
-    }
-
-    fn forget_token(&self, token_id: i64) {
-        self.map()
-            .retain(|_, verified| verified.token_id != token_id);
-    }
+/// What the database keeps of `secret`.
+fn stored_digest(key: &tokens::SecretKey, secret: &str) -> String {
+    let mac_key = key.derive("api-token");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&mac_key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(secret.as_bytes());
+    format!(
+        "{STORED_PREFIX}{}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 /// Whether `name` may name a token: 1 to 64 of `[A-Za-z0-9._-]`.
@@ -126,15 +88,6 @@ fn listed(model: api_token::Model) -> Result<ApiToken> {
     })
 }
 
-/// A bcrypt hash nothing matches, verified against for an unknown name so
-/// that the answer takes as long as for a known one.
-fn decoy_hash(cost: u32) -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| {
-        tokens::hash_token("vtk1.decoy.decoy", HashScheme::Sha256Bcrypt, cost).unwrap_or_default()
-    })
-}
-
 impl Operator {
     /// Creates a token named `name` (1 to 64 of `[A-Za-z0-9._-]`, unique
     /// among tokens not revoked) with `role`. The secret is returned once
@@ -149,14 +102,7 @@ impl Operator {
         let mut bytes = [0u8; SECRET_LEN];
         rand::rng().fill_bytes(&mut bytes);
         let secret = format!("{API_TOKEN_PREFIX}{name}.{}", URL_SAFE_NO_PAD.encode(bytes));
-        let cost = self.core.inner.bcrypt_cost;
-        let hashed = secret.clone();
-        let token_hash = tokio::task::spawn_blocking(move || {
-            tokens::hash_token(&hashed, HashScheme::Sha256Bcrypt, cost)
-        })
-        .await
-        .map_err(internal)?
-        .map_err(OrchestratorError::Unauthorized)?;
+        let token_hash = stored_digest(&self.core.inner.key, &secret);
         let now = self.core.now_ms();
         let txn = self.core.begin_write("creating an API token").await?;
         if crate::store::api_tokens::live_by_name(&txn, name)
@@ -221,7 +167,6 @@ impl Operator {
         )
         .await?;
         txn.commit().await.map_err(db("revoking an API token"))?;
-        self.core.inner.api_tokens.forget_token(found.id);
         listed(api_token::Model {
             revoked_at_ms: Some(now),
             ..found
@@ -233,56 +178,17 @@ impl Operator {
     /// Records `last_used_at_ms` (at most once a minute per token).
     pub async fn authenticate_api_token(&self, secret: &str) -> Result<Principal> {
         let name = claimed_name(secret).ok_or(OrchestratorError::BadCredentials)?;
-        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let now = self.core.now_ms();
-        let cache = &self.core.inner.api_tokens;
-        if let Some(verified) = cache.get(&digest, now) {
-            // the row says whether it was revoked since (by any process)
-            let row = crate::store::api_tokens::by_id(self.core.conn(), verified.token_id)
-                .await
-                .map_err(db("reading an API token"))?;
-            match row {
-                Some(row) if row.revoked_at_ms.is_none() => {
-                    self.touch_api_token(&row, now).await;
-                    return Ok(Principal {
-                        name: format!("token:{}", verified.name),
-                        role: verified.role,
-                    });
-                }
-                _ => {
-                    cache.forget_token(verified.token_id);
-                    return Err(OrchestratorError::BadCredentials);
-                }
-            }
-        }
         let row = crate::store::api_tokens::live_by_name(self.core.conn(), name)
             .await
-            .map_err(db("reading an API token"))?;
-        let cost = self.core.inner.bcrypt_cost;
-        let (hash, known) = match &row {
-            Some(row) => (row.token_hash.clone(), true),
-            None => (decoy_hash(cost).to_string(), false),
-        };
-        let candidate = secret.to_string();
-        let matches = tokio::task::spawn_blocking(move || {
-            tokens::verify_bcrypt(&candidate, &hash, HashScheme::Sha256Bcrypt).is_ok()
-        })
-        .await
-        .map_err(internal)?;
-        let Some(row) = row.filter(|_| matches && known) else {
+            .map_err(db("reading an API token"))?
+            .ok_or(OrchestratorError::BadCredentials)?;
+        let candidate = stored_digest(&self.core.inner.key, secret);
+        let matches: bool = candidate.as_bytes().ct_eq(row.token_hash.as_bytes()).into();
+        if !matches {
             return Err(OrchestratorError::BadCredentials);
-        };
+        }
         let role = Role::parse(&row.role).ok_or(OrchestratorError::BadCredentials)?;
-        cache.put(
-            digest,
-            Verified {
-                token_id: row.id,
-                name: row.name.clone(),
-                role,
-                verified_at_ms: now,
-            },
-        );
-        self.touch_api_token(&row, now).await;
+        self.touch_api_token(&row, self.core.now_ms()).await;
         Ok(Principal {
             name: format!("token:{}", row.name),
             role,

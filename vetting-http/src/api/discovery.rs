@@ -21,8 +21,24 @@ pub const SERVE_LOCK: &str = "serve.lock";
 pub const SERVE_JSON: &str = "serve.json";
 /// The running server's admin token for the local CLI (mode 0600).
 pub const CLI_TOKEN_FILE: &str = "cli-admin.token";
-/// That token's name.
+/// The prefix of that token's name.
 pub const CLI_TOKEN_NAME: &str = "local-cli";
+
+/// The local CLI token's name for a server on `data_dir`:
+/// `local-cli.` and 12 hex digits of the SHA-256 of this machine's name
+/// and the data folder, so that servers sharing one PostgreSQL (each with
+/// its own data folder) do not revoke each other's token at start.
+pub fn cli_token_name(data_dir: &Path) -> String {
+    use sha2::Digest;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let folder = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut digest = sha2::Sha256::new();
+    digest.update(host.trim().as_bytes());
+    digest.update(b"\0");
+    digest.update(folder.as_os_str().as_encoded_bytes());
+    let hex = hex::encode(digest.finalize());
+    format!("{CLI_TOKEN_NAME}.{}", &hex[..12])
+}
 
 /// Why the lock or the discovery files could not be used.
 #[derive(Debug, thiserror::Error)]

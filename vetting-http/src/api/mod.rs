@@ -28,7 +28,7 @@ pub use auth::{Caller, Trusted};
 pub use body::{JSON_LIMIT, TEXT_LIMIT};
 pub use discovery::{
     CLI_TOKEN_FILE, CLI_TOKEN_NAME, Discovered, SERVE_JSON, SERVE_LOCK, ServeLock, ServeLockError,
-    discover,
+    cli_token_name, discover,
 };
 pub use events::KEEP_ALIVE;
 pub use metrics::AgentMetrics;

@@ -78,7 +78,8 @@ async fn one_server_per_data_folder_and_discovery_follows_the_lock() {
         .filter(|token| token.revoked_at_ms.is_none())
         .map(|token| token.name)
         .collect();
-    assert_eq!(live, ["local-cli"]);
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert!(live[0].starts_with("local-cli."), "{live:?}");
     server.shutdown().await.unwrap();
 }
 
@@ -94,4 +95,49 @@ async fn a_held_lock_without_discovery_files_is_an_error_not_a_free_folder() {
     assert!(error.to_string().contains("serve.json"), "{error}");
     server.shutdown().await.unwrap();
     assert!(vetting_http::api::discover(dir.path()).unwrap().is_none());
+}
+
+/// Two servers sharing one database, each with its own data folder (as
+/// several orchestrators share one PostgreSQL, with one secret key): each
+/// start makes its own local CLI token and leaves the other's working.
+#[tokio::test]
+async fn servers_sharing_a_database_keep_each_others_cli_token() {
+    let shared = tempfile::tempdir().unwrap();
+    let database = format!(
+        "sqlite://{}?mode=rwc",
+        shared.path().join("shared.db").display()
+    );
+    let first_dir = tempfile::tempdir().unwrap();
+    let second_dir = tempfile::tempdir().unwrap();
+    let start = |dir: &Path| {
+        let mut config = loopback_config(dir);
+        config.database_url = Some(vetting_core::config::Secret(database.clone()));
+        // processes sharing a database share the secret key, as they must
+        // for run tokens
+        config.secret_key = Some(vetting_core::config::Secret("ab".repeat(32)));
+        vetting_http::Server::new(config)
+            .bcrypt_cost(4)
+            .power(Arc::new(NoPower))
+            .start()
+    };
+    let first = start(first_dir.path()).await.unwrap();
+    let first_found = vetting_http::api::discover(first_dir.path())
+        .unwrap()
+        .unwrap();
+    let second = start(second_dir.path()).await.unwrap();
+    let second_found = vetting_http::api::discover(second_dir.path())
+        .unwrap()
+        .unwrap();
+    let client = reqwest::Client::new();
+    for found in [&first_found, &second_found] {
+        let answer = client
+            .get(format!("{}/api/v1/dispatch", found.url))
+            .bearer_auth(&found.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{}", found.url);
+    }
+    second.shutdown().await.unwrap();
+    first.shutdown().await.unwrap();
 }
