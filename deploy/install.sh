@@ -39,7 +39,13 @@ install -m 0755 "$BIN_DIR/vetting" "$DESTDIR/usr/bin/vetting"
 install -m 0755 "$BIN_DIR/vetting-agent" "$DESTDIR/usr/bin/vetting-agent"
 install -m 0644 "$here/vetting.service" "$DESTDIR/lib/systemd/system/vetting.service"
 install -m 0644 "$here/config.example.yaml" "$DESTDIR/usr/share/doc/vetting/config.example.yaml"
-for doc in operator-guide.md operator-api.md; do
+# the man page and bash/zsh completions, generated from the CLI itself
+install -d -m 0755 "$DESTDIR/usr/share/man/man1" \
+  "$DESTDIR/usr/share/bash-completion/completions" "$DESTDIR/usr/share/zsh/vendor-completions"
+"$BIN_DIR/vetting" man | gzip -9n >"$DESTDIR/usr/share/man/man1/vetting.1.gz"
+"$BIN_DIR/vetting" completions bash >"$DESTDIR/usr/share/bash-completion/completions/vetting"
+"$BIN_DIR/vetting" completions zsh >"$DESTDIR/usr/share/zsh/vendor-completions/_vetting"
+for doc in operator-guide.md operator-api.md cli.md; do
   if [ -f "$root/docs/$doc" ]; then
     install -m 0644 "$root/docs/$doc" "$DESTDIR/usr/share/doc/vetting/$doc"
   fi

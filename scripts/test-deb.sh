@@ -76,6 +76,8 @@ getent passwd vetting >/dev/null || fail "postinst made no vetting user"
 grep -qx /etc/vetting/config.yaml /var/lib/dpkg/info/vetting.conffiles || fail "the config is no conffile"
 cmp -s /etc/vetting/config.yaml /usr/share/doc/vetting/config.example.yaml ||
   fail "/etc/vetting/config.yaml is not the example config"
+zcat /usr/share/man/man1/vetting.1.gz | grep -q '^\.TH' || fail "no man page"
+grep -q vetting /usr/share/bash-completion/completions/vetting || fail "no bash completion"
 
 echo "== systemd-analyze"
 if command -v systemd-analyze >/dev/null; then
@@ -133,7 +135,8 @@ if dpkg -s vetting >/dev/null 2>&1; then
   fail "dpkg -s vetting still knows the package"
 fi
 for path in /usr/bin/vetting /usr/bin/vetting-agent /lib/systemd/system/vetting.service \
-  /etc/vetting /var/lib/vetting /usr/share/doc/vetting \
+  /etc/vetting /var/lib/vetting /usr/share/doc/vetting /usr/share/man/man1/vetting.1.gz \
+  /usr/share/bash-completion/completions/vetting \
   /etc/systemd/system/multi-user.target.wants/vetting.service \
   /etc/systemd/system/vetting.service; do
   [[ -e $path || -L $path ]] && fail "$path is left after the purge"

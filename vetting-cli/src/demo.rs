@@ -108,7 +108,7 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
         None => scratch.display().to_string(),
     };
     let disk_name = disk_arg.trim_start_matches("/dev/").to_string();
-    println!(
+    crate::outln!(
         "scratch disk: {disk_arg} ({} MiB{})",
         options.scratch_mib,
         if loop_device.is_some() {
@@ -151,7 +151,7 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
         .start_run(host.id, &actor)
         .await
         .context("starting the run")?;
-    println!("run {}", run.id);
+    crate::outln!("run {}", run.id);
 
     // wait for the dispatcher to put the run in Booting, then boot the agent
     wait_for(
@@ -195,9 +195,9 @@ pub async fn run(mut config: Config, options: DemoOptions) -> anyhow::Result<boo
     let reports = vetting_core::reports::write_reports(&orchestrator, &run.id)
         .await
         .context("writing the reports")?;
-    println!("final state: {final_state}");
-    println!("report (HTML): {}", reports.html.display());
-    println!("report (JSON): {}", reports.json.display());
+    crate::outln!("final state: {final_state}");
+    crate::outln!("report (HTML): {}", reports.html.display());
+    crate::outln!("report (JSON): {}", reports.json.display());
     Ok(final_state == RunState::Completed)
 }
 

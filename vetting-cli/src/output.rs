@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// Prints `value` as pretty JSON (the `--json` output).
 pub fn print_json(value: &Value) {
-    println!(
+    crate::outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
     );
@@ -60,7 +60,7 @@ impl Table {
     }
 
     pub fn print(&self) {
-        print!("{}", self.render());
+        crate::out!("{}", self.render());
     }
 }
 
@@ -68,7 +68,7 @@ impl Table {
 pub fn print_fields(fields: &[(&str, String)]) {
     let width = fields.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
     for (key, value) in fields {
-        println!("{key:width$}  {value}");
+        crate::outln!("{key:width$}  {value}");
     }
 }
 
@@ -212,4 +212,35 @@ mod tests {
         assert_eq!(format_duration_ms(7_500_000), "2h05m");
         assert_eq!(format_duration_ms(-1), "0s");
     }
+}
+
+/// Writes to stdout: `print!` without its panic when the reader went
+/// away (`vetting runs list | head`): the process ends as a program killed
+/// by SIGPIPE would (exit 141), any other write error ends it with 5.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(args) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        let _ = writeln!(std::io::stderr(), "error: writing to stdout: {error}");
+        std::process::exit(5);
+    }
+}
+
+/// `print!` through [`write_stdout`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` through [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => {{
+        $crate::output::write_stdout(format_args!($($arg)*));
+        $crate::output::write_stdout(format_args!("\n"));
+    }};
 }

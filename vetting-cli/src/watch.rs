@@ -258,7 +258,7 @@ async fn absorb(context: &Context, screen: bool, run: &mut Watched) -> CliResult
         }
         run.last_transition = id;
         if context.json {
-            println!(
+            crate::outln!(
                 "{}",
                 json!({"type": "transition", "run": run.id, "host": run.host, "transition": transition})
             );
@@ -268,7 +268,7 @@ async fn absorb(context: &Context, screen: bool, run: &mut Watched) -> CliResult
                 .and_then(Value::as_i64)
                 .map(format_time)
                 .unwrap_or_default();
-            println!(
+            crate::outln!(
                 "{at} {} {} {} -> {}",
                 run.id,
                 run.host,
@@ -281,12 +281,12 @@ async fn absorb(context: &Context, screen: bool, run: &mut Watched) -> CliResult
         let (lines, next) = log_page(&context.client, &run.id, None, &run.log_cursor).await?;
         for line in &lines {
             if context.json {
-                println!(
+                crate::outln!(
                     "{}",
                     json!({"type": "log", "run": run.id, "host": run.host, "line": line})
                 );
             } else {
-                println!("{} {} | {}", run.id, run.host, format_log_line(line));
+                crate::outln!("{} {} | {}", run.id, run.host, format_log_line(line));
             }
         }
         let moved = next != run.log_cursor;
@@ -342,7 +342,7 @@ fn draw(runs: &[Watched], notice: Option<&str>) {
         out.push('\n');
         out.push_str(&screen_of(run));
     }
-    print!("{out}");
+    crate::out!("{out}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
 }
@@ -470,12 +470,12 @@ fn verdict(context: &Context, runs: &[Watched]) -> CliResult<()> {
     for run in runs {
         let state = text(run_of(&run.detail), "state");
         if context.json {
-            println!(
+            crate::outln!(
                 "{}",
                 json!({"type": "verdict", "run": run.id, "host": run.host, "state": state})
             );
         } else {
-            println!("run {} ({}): {state}", run.id, run.host);
+            crate::outln!("run {} ({}): {state}", run.id, run.host);
         }
         if run.state != Some(RunState::Completed) {
             not_completed.push(format!("{} ({state})", run.id));

@@ -120,7 +120,7 @@ pub async fn run(context: &Context, command: HostsCommand) -> CliResult<()> {
                     print_json(&body);
                 }
             } else {
-                println!("removed host {name}");
+                crate::outln!("removed host {name}");
             }
         }
         HostsCommand::Import { file } => {
@@ -227,7 +227,7 @@ fn show_detail(detail: &Value) {
         .cloned()
         .unwrap_or_default();
     if !recent.is_empty() {
-        println!();
+        crate::outln!();
         let mut table = Table::new(&["RUN", "STATE", "CREATED", "UPDATED"]);
         for run in &recent {
             let run = run.get("run").unwrap_or(run);

@@ -26,9 +26,9 @@ pub async fn serve(config: Config) -> CliResult<()> {
             Failure::of_error(exit, &error)
         })?;
     if let Some(interface) = server.pxe_interface() {
-        println!("vetting serving PXE (dnsmasq) on {interface}");
+        crate::outln!("vetting serving PXE (dnsmasq) on {interface}");
     }
-    println!("vetting listening on http://{}", server.local_addr());
+    crate::outln!("vetting listening on http://{}", server.local_addr());
     server
         .run_until(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -55,8 +55,8 @@ pub async fn demo(config: Config, options: crate::demo::DemoOptions) -> CliResul
 pub fn config_check(file: &Path) -> CliResult<()> {
     let config = Config::load(Some(file))
         .map_err(|error| Failure::of_error(crate::error::Exit::Input, &error))?;
-    println!("{} is valid", file.display());
-    println!("{config:#?}");
+    crate::outln!("{} is valid", file.display());
+    crate::outln!("{config:#?}");
     Ok(())
 }
 
@@ -74,7 +74,7 @@ pub async fn db_migrate(config: Config) -> CliResult<()> {
         .await
         .map_err(unreachable)?;
     let applied = store.migrate().await.map_err(unreachable)?;
-    println!(
+    crate::outln!(
         "database at schema version {} (applied: {:?})",
         store.schema_version().await.map_err(unreachable)?,
         applied
@@ -84,7 +84,9 @@ pub async fn db_migrate(config: Config) -> CliResult<()> {
 
 pub fn completions(shell: clap_complete::Shell) {
     let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, "vetting", &mut std::io::stdout());
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command, "vetting", &mut out);
+    crate::out!("{}", String::from_utf8_lossy(&out));
 }
 
 pub fn man() -> CliResult<()> {
@@ -99,9 +101,6 @@ pub fn man() -> CliResult<()> {
             .render(&mut out)
             .map_err(|error| Failure::internal(format!("rendering the man page: {error}")))?;
     }
-    use std::io::Write;
-    std::io::stdout()
-        .write_all(&out)
-        .map_err(|error| Failure::internal(format!("stdout: {error}")))?;
+    crate::out!("{}", String::from_utf8_lossy(&out));
     Ok(())
 }

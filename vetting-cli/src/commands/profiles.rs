@@ -30,7 +30,7 @@ pub async fn run(context: &Context, command: ProfilesCommand) -> CliResult<()> {
             if context.json {
                 print_json(&profile);
             } else {
-                println!("stored profile {name}");
+                crate::outln!("stored profile {name}");
             }
         }
         ProfilesCommand::List => {
@@ -63,9 +63,9 @@ pub async fn run(context: &Context, command: ProfilesCommand) -> CliResult<()> {
                         .unwrap_or(""),
                     true,
                 );
-                print!("{body}");
+                crate::out!("{body}");
                 if !body.ends_with('\n') {
-                    println!();
+                    crate::outln!();
                 }
             }
         }
@@ -84,7 +84,7 @@ pub fn check(json_output: bool, file: &std::path::Path) -> CliResult<()> {
             if json_output {
                 print_json(&json!({"valid": true}));
             } else {
-                println!("{} is a valid spec", file.display());
+                crate::outln!("{} is a valid spec", file.display());
             }
             Ok(())
         }

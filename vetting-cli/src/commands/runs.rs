@@ -160,7 +160,7 @@ async fn start(context: &Context, hosts: Vec<String>, all_idle: bool) -> CliResu
                         Value::String(id) => crate::output::visible(id, false),
                         other => text(other, "id"),
                     };
-                    println!("{id}");
+                    crate::outln!("{id}");
                 }
             }
             _ => {
@@ -226,7 +226,7 @@ async fn act(context: &Context, id: &str, action: &str, body: Body) -> CliResult
             state if state != "-" => state,
             _ => text(&applied, "to"),
         };
-        println!("run {id}: {action}: {from} -> {state}");
+        crate::outln!("run {id}: {action}: {from} -> {state}");
     }
     Ok(())
 }
@@ -293,7 +293,7 @@ fn show_detail(detail: &Value) {
     print_fields(&fields);
     let stages = array(detail, "stages");
     if !stages.is_empty() {
-        println!();
+        crate::outln!();
         let mut table = Table::new(&["STAGE", "ATTEMPT", "OUTCOME", "STARTED", "TOOK", "REASON"]);
         for stage in &stages {
             let took = match (
@@ -322,8 +322,8 @@ fn show_detail(detail: &Value) {
     }
     let findings = array(detail, "held_findings");
     if !findings.is_empty() {
-        println!();
-        println!(
+        crate::outln!();
+        crate::outln!(
             "held findings (acknowledge with `runs override-wipe {} --acknowledge ID...`):",
             text(run, "id")
         );
@@ -340,7 +340,7 @@ fn show_detail(detail: &Value) {
     }
     let transitions = array(detail, "transitions");
     if !transitions.is_empty() {
-        println!();
+        crate::outln!();
         let mut table = Table::new(&["AT", "FROM", "TO", "EVENT", "BY"]);
         for transition in &transitions {
             table.row(vec![
@@ -479,9 +479,9 @@ async fn print_new_lines(
         let (lines, next) = log_page(client, id, stage, cursor).await?;
         for line in &lines {
             if context.json {
-                println!("{line}");
+                crate::outln!("{line}");
             } else {
-                println!("{}", format_log_line(line));
+                crate::outln!("{}", format_log_line(line));
             }
         }
         let moved = next != *cursor;

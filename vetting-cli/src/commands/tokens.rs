@@ -29,7 +29,7 @@ pub async fn run(context: &Context, command: TokensCommand) -> CliResult<()> {
                     "token {name} ({}) created; it is shown this once:",
                     role.as_str()
                 );
-                println!("{}", text(&created, "secret"));
+                crate::outln!("{}", text(&created, "secret"));
             }
         }
         TokensCommand::List => {
@@ -51,7 +51,7 @@ pub async fn run(context: &Context, command: TokensCommand) -> CliResult<()> {
             if context.json {
                 print_json(&token);
             } else {
-                println!("revoked token {name}");
+                crate::outln!("revoked token {name}");
             }
         }
     }

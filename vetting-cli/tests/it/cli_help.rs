@@ -132,3 +132,24 @@ fn completions_and_the_man_page_generate() {
         "no subcommand pages"
     );
 }
+
+/// `vetting completions bash | head -c 10`: a reader that goes away ends
+/// the CLI as SIGPIPE would (141), without a panic on stderr.
+#[test]
+fn a_reader_that_goes_away_ends_the_cli_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(VETTING)
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+}
