@@ -177,6 +177,37 @@ pub fn next_page_hint(page: &Value) {
     }
 }
 
+/// Writes to stdout: `print!` without its panic when the reader went
+/// away (`vetting runs list | head`): the process ends as a program killed
+/// by SIGPIPE would (exit 141), any other write error ends it with 5.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(args) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        let _ = writeln!(std::io::stderr(), "error: writing to stdout: {error}");
+        std::process::exit(5);
+    }
+}
+
+/// `print!` through [`write_stdout`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` through [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => {{
+        $crate::output::write_stdout(format_args!($($arg)*));
+        $crate::output::write_stdout(format_args!("\n"));
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,35 +243,4 @@ mod tests {
         assert_eq!(format_duration_ms(7_500_000), "2h05m");
         assert_eq!(format_duration_ms(-1), "0s");
     }
-}
-
-/// Writes to stdout: `print!` without its panic when the reader went
-/// away (`vetting runs list | head`): the process ends as a program killed
-/// by SIGPIPE would (exit 141), any other write error ends it with 5.
-pub fn write_stdout(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    if let Err(error) = stdout.write_fmt(args) {
-        if error.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
-        }
-        let _ = writeln!(std::io::stderr(), "error: writing to stdout: {error}");
-        std::process::exit(5);
-    }
-}
-
-/// `print!` through [`write_stdout`].
-#[macro_export]
-macro_rules! out {
-    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
-}
-
-/// `println!` through [`write_stdout`].
-#[macro_export]
-macro_rules! outln {
-    () => { $crate::output::write_stdout(format_args!("\n")) };
-    ($($arg:tt)*) => {{
-        $crate::output::write_stdout(format_args!($($arg)*));
-        $crate::output::write_stdout(format_args!("\n"));
-    }};
 }
