@@ -112,7 +112,7 @@ pub enum DbCommand {
 }
 
 /// A host's power settings on the command line: the driver and its
-/// options (`--power ipmi --power-opt host=10.0.0.5 --power-opt user=admin`).
+/// options (`--power ipmi --power-opt host=10.0.0.5 --power-opt username=admin`).
 #[derive(Debug, Clone, Args)]
 pub struct PowerArgs {
     /// The power driver.
@@ -122,6 +122,11 @@ pub struct PowerArgs {
     /// sent as such).
     #[arg(long = "power-opt", value_name = "KEY=VALUE", requires = "power")]
     pub power_options: Vec<String>,
+    /// The BMC password (IPMI, Redfish), read from this file (`-`: stdin)
+    /// rather than the command line; sent as `password_plaintext`, stored
+    /// only encrypted with the secret key.
+    #[arg(long = "power-password-file", value_name = "FILE", requires = "power")]
+    pub power_password_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -164,6 +164,24 @@ fn power_json(power: &PowerArgs) -> CliResult<Option<Value>> {
         };
         settings.insert(key.to_string(), value);
     }
+    if let Some(file) = &power.power_password_file {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(file)
+        }
+        .map_err(|error| {
+            Failure::input(format!("--power-password-file {}: {error}", file.display()))
+        })?;
+        let password = text.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            return Err(Failure::input(format!(
+                "--power-password-file {}: the file is empty",
+                file.display()
+            )));
+        }
+        settings.insert("password_plaintext".into(), password.into());
+    }
     Ok(Some(Value::Object(settings)))
 }
 

@@ -73,6 +73,28 @@ async fn the_commands_print_what_they_did() {
         json!({"driver": "ipmi", "host": "10.0.0.5", "port": 623})
     );
     assert_eq!(shown["host"]["serial"], "S1");
+    // a BMC password from a file: stored only encrypted
+    std::fs::write(dir.join("bmc.pass"), "bmc-pass-from-file\n").unwrap();
+    run(&[
+        "hosts",
+        "edit",
+        "h-a",
+        "--power",
+        "ipmi",
+        "--power-opt",
+        "host=10.0.0.5",
+        "--power-opt",
+        "username=admin",
+        "--power-password-file",
+        "bmc.pass",
+    ]);
+    let power = json(&["hosts", "show", "h-a"])["host"]["power"].clone();
+    assert!(
+        power["password"].as_str().unwrap().starts_with("v1:"),
+        "{power}"
+    );
+    assert!(!power.to_string().contains("bmc-pass-from-file"), "{power}");
+    assert!(power.get("password_plaintext").is_none(), "{power}");
     let table = run(&["hosts", "show", "h-a"]).stdout;
     assert!(
         table

@@ -15,8 +15,14 @@ use super::Operator;
 
 impl Operator {
     /// Registers a host. Its MACs must be free (a removed host's MACs are).
-    pub async fn register_host(&self, new: NewHost, actor: &Actor) -> Result<Host> {
+    pub async fn register_host(&self, mut new: NewHost, actor: &Actor) -> Result<Host> {
         let checked = check_new_host(&new)?;
+        if let Some(power) = new.power.take() {
+            new.power = Some(
+                seal_power(power, self.core.key().bytes())
+                    .map_err(|message| checked.invalid(&message))?,
+            );
+        }
         let now = self.core.now_ms();
         let txn = self.core.begin_write("registering a host").await?;
         if name_taken(&txn, &checked.name, None).await? {
@@ -168,7 +174,9 @@ impl Operator {
         let power = match &edit.power {
             None => None,
             Some(serde_json::Value::Null) => Some(None),
-            Some(value) => Some(Some(check_power(value, macs.first()).map_err(&invalid)?)),
+            Some(value) => Some(Some(
+                check_power(value, macs.first(), self.core.key().bytes()).map_err(&invalid)?,
+            )),
         };
         let macs_change = !add.is_empty() || !remove.is_empty();
 
@@ -284,7 +292,7 @@ impl Operator {
     /// file is inserted in one transaction, each host audited as
     /// registered (`register_host`, with `imported`).
     pub async fn import_hosts_csv(&self, text: &str, actor: &Actor) -> Result<Vec<Host>> {
-        let rows = parse_import(text)?;
+        let rows = parse_import(text, self.core.key().bytes())?;
         let now = self.core.now_ms();
         let txn = self.core.begin_write("importing hosts").await?;
         // what the file is checked against, read in the write transaction
@@ -574,28 +582,67 @@ async fn insert_host(
 fn check_power(
     value: &serde_json::Value,
     first_mac: Option<&Mac>,
+    key: &[u8; 32],
 ) -> std::result::Result<serde_json::Value, String> {
     match value {
-        serde_json::Value::String(text) => power_from_text(text, first_mac),
+        serde_json::Value::String(text) => power_from_text(text, first_mac, key),
         serde_json::Value::Object(_) => {
-            serde_json::from_value::<PowerSettings>(value.clone())
+            let sealed = seal_power(value.clone(), key)?;
+            serde_json::from_value::<PowerSettings>(sealed.clone())
                 .map_err(|error| format!("power settings: {error}"))?;
-            Ok(value.clone())
+            Ok(sealed)
         }
         _ => Err("power settings must be a JSON object or a driver name".into()),
     }
+}
+
+/// The key under which a BMC password may be given in plain text.
+pub const PLAINTEXT_PASSWORD: &str = "password_plaintext";
+
+/// Power settings with a BMC password given in plain text
+/// (`password_plaintext`, what `vetting hosts add --power-opt
+/// password_plaintext=...` sends) encrypted with the secret key into
+/// `password`: the plain text is never stored. Settings without it are
+/// returned as they are.
+fn seal_power(
+    mut value: serde_json::Value,
+    key: &[u8; 32],
+) -> std::result::Result<serde_json::Value, String> {
+    let Some(object) = value.as_object_mut() else {
+        return Ok(value);
+    };
+    let Some(plain) = object.remove(PLAINTEXT_PASSWORD) else {
+        return Ok(value);
+    };
+    let serde_json::Value::String(plain) = plain else {
+        return Err(format!(
+            "power settings: `{PLAINTEXT_PASSWORD}` must be a string"
+        ));
+    };
+    if object.contains_key("password") {
+        return Err(format!(
+            "power settings: give `password` (encrypted) or `{PLAINTEXT_PASSWORD}`, not both"
+        ));
+    }
+    let sealed = crate::power::EncryptedSecret::encrypt(&plain, key)
+        .map_err(|error| format!("power settings: encrypting the password: {error}"))?;
+    let sealed = serde_json::to_value(sealed)
+        .map_err(|error| format!("power settings: encrypting the password: {error}"))?;
+    object.insert("password".into(), sealed);
+    Ok(value)
 }
 
 /// A CSV `power` cell (or a driver name): see [`check_power`].
 fn power_from_text(
     text: &str,
     first_mac: Option<&Mac>,
+    key: &[u8; 32],
 ) -> std::result::Result<serde_json::Value, String> {
     let text = text.trim();
     if text.starts_with('{') {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|error| format!("power settings are not valid JSON: {error}"))?;
-        return check_power(&value, first_mac);
+        return check_power(&value, first_mac, key);
     }
     match text {
         "wol" => match first_mac {
@@ -630,7 +677,10 @@ const IMPORT_ERRORS_SHOWN: usize = 100;
 /// Parses an import file: the header must be [`IMPORT_COLUMNS`]; each row
 /// is a host or the reason it is not (a wrong number of columns, text
 /// that is not CSV).
-fn parse_import(text: &str) -> Result<Vec<std::result::Result<ImportRow, RowError>>> {
+fn parse_import(
+    text: &str,
+    key: &[u8; 32],
+) -> Result<Vec<std::result::Result<ImportRow, RowError>>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -699,7 +749,7 @@ fn parse_import(text: &str) -> Result<Vec<std::result::Result<ImportRow, RowErro
         let first_mac = macs.first().and_then(|mac| Mac::parse(mac).ok());
         let (power, power_error) = match cell(4).as_str() {
             "" => (None, None),
-            text => match power_from_text(text, first_mac.as_ref()) {
+            text => match power_from_text(text, first_mac.as_ref(), key) {
                 Ok(value) => (Some(value), None),
                 Err(error) => (None, Some(error)),
             },

@@ -1297,3 +1297,89 @@ async fn an_agent_speaking_another_protocol_version_is_refused_at_hello_and_noth
         assert_eq!(run.hello_at_ms, Some(T0));
     }
 }
+
+/// A BMC password given in plain text (`password_plaintext`) is stored
+/// only encrypted with the secret key, whether the host is registered,
+/// edited or imported; the plain text is in no table.
+#[tokio::test]
+async fn a_plain_text_bmc_password_is_stored_only_encrypted() {
+    let db = crate::support::sqlite_db();
+    let clock = ManualClock::new(T0);
+    let orchestrator = open(config_for(&db), &clock).await;
+    let operator = orchestrator.operator();
+    let ipmi = |password: &str| {
+        serde_json::json!({
+            "driver": "ipmi", "host": "127.0.0.1", "username": "admin",
+            "password_plaintext": password,
+        })
+    };
+    let registered = operator
+        .register_host(
+            NewHost {
+                name: "bmc-1".into(),
+                macs: vec!["52:54:00:00:10:01".into()],
+                power: Some(ipmi("first-secret")),
+                ..Default::default()
+            },
+            &admin(),
+        )
+        .await
+        .unwrap();
+    let edited = operator
+        .edit_host(
+            registered.id,
+            HostEdit {
+                power: Some(ipmi("second-secret")),
+                ..Default::default()
+            },
+            &admin(),
+        )
+        .await
+        .unwrap();
+    let cell = ipmi("third-secret").to_string().replace('"', "\"\"");
+    let imported = operator
+        .import_hosts_csv(
+            &format!("name,macs,serial,profile,power\nbmc-2,52:54:00:00:10:02,,,\"{cell}\"\n"),
+            &admin(),
+        )
+        .await
+        .unwrap();
+    let key = orchestrator.key().bytes();
+    for (host, plain) in [(&edited, "second-secret"), (&imported[0], "third-secret")] {
+        let power = host.power.clone().unwrap();
+        assert!(power.get("password_plaintext").is_none(), "{power}");
+        let settings: vetting_core::power::PowerSettings = serde_json::from_value(power).unwrap();
+        let vetting_core::power::PowerSettings::Ipmi(ipmi) = settings else {
+            panic!("not IPMI: {settings:?}");
+        };
+        assert_eq!(ipmi.password.decrypt(key).unwrap().expose(), plain);
+    }
+    // no table holds any of the three in plain text
+    // the database file and its write-ahead log, byte for byte
+    let mut dump = String::new();
+    for file in ["vetting.db", "vetting.db-wal"] {
+        if let Ok(bytes) = std::fs::read(db.dir.path().join(file)) {
+            dump.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    assert!(dump.contains("bmc-2"), "the dump is not the database");
+    for plain in ["first-secret", "second-secret", "third-secret"] {
+        assert!(!dump.contains(plain), "{plain} is stored in plain text");
+    }
+    // both forms at once are refused, naming the field
+    let error = operator
+        .edit_host(
+            registered.id,
+            HostEdit {
+                power: Some(serde_json::json!({
+                    "driver": "ipmi", "host": "127.0.0.1", "username": "admin",
+                    "password": "v1:AAAA", "password_plaintext": "x",
+                })),
+                ..Default::default()
+            },
+            &admin(),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("password_plaintext"), "{error}");
+}
