@@ -25,10 +25,19 @@ pub async fn serve(config: Config) -> CliResult<()> {
             };
             Failure::of_error(exit, &error)
         })?;
+    // a server goes on serving when whoever started it stops reading its
+    // stdout: these lines are information, not output to end it over
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
     if let Some(interface) = server.pxe_interface() {
-        crate::outln!("vetting serving PXE (dnsmasq) on {interface}");
+        let _ = writeln!(stdout, "vetting serving PXE (dnsmasq) on {interface}");
     }
-    crate::outln!("vetting listening on http://{}", server.local_addr());
+    let _ = writeln!(
+        stdout,
+        "vetting listening on http://{}",
+        server.local_addr()
+    );
+    let _ = stdout.flush();
     server
         .run_until(async {
             let _ = tokio::signal::ctrl_c().await;
