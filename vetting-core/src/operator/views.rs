@@ -97,16 +97,7 @@ impl Operator {
             .await
             .map_err(db("reading transitions"))?
             .into_iter()
-            .map(|model| TransitionRecord {
-                id: model.id,
-                run_id: model.run_id,
-                from: model.from_state,
-                to: model.to_state,
-                event: model.event,
-                actor: model.actor,
-                at_ms: model.at_ms,
-                detail: model.detail,
-            })
+            .map(crate::store::transitions::record_of)
             .collect())
     }
 

@@ -23,17 +23,22 @@ pub async fn list(
         .await
         .map_err(db("reading transitions"))?
         .into_iter()
-        .map(|model| TransitionRecord {
-            id: model.id,
-            run_id: model.run_id,
-            from: model.from_state,
-            to: model.to_state,
-            event: model.event,
-            actor: model.actor,
-            at_ms: model.at_ms,
-            detail: model.detail,
-        })
+        .map(record_of)
         .collect())
+}
+
+/// A stored transition row as the record the services return.
+pub(crate) fn record_of(model: transition::Model) -> TransitionRecord {
+    TransitionRecord {
+        id: model.id,
+        run_id: model.run_id,
+        from: model.from_state,
+        to: model.to_state,
+        event: model.event,
+        actor: model.actor,
+        at_ms: model.at_ms,
+        detail: model.detail,
+    }
 }
 
 /// Logs one step of a transition; its id.
