@@ -100,6 +100,48 @@ pub fn program(program: &str) -> Option<String> {
     (!found).then(|| format!("{program} (scripts/install-deps.sh installs it)"))
 }
 
+/// Every row of every table of a SQLite database, table by table in name
+/// order and row by row in rowid order, each row its columns quoted: what
+/// a test compares before and after a refusal to show nothing changed.
+/// `skip(table, column)` leaves a column out (bookkeeping a refused request
+/// may still do). Panics on a database error: for tests only.
+#[allow(clippy::unwrap_used, clippy::panic)]
+pub async fn sqlite_rows(
+    db: &sea_orm::DatabaseConnection,
+    skip: impl Fn(&str, &str) -> bool,
+) -> String {
+    use sea_orm::{ConnectionTrait, Statement};
+    let backend = db.get_database_backend();
+    let query = |sql: String| db.query_all_raw(Statement::from_string(backend, sql));
+    let tables = query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name".into())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    for table in tables {
+        let name: String = table.try_get_by_index(0).unwrap();
+        let columns: Vec<String> = query(format!("SELECT name FROM pragma_table_info('{name}')"))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get_by_index::<String>(0).unwrap())
+            .filter(|column| !skip(&name, column))
+            .map(|column| format!("quote(\"{column}\")"))
+            .collect();
+        let rows = query(format!(
+            "SELECT {} FROM \"{name}\" ORDER BY rowid",
+            columns.join(" || '|' || ")
+        ))
+        .await
+        .unwrap();
+        out.push_str(&format!("== {name}\n"));
+        for row in rows {
+            out.push_str(&row.try_get_by_index::<String>(0).unwrap_or_default());
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use sea_orm::{ConnectionTrait, Statement};
 use sha2::{Digest, Sha256};
 use vetting_core::orchestrator::Orchestrator;
 
@@ -99,47 +98,10 @@ pub fn spawn_vetting(
 /// documented bookkeeping, at most once a minute), which is not a change
 /// a refused command made.
 pub async fn fingerprint(orchestrator: &Orchestrator) -> String {
-    let db = orchestrator.store().db();
-    let backend = db.get_database_backend();
-    let tables = db
-        .query_all_raw(Statement::from_string(
-            backend,
-            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
-        ))
-        .await
-        .unwrap();
-    let mut out = String::new();
-    for table in tables {
-        let name: String = table.try_get_by_index(0).unwrap();
-        let columns = db
-            .query_all_raw(Statement::from_string(
-                backend,
-                format!("SELECT name FROM pragma_table_info('{name}')"),
-            ))
-            .await
-            .unwrap();
-        let columns: Vec<String> = columns
-            .iter()
-            .map(|row| row.try_get_by_index::<String>(0).unwrap())
-            .filter(|column| !(name == "api_tokens" && column == "last_used_at_ms"))
-            .map(|column| format!("quote(\"{column}\")"))
-            .collect();
-        let rows = db
-            .query_all_raw(Statement::from_string(
-                backend,
-                format!(
-                    "SELECT {} FROM \"{name}\" ORDER BY rowid",
-                    columns.join(" || '|' || ")
-                ),
-            ))
-            .await
-            .unwrap();
-        out.push_str(&format!("== {name}\n"));
-        for row in rows {
-            out.push_str(&row.try_get_by_index::<String>(0).unwrap_or_default());
-            out.push('\n');
-        }
-    }
+    let out = vetting_testkit::sqlite_rows(orchestrator.store().db(), |table, column| {
+        table == "api_tokens" && column == "last_used_at_ms"
+    })
+    .await;
     hex::encode(Sha256::digest(out.as_bytes())) + "\n" + &out
 }
 

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use vetting_core::config::Config;
@@ -204,45 +203,8 @@ impl Harness {
     /// Every row of every table, and every file under the data folder
     /// (but the database's own files) with its SHA-256.
     async fn fingerprint(&self) -> String {
-        let db = self.orchestrator.store().db();
-        let backend = db.get_database_backend();
-        let tables = db
-            .query_all_raw(Statement::from_string(
-                backend,
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
-            ))
-            .await
-            .unwrap();
-        let mut out = String::new();
-        for table in tables {
-            let name: String = table.try_get_by_index(0).unwrap();
-            let columns = db
-                .query_all_raw(Statement::from_string(
-                    backend,
-                    format!("SELECT name FROM pragma_table_info('{name}')"),
-                ))
-                .await
-                .unwrap();
-            let columns: Vec<String> = columns
-                .iter()
-                .map(|row| format!("quote(\"{}\")", row.try_get_by_index::<String>(0).unwrap()))
-                .collect();
-            let rows = db
-                .query_all_raw(Statement::from_string(
-                    backend,
-                    format!(
-                        "SELECT {} FROM \"{name}\" ORDER BY rowid",
-                        columns.join(" || '|' || ")
-                    ),
-                ))
-                .await
-                .unwrap();
-            out.push_str(&format!("== {name}\n"));
-            for row in rows {
-                out.push_str(&row.try_get_by_index::<String>(0).unwrap_or_default());
-                out.push('\n');
-            }
-        }
+        let mut out =
+            vetting_testkit::sqlite_rows(self.orchestrator.store().db(), |_, _| false).await;
         let mut files = Vec::new();
         walk(self.dir.path(), &mut files);
         files.sort();
